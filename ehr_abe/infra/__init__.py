@@ -1,0 +1,1 @@
+"""Local infrastructure for development and tests: MinIO and a Fabric network."""
