@@ -94,3 +94,10 @@ class DeadlineExceeded(EhrAbeError):
 
 class ConfigError(FailedPrecondition):
     """Configuration or installation problem; the message says how to fix it."""
+
+
+class Aborted(EhrAbeError):
+    """A concurrent change won (e.g. a ledger MVCC read conflict); retrying may succeed."""
+
+    status = "ABORTED"
+    exit_code = 10

@@ -1,4 +1,4 @@
-"""Which command modules make up the CLI (the lead wires new topics here)."""
+"""Which command modules make up the CLI."""
 
 from __future__ import annotations
 
@@ -6,4 +6,14 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    from ehr_abe.cli import abe, infra, policy, run
+
+    app.add_typer(abe.authority_app, name="authority")
+    app.add_typer(abe.key_app, name="key")
+    app.command("encrypt")(abe.encrypt)
+    app.command("decrypt")(abe.decrypt)
+    app.add_typer(policy.app, name="policy")
+    app.command("serve")(run.serve)
+    app.command("demo")(run.demo)
+    app.command("verify")(run.verify)
+    app.add_typer(infra.app, name="infra")

@@ -1,0 +1,225 @@
+"""The key authority: setup, the master key sealed at rest, user-key issuance.
+
+Files in the authority directory:
+    public_params.bin    public parameters (0644)
+    master_key.sealed    the master key, AES-256-GCM under a key derived with
+                         scrypt from a passphrase, or read from a key file (0600)
+Files are created with O_EXCL and the final mode from the start, written to a
+temporary name, fsynced and renamed, so a crash never leaves a partial key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from abe_service.envelope import AbeEncryptor
+from abe_service.fame import Fame, MasterKey
+from abe_service.pairing.base import get_backend
+from abe_service.policy import expand_attributes
+from abe_service.serialization import (
+    FORMAT_VERSION,
+    UserKey,
+    authority_id,
+    master_key_from_bytes,
+    master_key_to_bytes,
+    public_params_from_bytes,
+    public_params_to_bytes,
+    user_key_to_bytes,
+)
+from ehr_abe.api.v1 import formats_pb2 as fpb
+from ehr_abe.errors import AccessDenied, AlreadyExists, ConfigError, DecodeError, InvalidArgument
+
+PUBLIC_PARAMS_FILE = "public_params.bin"
+SEALED_MASTER_KEY_FILE = "master_key.sealed"
+SCRYPT_LOG2_N, SCRYPT_R, SCRYPT_P = 15, 8, 1
+MIN_PASSPHRASE = 12
+MAX_ATTRIBUTES_PER_KEY = 256
+
+
+class WrongPassphrase(AccessDenied):
+    """The passphrase or key file does not open this master key."""
+
+
+def _write_file(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _wrapping_key(
+    passphrase: bytes | None, key_file: Path | None, salt: bytes, log2_n: int, r: int, p: int
+) -> tuple[bytes, str]:
+    if key_file is not None:
+        try:
+            material = key_file.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read key file {key_file}: {exc.strerror}") from None
+        if len(material) < 32:
+            raise ConfigError(f"key file {key_file} holds fewer than 32 bytes")
+        return hashlib.sha256(b"ehr-abe/keyfile/v1\x00" + salt + material).digest(), "keyfile"
+    if not passphrase:
+        raise ConfigError("a passphrase or a key file is needed for the master key")
+    return Scrypt(salt=salt, length=32, n=1 << log2_n, r=r, p=p).derive(passphrase), "scrypt"
+
+
+def _ad(auth_id: str, kdf: str, log2_n: int, r: int, p: int) -> bytes:
+    return f"ehr-abe/sealed-master-key/v{FORMAT_VERSION}\x00{auth_id}\x00{kdf}\x00{log2_n}:{r}:{p}".encode()
+
+
+def seal_master_key(msk_bytes: bytes, auth_id: str, passphrase: bytes | None, key_file: Path | None) -> bytes:
+    salt = os.urandom(16)
+    key, kdf = _wrapping_key(passphrase, key_file, salt, SCRYPT_LOG2_N, SCRYPT_R, SCRYPT_P)
+    nonce = os.urandom(12)
+    ct = AESGCM(key).encrypt(nonce, msk_bytes, _ad(auth_id, kdf, SCRYPT_LOG2_N, SCRYPT_R, SCRYPT_P))
+    return fpb.SealedMasterKey(
+        kind=fpb.OBJECT_KIND_SEALED_MASTER_KEY,
+        version=FORMAT_VERSION,
+        authority_id=auth_id,
+        kdf=kdf,
+        salt=salt,
+        scrypt_log2_n=SCRYPT_LOG2_N,
+        scrypt_r=SCRYPT_R,
+        scrypt_p=SCRYPT_P,
+        nonce=nonce,
+        ciphertext=ct,
+    ).SerializeToString(deterministic=True)
+
+
+def unseal_master_key(sealed: bytes, passphrase: bytes | None, key_file: Path | None) -> bytes:
+    try:
+        msg = fpb.SealedMasterKey.FromString(sealed)
+    except Exception:
+        raise DecodeError("the sealed master key file is not valid") from None
+    if msg.kind != fpb.OBJECT_KIND_SEALED_MASTER_KEY or msg.version != FORMAT_VERSION:
+        raise DecodeError("the sealed master key file is of another kind or version")
+    if not (10 <= msg.scrypt_log2_n <= 22 and 1 <= msg.scrypt_r <= 32 and 1 <= msg.scrypt_p <= 16):
+        raise DecodeError("the sealed master key has out-of-range scrypt parameters")
+    if (msg.kdf == "keyfile") != (key_file is not None):
+        raise ConfigError(
+            "this master key is sealed with a key file: give --key-file"
+            if msg.kdf == "keyfile"
+            else "this master key is sealed with a passphrase, not a key file"
+        )
+    key, _ = _wrapping_key(passphrase, key_file, msg.salt, msg.scrypt_log2_n, msg.scrypt_r, msg.scrypt_p)
+    try:
+        return AESGCM(key).decrypt(
+            msg.nonce, msg.ciphertext, _ad(msg.authority_id, msg.kdf, msg.scrypt_log2_n, msg.scrypt_r, msg.scrypt_p)
+        )
+    except InvalidTag:
+        raise WrongPassphrase("wrong passphrase or key file for this master key") from None
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    user_key: bytes
+    key_id: str
+    attribute_set_sha256: str
+
+
+class KeyAuthority:
+    def __init__(self, fame: Fame, public_params: bytes, msk: MasterKey | None):
+        self.fame = fame
+        self.public_params = public_params
+        self.authority_id = authority_id(public_params)
+        self.pk = public_params_from_bytes(fame.group, public_params)
+        self._msk = msk
+        self.encryptor = AbeEncryptor(fame, self.pk, public_params, self.authority_id)
+
+    @staticmethod
+    def setup(
+        directory: Path,
+        *,
+        passphrase: bytes | None = None,
+        key_file: Path | None = None,
+        force: bool = False,
+        backend: str = "auto",
+    ) -> KeyAuthority:
+        if passphrase is not None and key_file is None and len(passphrase) < MIN_PASSPHRASE:
+            raise InvalidArgument(f"the passphrase must have at least {MIN_PASSPHRASE} characters")
+        directory.mkdir(parents=True, exist_ok=True)
+        pp_path = directory / PUBLIC_PARAMS_FILE
+        mk_path = directory / SEALED_MASTER_KEY_FILE
+        if (pp_path.exists() or mk_path.exists()) and not force:
+            raise AlreadyExists(
+                f"an authority already exists in {directory}; refusing to overwrite its master key "
+                "(use --force to replace it: every key it issued stops working)"
+            )
+        fame = Fame(get_backend(backend))
+        pk, msk = fame.setup()
+        pp = public_params_to_bytes(fame.group, pk)
+        auth = authority_id(pp)
+        sealed = seal_master_key(master_key_to_bytes(fame.group, msk, auth), auth, passphrase, key_file)
+        _write_file(mk_path, sealed, 0o600)
+        _write_file(pp_path, pp, 0o644)
+        return KeyAuthority(fame, pp, msk)
+
+    @staticmethod
+    def open(
+        directory: Path,
+        *,
+        passphrase: bytes | None = None,
+        key_file: Path | None = None,
+        public_only: bool = False,
+        backend: str = "auto",
+    ) -> KeyAuthority:
+        pp_path = directory / PUBLIC_PARAMS_FILE
+        if not pp_path.exists():
+            raise ConfigError(f"no key authority in {directory}: run `ehr-abe authority setup` first")
+        fame = Fame(get_backend(backend))
+        pp = pp_path.read_bytes()
+        if public_only:
+            return KeyAuthority(fame, pp, None)
+        msk_bytes = unseal_master_key((directory / SEALED_MASTER_KEY_FILE).read_bytes(), passphrase, key_file)
+        msk, auth = master_key_from_bytes(fame.group, msk_bytes)
+        if auth != authority_id(pp):
+            raise DecodeError("the master key does not belong to these public parameters")
+        return KeyAuthority(fame, pp, msk)
+
+    @property
+    def can_issue(self) -> bool:
+        return self._msk is not None
+
+    def issue_key(self, subject_id: str, attributes: list[str]) -> IssuedKey:
+        if self._msk is None:
+            raise AccessDenied("this authority was opened without its master key")
+        if not subject_id or len(subject_id) > 256:
+            raise InvalidArgument("a key needs a subject id of 1-256 characters")
+        if not attributes:
+            raise InvalidArgument("a key needs at least one attribute")
+        if len(attributes) > MAX_ATTRIBUTES_PER_KEY:
+            raise InvalidArgument(f"at most {MAX_ATTRIBUTES_PER_KEY} attributes per key")
+        labels = sorted(expand_attributes(attributes))
+        secret = self.fame.keygen(self.pk, self._msk, labels)
+        canonical = "\n".join(sorted(attributes)).encode()
+        attr_hash = hashlib.sha256(b"ehr-abe/attribute-set/v1\x00" + canonical).hexdigest()
+        key_id = "k-" + secrets.token_hex(12)
+        user_key = UserKey(
+            subject_id=subject_id,
+            key_id=key_id,
+            attributes=tuple(attributes),
+            authority_id=self.authority_id,
+            public_params=self.public_params,
+            secret=secret,
+        )
+        return IssuedKey(user_key_to_bytes(self.fame.group, user_key), key_id, attr_hash)

@@ -1,0 +1,78 @@
+"""The pairing-backend seam: the few BLS12-381 operations FAME needs.
+
+Scalars are plain Python ints (reduced mod `order` by the backend), which keeps
+the scheme code readable next to the paper. Points and target-group elements
+are opaque backend objects. Encodings are the standard compressed ones
+(zcash/IETF: 48-byte G1, 96-byte G2, big-endian, flag bits in the first byte);
+deserializers validate length, encoding, curve membership and prime-order
+subgroup membership, and raise `DecodeError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+#: The prime order r of G1, G2 and GT on BLS12-381.
+BLS12_381_ORDER = 0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001
+
+G1 = Any
+G2 = Any
+GT = Any
+
+
+@runtime_checkable
+class PairingBackend(Protocol):
+    name: str
+    order: int
+    g1_bytes: int
+    g2_bytes: int
+
+    def g1_generator(self) -> G1: ...
+    def g2_generator(self) -> G2: ...
+    def hash_to_g1(self, data: bytes, dst: bytes) -> G1: ...
+
+    def g1_mul(self, p: G1, k: int) -> G1: ...
+    def g1_add(self, p: G1, q: G1) -> G1: ...
+    def g1_neg(self, p: G1) -> G1: ...
+    def g1_msm(self, points: Sequence[G1], scalars: Sequence[int]) -> G1: ...
+    def g1_is_identity(self, p: G1) -> bool: ...
+
+    def g2_mul(self, p: G2, k: int) -> G2: ...
+    def g2_add(self, p: G2, q: G2) -> G2: ...
+
+    def pairing(self, p: G1, q: G2) -> GT: ...
+    def pairing_product(self, pairs: Sequence[tuple[G1, G2]]) -> GT:
+        """prod e(P_i, Q_i), with one final exponentiation."""
+        ...
+
+    def gt_mul(self, a: GT, b: GT) -> GT: ...
+    def gt_pow(self, a: GT, k: int) -> GT: ...
+    def gt_eq(self, a: GT, b: GT) -> bool: ...
+
+    def g1_to_bytes(self, p: G1) -> bytes: ...
+    def g1_from_bytes(self, data: bytes, *, allow_identity: bool = False) -> G1: ...
+    def g2_to_bytes(self, p: G2) -> bytes: ...
+    def g2_from_bytes(self, data: bytes, *, allow_identity: bool = False) -> G2: ...
+    def gt_to_bytes(self, a: GT) -> bytes: ...
+    def gt_from_bytes(self, data: bytes) -> GT: ...
+
+
+def get_backend(name: str = "auto") -> PairingBackend:
+    """`mcl` (herumi mcl through ctypes: MSM, multi-pairing), `pymcl` (pymcl's
+    Python objects, portable), or `auto`: the fastest available."""
+    from ehr_abe.errors import ConfigError
+
+    if name in ("auto", "mcl"):
+        try:
+            from abe_service.pairing.mcl import MclBackend
+
+            return MclBackend.instance()
+        except OSError as exc:
+            if name == "mcl":
+                raise ConfigError(f"the mcl backend is unavailable: {exc}") from None
+    if name in ("auto", "pymcl"):
+        from abe_service.pairing.pymcl_backend import PymclBackend
+
+        return PymclBackend.instance()
+    raise ConfigError(f"unknown pairing backend {name!r} (known: auto, mcl, pymcl)")

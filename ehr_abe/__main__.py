@@ -1,0 +1,3 @@
+from ehr_abe.cli import main
+
+main()

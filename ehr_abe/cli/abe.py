@@ -1,0 +1,137 @@
+"""`ehr-abe authority`, `ehr-abe key`, `ehr-abe encrypt`, `ehr-abe decrypt`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ehr_abe.cli.common import ConfigOption, HomeOption, config_from, console, read_passphrase
+from ehr_abe.errors import ConfigError
+
+authority_app = typer.Typer(help="Set up and inspect the CP-ABE key authority.", no_args_is_help=True)
+key_app = typer.Typer(help="Issue user keys (needs the master key).", no_args_is_help=True)
+
+KeyFileOption = Annotated[
+    Path | None,
+    typer.Option("--key-file", help="Seal the master key with this file's bytes (≥32) instead of a passphrase."),
+]
+
+
+def _read_input(path: Path) -> bytes:
+    if str(path) == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _write_output(path: Path, data: bytes, mode: int = 0o644) -> None:
+    if str(path) == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+@authority_app.command("setup")
+def authority_setup(
+    config: ConfigOption = None,
+    home: HomeOption = None,
+    key_file: KeyFileOption = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing authority (invalidates all keys).")] = False,
+) -> None:
+    """Create public parameters and a master key sealed at rest (0600)."""
+    from abe_service.authority import KeyAuthority
+
+    cfg = config_from(config, home)
+    key_file = key_file or (Path(cfg.authority.key_file) if cfg.authority.key_file else None)
+    passphrase = None if key_file else read_passphrase(cfg.authority.passphrase_env, prompt=True, confirm=True)
+    auth = KeyAuthority.setup(cfg.authority_dir, passphrase=passphrase, key_file=key_file, force=force)
+    console.print(f"key authority [bold]{auth.authority_id}[/] created in {cfg.authority_dir}")
+
+
+@authority_app.command("info")
+def authority_info(config: ConfigOption = None, home: HomeOption = None) -> None:
+    """Show the authority's id, scheme and files."""
+    from abe_service.authority import KeyAuthority
+    from abe_service.fame import SCHEME_ID
+
+    cfg = config_from(config, home)
+    auth = KeyAuthority.open(cfg.authority_dir, public_only=True)
+    console.print(f"authority id  {auth.authority_id}\nscheme        {SCHEME_ID}\ndirectory     {cfg.authority_dir}")
+
+
+@authority_app.command("export-params")
+def export_params(
+    out: Annotated[Path, typer.Argument(help="Output file, or - for stdout.")],
+    config: ConfigOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Write the public parameters (what encryptors need)."""
+    from abe_service.authority import KeyAuthority
+
+    cfg = config_from(config, home)
+    _write_output(out, KeyAuthority.open(cfg.authority_dir, public_only=True).public_params)
+
+
+@key_app.command("issue")
+def key_issue(
+    subject: Annotated[str, typer.Argument(help="Subject id, e.g. dr-heart.")],
+    attributes: Annotated[list[str], typer.Argument(metavar="ATTRIBUTE...", help="role:doctor dept:cardiology age=42 …")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the user key (0600).")],
+    config: ConfigOption = None,
+    home: HomeOption = None,
+    key_file: KeyFileOption = None,
+) -> None:
+    """Issue a user key for a subject and attribute set."""
+    from abe_service.authority import KeyAuthority
+
+    cfg = config_from(config, home)
+    key_file = key_file or (Path(cfg.authority.key_file) if cfg.authority.key_file else None)
+    passphrase = None if key_file else read_passphrase(cfg.authority.passphrase_env, prompt=True)
+    auth = KeyAuthority.open(cfg.authority_dir, passphrase=passphrase, key_file=key_file)
+    issued = auth.issue_key(subject, attributes)
+    _write_output(out, issued.user_key, 0o600)
+    console.print(f"key {issued.key_id} for {subject} written to {out}", highlight=False)
+
+
+def encrypt(
+    policy: Annotated[str, typer.Option("--policy", "-p", help="e.g. '(role:doctor and dept:cardiology) or patient:p-17'")],
+    input_: Annotated[Path, typer.Argument(metavar="INPUT", help="Plaintext file, or - for stdin.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Envelope file, or - for stdout.")],
+    context: Annotated[str, typer.Option(help="Associated data the decryptor must repeat (e.g. a record id).")] = "",
+    params: Annotated[Path | None, typer.Option(help="Public parameters file (default: the local authority's).")] = None,
+    config: ConfigOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Encrypt a file under a policy into a hybrid envelope."""
+    from abe_service.envelope import AbeEncryptor
+
+    if params is not None:
+        enc = AbeEncryptor.from_public_params(_read_input(params))
+    else:
+        from abe_service.authority import KeyAuthority
+
+        enc = KeyAuthority.open(config_from(config, home).authority_dir, public_only=True).encryptor
+    _write_output(out, enc.encrypt(policy, _read_input(input_), context.encode()))
+
+
+def decrypt(
+    key: Annotated[Path, typer.Option("--key", "-k", help="Your user key file.")],
+    input_: Annotated[Path, typer.Argument(metavar="ENVELOPE", help="Envelope file, or - for stdin.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Plaintext file, or - for stdout.")],
+    context: Annotated[str, typer.Option(help="The context given at encryption.")] = "",
+) -> None:
+    """Decrypt an envelope with a user key (locally; the key never leaves this machine).
+    Exit 3 if the key does not satisfy the policy, 4 if the envelope was tampered with."""
+    from abe_service.client import AbeKeyring
+
+    plaintext = AbeKeyring.from_file(key).decrypt(_read_input(input_), context.encode())
+    _write_output(out, plaintext, 0o600)

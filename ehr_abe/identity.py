@@ -1,0 +1,63 @@
+"""Who is calling: from the client's X.509 certificate (mutual TLS), or, in
+development mode only, from plain request headers.
+
+Certificates follow the Fabric-CA convention, so one identity serves both the
+gRPC services and the ledger: subject = attribute `ehr.subject` (else the
+certificate's common name), roles = attribute `ehr.roles` (comma-separated),
+both in the JSON attribute extension OID 1.2.3.4.5.6.7.8.1.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from ehr_abe.errors import Unauthenticated
+from storage_service.ledger.base import Caller
+
+FABRIC_ATTRS_OID = x509.ObjectIdentifier("1.2.3.4.5.6.7.8.1")
+DEV_SUBJECT_HEADER = "x-ehr-subject"
+DEV_ROLES_HEADER = "x-ehr-roles"
+
+
+def caller_from_certificate(pem: bytes, default_msp: str) -> Caller:
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise Unauthenticated("client certificate could not be parsed") from None
+    attrs: dict[str, Any] = {}
+    try:
+        ext = cert.extensions.get_extension_for_oid(FABRIC_ATTRS_OID)
+        raw = ext.value.value if isinstance(ext.value, x509.UnrecognizedExtension) else b""
+        attrs = dict(json.loads(raw).get("attrs", {}))
+    except (x509.ExtensionNotFound, ValueError, AttributeError):
+        attrs = {}
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    subject = str(attrs.get("ehr.subject") or (cns[0].value if cns else ""))
+    if not subject:
+        raise Unauthenticated("client certificate names no subject")
+    roles = frozenset(r.strip() for r in str(attrs.get("ehr.roles", "")).split(",") if r.strip())
+    return Caller(subject=subject, msp_id=str(attrs.get("ehr.msp") or default_msp), roles=roles)
+
+
+def caller_from_context(context: Any, *, tls: bool, default_msp: str) -> Caller:
+    """The authenticated caller of a gRPC request."""
+    if tls:
+        auth = context.auth_context()
+        pems = auth.get("x509_pem_cert") or []
+        if not pems:
+            raise Unauthenticated("a client certificate is required")
+        return caller_from_certificate(pems[0], default_msp)
+    md = {k: v for k, v in (context.invocation_metadata() or ())}
+    subject = str(md.get(DEV_SUBJECT_HEADER, "")).strip()
+    if not subject:
+        raise Unauthenticated(
+            f"development mode: send the caller's id in the {DEV_SUBJECT_HEADER!r} header"
+        )
+    roles = frozenset(
+        r.strip() for r in str(md.get(DEV_ROLES_HEADER, "")).split(",") if r.strip()
+    )
+    return Caller(subject=subject, msp_id=default_msp, roles=roles)

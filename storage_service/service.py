@@ -1,0 +1,394 @@
+"""StorageService application logic, independent of gRPC.
+
+put: encrypt if needed, write the envelope and its metadata to the object
+store (write-once), index the pending leaf durably, answer; anchoring happens
+in batches (`anchoring.Anchorer`). get: consent check on the ledger, fetch,
+verify against the anchored Merkle root, audit, answer; a record that fails
+verification is never returned.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from ehr_abe.errors import (
+    AccessDenied,
+    AlreadyExists,
+    DecodeError,
+    IntegrityError,
+    InvalidArgument,
+    NotFound,
+)
+from storage_service.anchoring import Anchorer, AnchorPolicy, FlushResult
+from storage_service.index import IndexedRecord, RecordIndex
+from storage_service.integrity import merkle
+from storage_service.verification import verify_records_stream
+from storage_service.ledger.base import Caller
+from storage_service.ledger.client import LedgerClient
+from storage_service.objectstore.base import ObjectStore
+from storage_service.records import (
+    MAX_POLICY_CHARS,
+    RecordMeta,
+    envelope_key,
+    metadata_key,
+    new_record_id,
+    record_context,
+    utc_now,
+    validate_id,
+    validate_record_type,
+)
+
+log = logging.getLogger(__name__)
+
+#: Roles allowed to write records for any patient (devices and clinical staff).
+WRITER_ROLES = frozenset({"device", "clinician", "doctor", "nurse", "record-writer"})
+#: Roles allowed to verify the whole store and read audit trails.
+AUDITOR_ROLES = frozenset({"auditor", "admin"})
+MAX_ENVELOPE_BYTES = 64 * 1024 * 1024
+
+
+class Encryptor(Protocol):
+    """What the storage service needs from the CP-ABE side (in-process or AbeService)."""
+
+    def encrypt(self, policy: str, plaintext: bytes, context: bytes) -> bytes: ...
+
+    def envelope_policy(self, envelope: bytes) -> str:
+        """Validate an envelope's structure and return its policy (normal form);
+        DecodeError if it is not a well-formed envelope."""
+        ...
+
+
+@dataclass(frozen=True)
+class Receipt:
+    record_id: str
+    anchored: bool
+    leaf_hash: bytes
+    batch_id: str = ""
+    leaf_index: int = 0
+    tree_size: int = 0
+    inclusion_proof: tuple[bytes, ...] = ()
+    merkle_root: bytes = b""
+    tx_id: str = ""
+    block: int = 0
+
+
+@dataclass(frozen=True)
+class PutResult:
+    meta: RecordMeta
+    receipt: Receipt
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    checked: int
+    passed: int
+    pending: int
+    failed_record_ids: tuple[str, ...]
+    seconds: float
+
+
+class StorageCore:
+    def __init__(
+        self,
+        *,
+        store: ObjectStore,
+        index: RecordIndex,
+        ledger: LedgerClient,
+        encryptor: Encryptor,
+        service_caller: Caller,
+        anchor_policy: AnchorPolicy = AnchorPolicy(),
+        fetch_concurrency: int = 16,
+    ):
+        self.store = store
+        self.index = index
+        self.ledger = ledger
+        self.encryptor = encryptor
+        self.service_caller = service_caller
+        instance = index.setting("instance_id", lambda: "s" + _rand_id())
+        self.anchorer = Anchorer(index, ledger, anchor_policy, instance)
+        self._roots: dict[str, bytes] = {}  # anchored roots read from the ledger (immutable)
+        self._roots_lock = threading.Lock()
+        self._fetch_concurrency = fetch_concurrency
+
+    def start(self) -> None:
+        self.anchorer.start()
+
+    def close(self) -> None:
+        self.anchorer.stop()
+        self.index.close()
+        self.store.close()
+        self.ledger.close()
+
+    # -- writing --------------------------------------------------------------
+    def put_record(
+        self,
+        caller: Caller,
+        *,
+        patient_id: str,
+        record_type: str,
+        author: str = "",
+        envelope: bytes | None = None,
+        payload: bytes | None = None,
+        policy: str = "",
+        idempotency_key: str = "",
+    ) -> PutResult:
+        validate_id("patient id", patient_id)
+        validate_record_type(record_type)
+        author = author or caller.subject
+        validate_id("author", author)
+        if caller.subject != patient_id and not (caller.roles & WRITER_ROLES):
+            raise AccessDenied(
+                f"{caller.subject} may not write records: needs one of the roles "
+                f"{', '.join(sorted(WRITER_ROLES))}, or to be the patient"
+            )
+        if (envelope is None) == (payload is None):
+            raise InvalidArgument("give either an envelope or a payload with a policy")
+        record_id = new_record_id(caller.subject, idempotency_key)
+        if idempotency_key:
+            existing = self.index.get(record_id)
+            if existing is not None:
+                return PutResult(existing.meta, self._receipt(existing), duplicate=True)
+        if payload is not None:
+            if not policy.strip():
+                raise InvalidArgument("a payload needs a policy")
+            if len(policy) > MAX_POLICY_CHARS:
+                raise InvalidArgument(f"policy longer than {MAX_POLICY_CHARS} characters")
+            envelope = self.encryptor.encrypt(policy, payload, record_context(patient_id))
+        assert envelope is not None
+        if len(envelope) > MAX_ENVELOPE_BYTES:
+            raise InvalidArgument(f"envelope larger than {MAX_ENVELOPE_BYTES} bytes")
+        try:
+            envelope_policy = self.encryptor.envelope_policy(envelope)
+        except DecodeError as exc:
+            raise InvalidArgument(f"not a valid ehr-abe envelope: {exc}") from None
+
+        duplicate = False
+        try:
+            self.store.put(envelope_key(record_id), envelope)
+        except AlreadyExists:
+            if not idempotency_key:
+                raise
+            # An earlier attempt with this idempotency key wrote the object and then
+            # failed: adopt what it stored instead of writing a second version.
+            envelope = self.store.get(envelope_key(record_id))
+            envelope_policy = self.encryptor.envelope_policy(envelope)
+            duplicate = True
+        meta = RecordMeta(
+            record_id=record_id,
+            patient_id=patient_id,
+            record_type=record_type,
+            author=author,
+            created_at=utc_now(),
+            policy=envelope_policy,
+            size=len(envelope),
+            content_sha256=hashlib.sha256(envelope).digest(),
+        )
+        try:
+            self.store.put(metadata_key(record_id), json.dumps(meta.to_json_dict()).encode())
+        except AlreadyExists:
+            stored = RecordMeta.from_json_dict(json.loads(self.store.get(metadata_key(record_id))))
+            if stored.content_sha256 != meta.content_sha256:
+                raise IntegrityError(
+                    f"record {record_id}: stored metadata does not match"
+                ) from None
+            meta = stored
+            duplicate = True
+        leaf = merkle.leaf_hash(meta.leaf_bytes())
+        if not self.index.insert(meta, leaf):
+            duplicate = True
+        self.anchorer.notify()
+        indexed = self.index.get(record_id)
+        assert indexed is not None
+        return PutResult(indexed.meta, self._receipt(indexed), duplicate)
+
+    # -- reading ----------------------------------------------------------------
+    def _require_read(self, caller: Caller, patient_id: str) -> None:
+        if caller.subject == patient_id:
+            return
+        if not self.ledger.consent_allows(patient_id, caller.subject, utc_now()):
+            raise AccessDenied(
+                f"{caller.subject} has no consent from patient {patient_id} to read their records"
+            )
+
+    def _record(self, record_id: str) -> IndexedRecord:
+        validate_id("record id", record_id)
+        rec = self.index.get(record_id)
+        if rec is None:
+            raise NotFound(f"no record {record_id}")
+        return rec
+
+    def get_record(self, caller: Caller, record_id: str) -> tuple[bytes, RecordMeta, Receipt]:
+        rec = self._record(record_id)
+        self._require_read(caller, rec.meta.patient_id)
+        try:
+            envelope = self.store.get(envelope_key(record_id))
+        except NotFound:
+            self._integrity_failure(rec, "the stored object is missing")
+            raise IntegrityError(f"record {record_id} is missing from the object store") from None
+        problem = self._verify_one(rec, envelope)
+        if problem:
+            self._integrity_failure(rec, problem)
+            raise IntegrityError(f"record {record_id} failed its integrity check: {problem}")
+        self.index.queue_access(record_id, rec.meta.patient_id, caller.subject, utc_now())
+        return envelope, rec.meta, self._receipt(rec)
+
+    def get_receipt(self, caller: Caller, record_id: str) -> Receipt:
+        rec = self._record(record_id)
+        self._require_read(caller, rec.meta.patient_id)
+        return self._receipt(rec)
+
+    def list_records(
+        self, caller: Caller, patient_id: str, page_size: int, page_token: str
+    ) -> tuple[list[RecordMeta], str]:
+        validate_id("patient id", patient_id)
+        self._require_read(caller, patient_id)
+        size = page_size or 50
+        if not 1 <= size <= 1000:
+            raise InvalidArgument("page_size must be between 1 and 1000")
+        after = _decode_token(page_token)
+        rows = self.index.by_patient(patient_id, after, size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        token = _encode_token(rows[-1].seq) if more and rows else ""
+        return [r.meta for r in rows], token
+
+    # -- verification -------------------------------------------------------------
+    def _anchored_root(self, batch_id: str) -> bytes:
+        with self._roots_lock:
+            root = self._roots.get(batch_id)
+        if root is None:
+            root = self.ledger.get_anchor(batch_id).merkle_root
+            with self._roots_lock:
+                self._roots[batch_id] = root
+        return root
+
+    def _verify_one(self, rec: IndexedRecord, envelope: bytes) -> str:
+        """'' if the record is what was stored and anchored; else what is wrong."""
+        if hashlib.sha256(envelope).digest() != rec.meta.content_sha256:
+            return "the stored ciphertext does not match its recorded hash"
+        leaf = merkle.leaf_hash(rec.meta.leaf_bytes())
+        if leaf != rec.leaf_hash:
+            return "the record's metadata does not match its leaf"
+        if rec.batch_id is None:
+            return ""  # pending: durable locally, not yet anchored
+        batch = self.index.batch(rec.batch_id)
+        if batch is None or batch.tx_id is None or rec.leaf_index is None:
+            return ""  # batch closed but not yet on the ledger
+        proof = merkle.inclusion_proof(self.index.batch_leaf_hashes(rec.batch_id), rec.leaf_index)
+        root = self._anchored_root(rec.batch_id)
+        if not merkle.verify_inclusion(leaf, rec.leaf_index, batch.tree_size, proof, root):
+            return f"its leaf is not in the Merkle root anchored for batch {rec.batch_id}"
+        return ""
+
+    def _integrity_failure(self, rec: IndexedRecord, detail: str) -> None:
+        log.error("integrity failure: record %s: %s", rec.meta.record_id, detail)
+        try:
+            self.ledger.log_integrity_failure(rec.meta.record_id, rec.batch_id or "", detail)
+        except Exception as exc:  # the read still fails; the log line above remains
+            log.error("could not log integrity failure on the ledger: %s", exc)
+
+    def verify_records(
+        self,
+        caller: Caller,
+        *,
+        patient_id: str | None = None,
+        batch_id: str | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> VerifyReport:
+        """Check stored records against their anchored leaves with the integrity core."""
+        if patient_id is not None:
+            self._require_read(caller, patient_id)
+        elif not (caller.roles & AUDITOR_ROLES):
+            raise AccessDenied("verifying the whole store needs the auditor role")
+        started = time.perf_counter()
+        report = verify_records_stream(
+            self.index,
+            self.store,
+            root_of=self._anchored_root,
+            patient_id=patient_id,
+            batch_id=batch_id,
+            concurrency=self._fetch_concurrency,
+            on_progress=on_progress,
+        )
+        for rid in report.failed_record_ids:
+            rec = self.index.get(rid)
+            if rec is not None:
+                self._integrity_failure(rec, "found by VerifyRecords")
+        return VerifyReport(
+            checked=report.checked,
+            passed=report.passed,
+            pending=report.pending,
+            failed_record_ids=tuple(report.failed_record_ids),
+            seconds=time.perf_counter() - started,
+        )
+
+    # -- consent and audit -------------------------------------------------------
+    def grant_consent(
+        self, caller: Caller, patient_id: str, subject_id: str, expires_at: datetime | None
+    ) -> str:
+        validate_id("patient id", patient_id)
+        validate_id("subject id", subject_id)
+        return self.ledger.grant_consent(caller, patient_id, subject_id, expires_at).tx_id
+
+    def revoke_consent(self, caller: Caller, patient_id: str, subject_id: str) -> str:
+        validate_id("patient id", patient_id)
+        validate_id("subject id", subject_id)
+        return self.ledger.revoke_consent(caller, patient_id, subject_id).tx_id
+
+    def flush(self) -> FlushResult:
+        return self.anchorer.run_once(force=True)
+
+    # -- receipts ---------------------------------------------------------------
+    def _receipt(self, rec: IndexedRecord) -> Receipt:
+        pending = Receipt(record_id=rec.meta.record_id, anchored=False, leaf_hash=rec.leaf_hash)
+        if rec.batch_id is None or rec.leaf_index is None:
+            return pending
+        batch = self.index.batch(rec.batch_id)
+        if batch is None or batch.tx_id is None:
+            return pending
+        proof = merkle.inclusion_proof(self.index.batch_leaf_hashes(rec.batch_id), rec.leaf_index)
+        return Receipt(
+            record_id=rec.meta.record_id,
+            anchored=True,
+            leaf_hash=rec.leaf_hash,
+            batch_id=rec.batch_id,
+            leaf_index=rec.leaf_index,
+            tree_size=batch.tree_size,
+            inclusion_proof=tuple(proof),
+            merkle_root=batch.merkle_root,
+            tx_id=batch.tx_id,
+            block=batch.block or 0,
+        )
+
+
+def _rand_id() -> str:
+    import secrets
+
+    return secrets.token_hex(4)
+
+
+def _encode_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode()
+
+
+def _decode_token(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(token.encode()).decode()
+        version, seq = text.split(":", 1)
+        if version != "v1":
+            raise ValueError
+        return int(seq)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("page_token is not one this service issued") from None

@@ -1,0 +1,161 @@
+"""StorageService over gRPC: translation between protobuf and `StorageCore` only.
+
+Errors are raised as typed EhrAbeError and mapped to status codes by
+`ehr_abe.grpc_errors.ErrorMappingInterceptor`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ehr_abe.api.v1 import storage_pb2 as pb
+from ehr_abe.api.v1 import storage_pb2_grpc as pb_grpc
+from ehr_abe.identity import caller_from_context
+from storage_service.ledger.base import Caller
+from storage_service.records import RecordMeta
+from storage_service.service import Receipt, StorageCore
+
+
+def _ts(dt: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(dt.astimezone(UTC))
+    return ts
+
+
+def meta_to_pb(m: RecordMeta) -> pb.RecordMetadata:
+    return pb.RecordMetadata(
+        record_id=m.record_id,
+        patient_id=m.patient_id,
+        record_type=m.record_type,
+        author=m.author,
+        created_at=_ts(m.created_at),
+        policy=m.policy,
+        size=m.size,
+        content_sha256=m.content_sha256,
+    )
+
+
+def receipt_to_pb(r: Receipt) -> pb.Receipt:
+    return pb.Receipt(
+        record_id=r.record_id,
+        status=pb.ANCHOR_STATUS_ANCHORED if r.anchored else pb.ANCHOR_STATUS_PENDING,
+        leaf_hash=r.leaf_hash,
+        batch_id=r.batch_id,
+        leaf_index=r.leaf_index,
+        tree_size=r.tree_size,
+        inclusion_proof=list(r.inclusion_proof),
+        merkle_root=r.merkle_root,
+        tx_id=r.tx_id,
+        block=r.block,
+    )
+
+
+class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
+    def __init__(self, core: StorageCore, *, tls: bool, msp_id: str):
+        self.core = core
+        self._tls = tls
+        self._msp = msp_id
+
+    def _caller(self, context: Any) -> Caller:
+        return caller_from_context(context, tls=self._tls, default_msp=self._msp)
+
+    def PutRecord(self, request: pb.PutRecordRequest, context: Any) -> pb.PutRecordResponse:
+        caller = self._caller(context)
+        which = request.WhichOneof("content")
+        result = self.core.put_record(
+            caller,
+            patient_id=request.patient_id,
+            record_type=request.record_type,
+            author=request.author,
+            envelope=request.envelope if which == "envelope" else None,
+            payload=request.plain.payload if which == "plain" else None,
+            policy=request.plain.policy if which == "plain" else "",
+            idempotency_key=request.idempotency_key,
+        )
+        return pb.PutRecordResponse(
+            record_id=result.meta.record_id,
+            receipt=receipt_to_pb(result.receipt),
+            duplicate=result.duplicate,
+        )
+
+    def GetRecord(self, request: pb.GetRecordRequest, context: Any) -> pb.GetRecordResponse:
+        envelope, meta, receipt = self.core.get_record(self._caller(context), request.record_id)
+        return pb.GetRecordResponse(
+            envelope=envelope, metadata=meta_to_pb(meta), receipt=receipt_to_pb(receipt)
+        )
+
+    def ListRecords(self, request: pb.ListRecordsRequest, context: Any) -> pb.ListRecordsResponse:
+        records, token = self.core.list_records(
+            self._caller(context), request.patient_id, request.page_size, request.page_token
+        )
+        return pb.ListRecordsResponse(
+            records=[meta_to_pb(m) for m in records], next_page_token=token
+        )
+
+    def GetReceipt(self, request: pb.GetReceiptRequest, context: Any) -> pb.Receipt:
+        return receipt_to_pb(self.core.get_receipt(self._caller(context), request.record_id))
+
+    def VerifyRecords(
+        self, request: pb.VerifyRecordsRequest, context: Any
+    ) -> pb.VerifyRecordsResponse:
+        scope = request.WhichOneof("scope")
+        report = self.core.verify_records(
+            self._caller(context),
+            patient_id=request.patient_id if scope == "patient_id" else None,
+            batch_id=request.batch_id if scope == "batch_id" else None,
+        )
+        return pb.VerifyRecordsResponse(
+            checked=report.checked,
+            passed=report.passed,
+            pending=report.pending,
+            failed_record_ids=list(report.failed_record_ids),
+            seconds=report.seconds,
+        )
+
+    def GrantConsent(self, request: pb.GrantConsentRequest, context: Any) -> pb.ConsentResponse:
+        expires = (
+            request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None
+        )
+        tx = self.core.grant_consent(
+            self._caller(context), request.patient_id, request.subject_id, expires
+        )
+        return pb.ConsentResponse(tx_id=tx)
+
+    def RevokeConsent(self, request: pb.RevokeConsentRequest, context: Any) -> pb.ConsentResponse:
+        tx = self.core.revoke_consent(self._caller(context), request.patient_id, request.subject_id)
+        return pb.ConsentResponse(tx_id=tx)
+
+    def GetAuditTrail(
+        self, request: pb.GetAuditTrailRequest, context: Any
+    ) -> pb.GetAuditTrailResponse:
+        which = request.WhichOneof("target")
+        events = self.core.audit_trail(
+            self._caller(context),
+            record_id=request.record_id if which == "record_id" else None,
+            subject_id=request.subject_id if which == "subject_id" else None,
+        )
+        return pb.GetAuditTrailResponse(
+            events=[
+                pb.AuditEvent(
+                    kind=e.kind,
+                    record_id=e.record_id,
+                    patient_id=e.patient_id,
+                    subject_id=e.subject_id,
+                    at=_ts(e.at),
+                    tx_id=e.tx_id,
+                    detail=e.detail,
+                )
+                for e in events
+            ]
+        )
+
+    def FlushAnchors(
+        self, request: pb.FlushAnchorsRequest, context: Any
+    ) -> pb.FlushAnchorsResponse:
+        caller = self._caller(context)
+        del caller  # any authenticated caller may ask for pending anchors to be written now
+        result = self.core.flush()
+        return pb.FlushAnchorsResponse(batches=result.batches, records=result.records)

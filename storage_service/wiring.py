@@ -1,0 +1,77 @@
+"""Builds a StorageCore from configuration: picks the object store and ledger
+implementations (embedded by default; MinIO and Fabric by configuration)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ehr_abe.config import Config
+from ehr_abe.errors import ConfigError
+from storage_service.anchoring import AnchorPolicy
+from storage_service.index import RecordIndex
+from storage_service.ledger.base import Caller, Ledger
+from storage_service.ledger.client import LedgerClient
+from storage_service.objectstore.base import ObjectStore
+from storage_service.service import Encryptor, StorageCore
+
+SERVICE_SUBJECT = "storage-service"
+SERVICE_ROLES = frozenset({"anchorer", "auditor"})
+
+
+def build_object_store(cfg: Config) -> ObjectStore:
+    if cfg.storage.object_store == "filesystem":
+        from storage_service.objectstore.fs import FilesystemStore
+
+        return FilesystemStore(cfg.storage_dir / "objects")
+    from storage_service.objectstore.minio_store import MinioStore
+
+    path = cfg.minio_connection_path
+    if not path.exists():
+        raise ConfigError(
+            f"object_store = minio but {path} does not exist: run `ehr-abe infra up minio` "
+            "or set storage.minio_connection"
+        )
+    return MinioStore.from_connection_file(path)
+
+
+def build_ledger(cfg: Config) -> Ledger:
+    if cfg.storage.ledger == "embedded":
+        from storage_service.ledger.embedded import EmbeddedLedger
+
+        return EmbeddedLedger(cfg.storage_dir / "ledger.sqlite")
+    from storage_service.ledger.fabric import FabricLedger
+
+    path = cfg.fabric_connection_path
+    if not path.exists():
+        raise ConfigError(
+            f"ledger = fabric but {path} does not exist: run `ehr-abe infra up fabric` "
+            "or set storage.fabric_connection"
+        )
+    return FabricLedger.from_connection_file(path)
+
+
+def build_storage_core(cfg: Config, authority: Any | None) -> StorageCore:
+    """`authority` is the in-process key authority (for encrypting plain payloads);
+    with server.abe_endpoint set, a remote AbeService is used instead."""
+    from abe_service.client import LocalEncryptor, RemoteEncryptor
+
+    encryptor: Encryptor
+    if cfg.server.abe_endpoint:
+        encryptor = RemoteEncryptor.connect(cfg.server.abe_endpoint)
+    elif authority is not None:
+        encryptor = LocalEncryptor(authority.public_params)
+    else:
+        raise ConfigError("StorageService needs AbeService: run both, or set server.abe_endpoint")
+    s = cfg.storage
+    service_caller = Caller(SERVICE_SUBJECT, s.msp_id, SERVICE_ROLES)
+    return StorageCore(
+        store=build_object_store(cfg),
+        index=RecordIndex(cfg.storage_dir / "index.sqlite"),
+        ledger=LedgerClient(build_ledger(cfg), service_caller),
+        encryptor=encryptor,
+        service_caller=service_caller,
+        anchor_policy=AnchorPolicy(
+            max_records=s.batch_max_records, max_age_s=s.batch_max_age_s, retry_s=s.ledger_retry_s
+        ),
+        fetch_concurrency=s.fetch_concurrency,
+    )
