@@ -82,16 +82,20 @@ def start_server(cfg: Config, *, passphrase: bytes | None = None) -> RunningServ
     authority = None
     if "abe" in cfg.server.services or "storage" in cfg.server.services:
         authority = load_authority_for_serving(cfg, passphrase=passphrase)
-    if "abe" in cfg.server.services:
-        assert authority is not None
-        abe_pb2_grpc.add_AbeServiceServicer_to_server(
-            AbeServicer(authority, tls=tls, msp_id=cfg.storage.msp_id), server
-        )
-        names.append(abe_pb2.DESCRIPTOR.services_by_name["AbeService"].full_name)
+    core = None
     if "storage" in cfg.server.services:
         core = build_storage_core(cfg, authority)
         core.start()
         closers.append(core)
+    if "abe" in cfg.server.services:
+        assert authority is not None
+        # Key issues are recorded on the ledger when this process also runs storage.
+        ledger = core.ledger if core is not None else None
+        abe_pb2_grpc.add_AbeServiceServicer_to_server(
+            AbeServicer(authority, tls=tls, msp_id=cfg.storage.msp_id, ledger=ledger), server
+        )
+        names.append(abe_pb2.DESCRIPTOR.services_by_name["AbeService"].full_name)
+    if core is not None:
         storage_pb2_grpc.add_StorageServiceServicer_to_server(
             StorageServicer(core, tls=tls, msp_id=cfg.storage.msp_id), server
         )

@@ -82,6 +82,17 @@ class Receipt:
 
 
 @dataclass(frozen=True)
+class AuditEntry:
+    kind: str
+    record_id: str
+    patient_id: str
+    subject_id: str
+    at: datetime
+    tx_id: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class PutResult:
     meta: RecordMeta
     receipt: Receipt
@@ -344,6 +355,37 @@ class StorageCore:
         validate_id("patient id", patient_id)
         validate_id("subject id", subject_id)
         return self.ledger.revoke_consent(caller, patient_id, subject_id).tx_id
+
+    def audit_trail(
+        self, caller: Caller, *, record_id: str | None = None, subject_id: str | None = None
+    ) -> list[AuditEntry]:
+        """Ledger events for a record (accesses, integrity failures, and its patient's
+        consent changes) or for a subject (their accesses)."""
+        if (record_id is None) == (subject_id is None):
+            raise InvalidArgument("give a record id or a subject id")
+        entries: list[AuditEntry] = []
+        if record_id is not None:
+            rec = self._record(record_id)
+            if caller.subject != rec.meta.patient_id and not (caller.roles & AUDITOR_ROLES):
+                raise AccessDenied("only the patient or an auditor may read a record's audit trail")
+            patient = rec.meta.patient_id
+            for c in self.ledger.consent_history(patient):
+                entries.append(
+                    AuditEntry(
+                        "consent-grant" if c.granted else "consent-revoke", "", patient,
+                        c.subject_id, c.at, c.tx_id, f"by {c.by_subject}",
+                    )
+                )
+        else:
+            assert subject_id is not None
+            validate_id("subject id", subject_id)
+            if caller.subject != subject_id and not (caller.roles & AUDITOR_ROLES):
+                raise AccessDenied("only the subject or an auditor may read a subject's audit trail")
+        for e in self.ledger.access_log(record_id=record_id, subject_id=subject_id):
+            entries.append(
+                AuditEntry(e.kind, e.record_id, e.patient_id, e.subject_id, e.at, e.tx_id, e.detail)
+            )
+        return sorted(entries, key=lambda e: e.at)
 
     def flush(self) -> FlushResult:
         return self.anchorer.run_once(force=True)

@@ -6,7 +6,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from ehr_abe.cli import abe, infra, policy, run
+    from ehr_abe.cli import abe, policy, run
 
     app.add_typer(abe.authority_app, name="authority")
     app.add_typer(abe.key_app, name="key")
@@ -16,4 +16,8 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(run.serve)
     app.command("demo")(run.demo)
     app.command("verify")(run.verify)
+    try:
+        from ehr_abe.cli import infra
+    except ImportError:  # pragma: no cover - during development of the infra topic
+        return
     app.add_typer(infra.app, name="infra")

@@ -45,7 +45,7 @@ def demo(
 
     from ehr_abe.demo import run_demo
 
-    logging.basicConfig(level=logging.ERROR)
+    logging.basicConfig(level=logging.CRITICAL)  # the demo narrates refusals itself
     run_demo(target, keep, console)
 
 
