@@ -7,6 +7,7 @@ stderr and turned into the exit code the class names (never a traceback).
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -42,14 +43,18 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # click's own usage errors etc.
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+    except Exception as exc:
+        code = getattr(exc, "exit_code", None)
+        if isinstance(code, int):  # the CLI framework's usage errors, Exit and Abort
+            show = getattr(exc, "show", None)
+            if callable(show):
+                show()
+            sys.exit(code)
+        if os.environ.get("EHR_ABE_DEBUG"):
+            raise
+        err_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}. This is a bug; "
+            "run again with EHR_ABE_DEBUG=1 for the traceback and report it.",
+            highlight=False,
+        )
+        sys.exit(70)
