@@ -1,0 +1,632 @@
+"""The ehr contract: pure logic over a key-value state.
+
+No Fabric imports. Every function takes the caller identity, the transaction
+context (id and the proposal's timestamp, never the wall clock, so that
+endorsements on different peers agree) and string arguments, and returns a
+JSON payload (bytes). Both ledgers run this same code: the embedded one
+in-process over SQLite, the Fabric one inside the chaincode server.
+
+The state interface is asynchronous because the Fabric shim's is; the embedded
+ledger drives the coroutines synchronously (`run_sync`), since its state never
+suspends.
+
+Keys (ids are restricted to a safe ASCII alphabet without '/', so the
+separator is unambiguous and prefix scans are exact):
+  anchor/<batch>                                   one anchored batch
+  keyid/<key id>                                   uniqueness of key ids
+  keyissue/<subject>/<ts>/<key id>                 key issuance, by subject
+  consent/<patient>/<subject>                      current consent
+  consent-hist/<patient>/<subject>/<ts>/<tx>       every consent change, appended
+  access-rec/<record>/<ts>/<tx>/<n>                access events, by record
+  access-sub/<subject>/<ts>/<tx>/<n>               access events, by subject
+  integrity/<record>/<ts>/<tx>                     integrity failures
+<ts> is a fixed-width UTC timestamp, so keys sort by time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from ehr_abe.errors import AccessDenied, AlreadyExists, InvalidArgument, NotFound
+
+# -- roles the contract names ---------------------------------------------------------
+ROLE_AUTHORITY = "authority"  # records key issuance
+ROLE_CONSENT_ADMIN = "consent-admin"  # may change any patient's consent
+ROLE_ANCHORER = "anchorer"  # the storage service: anchors batches, logs accesses
+ROLE_AUDITOR = "auditor"  # reads audit trails
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+MAX_METADATA_BYTES = 4096
+MAX_DETAIL_CHARS = 1024
+MAX_ACCESS_EVENTS = 1000
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}")
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The caller as the contract sees it (kept local so chaincode/ stands alone;
+    the ledgers convert their `Caller` into this)."""
+
+    subject: str
+    msp_id: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class TxContext:
+    tx_id: str
+    timestamp: datetime  # the proposal's timestamp (UTC)
+
+
+class State(Protocol):
+    def get(self, key: str) -> Awaitable[bytes | None]: ...
+
+    def put(self, key: str, value: bytes) -> Awaitable[None]: ...
+
+    def scan(self, start: str, end: str, limit: int) -> Awaitable[list[tuple[str, bytes]]]:
+        """Keys in [start, end), ascending, at most `limit` of them."""
+        ...
+
+
+T = TypeVar("T")
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Drive a coroutine that never suspends (a state that answers at once)."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("the state suspended: use an event loop for this state")
+
+
+# -- validation -----------------------------------------------------------------------
+def _id(what: str, value: str) -> str:
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise InvalidArgument(
+            f"{what} must be 1-128 characters of letters, digits and . _ : @ + = - "
+            f"(starting with a letter or digit), got {value[:40]!r}"
+            if isinstance(value, str)
+            else f"{what} must be a string"
+        )
+    return value
+
+
+def _hex(what: str, value: str, nbytes: int | None = None) -> str:
+    if not _HEX.fullmatch(value) or len(value) % 2:
+        raise InvalidArgument(f"{what} must be lowercase hex")
+    if nbytes is not None and len(value) != 2 * nbytes:
+        raise InvalidArgument(f"{what} must be {nbytes} bytes ({2 * nbytes} hex digits)")
+    return value
+
+
+def _count(what: str, value: str, *, minimum: int = 0) -> int:
+    try:
+        n = int(value, 10)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{what} must be a decimal integer, got {value[:20]!r}") from None
+    if n < minimum or n > 2**53:
+        raise InvalidArgument(f"{what} must be between {minimum} and 2^53")
+    return n
+
+
+def _page(page_size: str) -> int:
+    if page_size == "":
+        return DEFAULT_PAGE
+    n = _count("page_size", page_size, minimum=1)
+    if n > MAX_PAGE:
+        raise InvalidArgument(f"page_size must be at most {MAX_PAGE}")
+    return n
+
+
+def parse_time(what: str, value: str) -> datetime:
+    """ISO 8601 with an explicit offset (or 'Z'); returned in UTC."""
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{what} must be an ISO 8601 time, got {value[:40]!r}") from None
+    if t.tzinfo is None:
+        raise InvalidArgument(f"{what} must carry a UTC offset (e.g. 'Z')")
+    return t.astimezone(UTC)
+
+
+def format_time(t: datetime) -> str:
+    """Fixed width, so that lexicographic order is time order."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _json_object(what: str, value: str, limit: int) -> dict[str, Any]:
+    if len(value.encode()) > limit:
+        raise InvalidArgument(f"{what} must be at most {limit} bytes")
+    try:
+        obj = json.loads(value) if value else {}
+    except ValueError:
+        raise InvalidArgument(f"{what} must be a JSON object") from None
+    if not isinstance(obj, dict):
+        raise InvalidArgument(f"{what} must be a JSON object")
+    return obj
+
+
+def _out(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _prefix_end(prefix: str) -> str:
+    # every prefix ends with '/', and '0' is the next character after '/'
+    return prefix[:-1] + "0"
+
+
+def _require(caller: Identity, allowed: frozenset[str], action: str) -> None:
+    if not (caller.roles & allowed):
+        need = " or ".join(sorted(allowed))
+        raise AccessDenied(
+            f"{caller.subject} ({caller.msp_id}) may not {action}: needs role {need}"
+        )
+
+
+def _by(caller: Identity, ctx: TxContext) -> dict[str, str]:
+    return {
+        "by_subject": caller.subject,
+        "by_msp": caller.msp_id,
+        "tx_id": ctx.tx_id,
+        "at": format_time(ctx.timestamp),
+    }
+
+
+async def _paged(
+    state: State, prefix: str, page_size: str, page_token: str
+) -> tuple[list[dict[str, Any]], str]:
+    """A page of JSON values under `prefix`; the token is the last key returned."""
+    size = _page(page_size)
+    start = prefix
+    if page_token:
+        if not page_token.startswith(prefix):
+            raise InvalidArgument("page_token does not belong to this query")
+        start = page_token + "\x00"  # strictly after the last key returned
+    rows = await state.scan(start, _prefix_end(prefix), size + 1)
+    more = len(rows) > size
+    rows = rows[:size]
+    items = [json.loads(v) for _, v in rows]
+    return items, (rows[-1][0] if more and rows else "")
+
+
+# -- anchors --------------------------------------------------------------------------
+async def anchor_batch(
+    state: State,
+    caller: Identity,
+    ctx: TxContext,
+    batch_id: str,
+    merkle_root_hex: str,
+    record_count: str,
+    tree_size: str,
+    metadata_json: str,
+) -> bytes:
+    _require(caller, frozenset({ROLE_ANCHORER}), "anchor batches")
+    _id("batch_id", batch_id)
+    _hex("merkle_root", merkle_root_hex, 32)
+    records = _count("record_count", record_count, minimum=1)
+    size = _count("tree_size", tree_size, minimum=1)
+    if records > size:
+        raise InvalidArgument("record_count cannot exceed tree_size")
+    metadata = _json_object("metadata", metadata_json, MAX_METADATA_BYTES)
+    key = f"anchor/{batch_id}"
+    if await state.get(key) is not None:
+        raise AlreadyExists(f"batch {batch_id} is already anchored; an anchor is never rewritten")
+    anchor = {
+        "batch_id": batch_id,
+        "merkle_root": merkle_root_hex,
+        "record_count": records,
+        "tree_size": size,
+        "metadata": metadata,
+        **_by(caller, ctx),
+    }
+    await state.put(key, _out(anchor))
+    return _out(anchor)
+
+
+async def get_anchor(state: State, caller: Identity, ctx: TxContext, batch_id: str) -> bytes:
+    _id("batch_id", batch_id)
+    raw = await state.get(f"anchor/{batch_id}")
+    if raw is None:
+        raise NotFound(f"no anchor for batch {batch_id}")
+    return bytes(raw)
+
+
+async def list_anchors(
+    state: State,
+    caller: Identity,
+    ctx: TxContext,
+    start_id: str,
+    end_id: str,
+    page_size: str,
+    page_token: str,
+) -> bytes:
+    """Anchors with start_id <= batch id < end_id (either may be '' for open)."""
+    size = _page(page_size)
+    start = f"anchor/{_id('start_id', start_id)}" if start_id else "anchor/"
+    end = f"anchor/{_id('end_id', end_id)}" if end_id else _prefix_end("anchor/")
+    if page_token:
+        if not page_token.startswith("anchor/"):
+            raise InvalidArgument("page_token does not belong to this query")
+        start = max(start, page_token + "\x00")
+    rows = await state.scan(start, end, size + 1) if start < end else []
+    more = len(rows) > size
+    rows = rows[:size]
+    token = rows[-1][0] if more and rows else ""
+    return _out({"anchors": [json.loads(v) for _, v in rows], "next_page_token": token})
+
+
+# -- key issuance -----------------------------------------------------------------------
+async def record_key_issue(
+    state: State,
+    caller: Identity,
+    ctx: TxContext,
+    subject: str,
+    attributes_hash_hex: str,
+    authority: str,
+    key_id: str,
+) -> bytes:
+    _require(caller, frozenset({ROLE_AUTHORITY}), "record key issuance")
+    _id("subject", subject)
+    _hex("attributes_hash", attributes_hash_hex, 32)
+    _id("authority", authority)
+    _id("key_id", key_id)
+    unique = f"keyid/{key_id}"
+    if await state.get(unique) is not None:
+        raise AlreadyExists(f"key {key_id} is already recorded")
+    record = {
+        "subject": subject,
+        "attributes_hash": attributes_hash_hex,
+        "authority": authority,
+        "key_id": key_id,
+        **_by(caller, ctx),
+    }
+    await state.put(unique, _out({"subject": subject}))
+    await state.put(f"keyissue/{subject}/{format_time(ctx.timestamp)}/{key_id}", _out(record))
+    return _out(record)
+
+
+async def key_issues_by_subject(
+    state: State, caller: Identity, ctx: TxContext, subject: str, page_size: str, page_token: str
+) -> bytes:
+    _id("subject", subject)
+    if caller.subject != subject:
+        _require(caller, frozenset({ROLE_AUTHORITY, ROLE_AUDITOR}), f"read key issues of {subject}")
+    items, token = await _paged(state, f"keyissue/{subject}/", page_size, page_token)
+    return _out({"key_issues": items, "next_page_token": token})
+
+
+# -- consent ----------------------------------------------------------------------------
+def _may_change_consent(caller: Identity, patient: str) -> None:
+    if caller.subject != patient and ROLE_CONSENT_ADMIN not in caller.roles:
+        raise AccessDenied(
+            f"{caller.subject} ({caller.msp_id}) may not change the consent of patient {patient}: "
+            f"only the patient or role {ROLE_CONSENT_ADMIN} may"
+        )
+
+
+def _may_read_consent(caller: Identity, patient: str, subject: str) -> None:
+    if caller.subject in (patient, subject):
+        return
+    _require(
+        caller,
+        frozenset({ROLE_CONSENT_ADMIN, ROLE_ANCHORER, ROLE_AUDITOR}),
+        f"read the consent of patient {patient}",
+    )
+
+
+async def _set_consent(
+    state: State,
+    caller: Identity,
+    ctx: TxContext,
+    patient: str,
+    subject: str,
+    entry: dict[str, Any],
+) -> bytes:
+    record = {"patient_id": patient, "subject_id": subject, **entry, **_by(caller, ctx)}
+    await state.put(f"consent/{patient}/{subject}", _out(record))
+    hist = f"consent-hist/{patient}/{subject}/{format_time(ctx.timestamp)}/{ctx.tx_id}"
+    await state.put(hist, _out(record))
+    return _out(record)
+
+
+async def grant_consent(
+    state: State,
+    caller: Identity,
+    ctx: TxContext,
+    patient: str,
+    subject: str,
+    expires_at: str,
+) -> bytes:
+    """Let `subject` read `patient`'s records, until `expires_at` ('' for no expiry)."""
+    _id("patient_id", patient)
+    _id("subject_id", subject)
+    _may_change_consent(caller, patient)
+    expiry = ""
+    if expires_at:
+        t = parse_time("expires_at", expires_at)
+        if t <= ctx.timestamp:
+            raise InvalidArgument("expires_at is in the past")
+        expiry = format_time(t)
+    return await _set_consent(
+        state, caller, ctx, patient, subject, {"action": "grant", "expires_at": expiry}
+    )
+
+
+async def revoke_consent(
+    state: State, caller: Identity, ctx: TxContext, patient: str, subject: str
+) -> bytes:
+    _id("patient_id", patient)
+    _id("subject_id", subject)
+    _may_change_consent(caller, patient)
+    return await _set_consent(
+        state, caller, ctx, patient, subject, {"action": "revoke", "expires_at": ""}
+    )
+
+
+def consent_allows_at(record: dict[str, Any] | None, at: datetime) -> bool:
+    if record is None or record.get("action") != "grant":
+        return False
+    expiry = str(record.get("expires_at", ""))
+    return not expiry or at < parse_time("expires_at", expiry)
+
+
+async def get_consent(
+    state: State, caller: Identity, ctx: TxContext, patient: str, subject: str
+) -> bytes:
+    _id("patient_id", patient)
+    _id("subject_id", subject)
+    _may_read_consent(caller, patient, subject)
+    raw = await state.get(f"consent/{patient}/{subject}")
+    if raw is None:
+        raise NotFound(f"patient {patient} has never given {subject} a consent")
+    return bytes(raw)
+
+
+async def consent_allows(
+    state: State, caller: Identity, ctx: TxContext, patient: str, subject: str, at: str
+) -> bytes:
+    """Is `subject` allowed to read `patient`'s records at time `at` ('' = tx time)?"""
+    _id("patient_id", patient)
+    _id("subject_id", subject)
+    when = parse_time("at", at) if at else ctx.timestamp
+    _may_read_consent(caller, patient, subject)
+    raw = await state.get(f"consent/{patient}/{subject}")
+    record = json.loads(raw) if raw is not None else None
+    return _out(
+        {
+            "patient_id": patient,
+            "subject_id": subject,
+            "at": format_time(when),
+            "allowed": consent_allows_at(record, when),
+        }
+    )
+
+
+async def consent_history(
+    state: State,
+    caller: Identity,
+    ctx: TxContext,
+    patient: str,
+    subject: str,
+    page_size: str,
+    page_token: str,
+) -> bytes:
+    """Every change to `patient`'s consent for `subject` ('' for all subjects), oldest first."""
+    _id("patient_id", patient)
+    if subject:
+        _id("subject_id", subject)
+        _may_read_consent(caller, patient, subject)
+        prefix = f"consent-hist/{patient}/{subject}/"
+    else:
+        _may_read_consent(caller, patient, patient)
+        prefix = f"consent-hist/{patient}/"
+    items, token = await _paged(state, prefix, page_size, page_token)
+    return _out({"changes": items, "next_page_token": token})
+
+
+# -- audit ------------------------------------------------------------------------------
+def _access_event(raw: Any, index: int) -> tuple[str, str, str, datetime]:
+    if not isinstance(raw, dict):
+        raise InvalidArgument(f"access event {index} must be a JSON object")
+    try:
+        record_id = _id(f"event {index} record_id", str(raw["record_id"]))
+        patient = _id(f"event {index} patient_id", str(raw["patient_id"]))
+        subject = _id(f"event {index} subject_id", str(raw["subject_id"]))
+        at = parse_time(f"event {index} at", str(raw["at"]))
+    except KeyError as missing:
+        raise InvalidArgument(f"access event {index} lacks {missing}") from None
+    return record_id, patient, subject, at
+
+
+async def log_accesses(state: State, caller: Identity, ctx: TxContext, events_json: str) -> bytes:
+    """Record that subjects fetched records: a JSON list of
+    {record_id, patient_id, subject_id, at}."""
+    _require(caller, frozenset({ROLE_ANCHORER}), "log record accesses")
+    try:
+        raw = json.loads(events_json)
+    except ValueError:
+        raise InvalidArgument("events must be a JSON list") from None
+    if not isinstance(raw, list) or not raw:
+        raise InvalidArgument("events must be a non-empty JSON list")
+    if len(raw) > MAX_ACCESS_EVENTS:
+        raise InvalidArgument(f"at most {MAX_ACCESS_EVENTS} access events per transaction")
+    events = [_access_event(e, i) for i, e in enumerate(raw)]
+    for n, (record_id, patient, subject, at) in enumerate(events):
+        entry = {
+            "kind": "access",
+            "record_id": record_id,
+            "patient_id": patient,
+            "subject_id": subject,
+            "accessed_at": format_time(at),
+            "detail": "",
+            **_by(caller, ctx),
+        }
+        suffix = f"{format_time(at)}/{ctx.tx_id}/{n:04d}"
+        value = _out(entry)
+        await state.put(f"access-rec/{record_id}/{suffix}", value)
+        await state.put(f"access-sub/{subject}/{suffix}", value)
+    return _out({"logged": len(events), "tx_id": ctx.tx_id})
+
+
+async def log_access(
+    state: State,
+    caller: Identity,
+    ctx: TxContext,
+    record_id: str,
+    patient: str,
+    subject: str,
+    at: str,
+) -> bytes:
+    event = {"record_id": record_id, "patient_id": patient, "subject_id": subject, "at": at}
+    return await log_accesses(state, caller, ctx, json.dumps([event]))
+
+
+async def access_log_by_record(
+    state: State, caller: Identity, ctx: TxContext, record_id: str, page_size: str, token: str
+) -> bytes:
+    _id("record_id", record_id)
+    _require(caller, frozenset({ROLE_AUDITOR}), f"read the access log of record {record_id}")
+    items, nxt = await _paged(state, f"access-rec/{record_id}/", page_size, token)
+    return _out({"events": items, "next_page_token": nxt})
+
+
+async def access_log_by_subject(
+    state: State, caller: Identity, ctx: TxContext, subject: str, page_size: str, token: str
+) -> bytes:
+    _id("subject_id", subject)
+    if caller.subject != subject:
+        _require(caller, frozenset({ROLE_AUDITOR}), f"read the access log of {subject}")
+    items, nxt = await _paged(state, f"access-sub/{subject}/", page_size, token)
+    return _out({"events": items, "next_page_token": nxt})
+
+
+async def log_integrity_failure(
+    state: State, caller: Identity, ctx: TxContext, record_id: str, batch_id: str, detail: str
+) -> bytes:
+    _require(caller, frozenset({ROLE_ANCHORER, ROLE_AUDITOR}), "log integrity failures")
+    _id("record_id", record_id)
+    if batch_id:
+        _id("batch_id", batch_id)
+    if len(detail) > MAX_DETAIL_CHARS:
+        raise InvalidArgument(f"detail must be at most {MAX_DETAIL_CHARS} characters")
+    entry = {
+        "kind": "integrity-failure",
+        "record_id": record_id,
+        "batch_id": batch_id,
+        "detail": detail,
+        **_by(caller, ctx),
+    }
+    await state.put(f"integrity/{record_id}/{format_time(ctx.timestamp)}/{ctx.tx_id}", _out(entry))
+    return _out(entry)
+
+
+async def integrity_failures_by_record(
+    state: State, caller: Identity, ctx: TxContext, record_id: str, page_size: str, token: str
+) -> bytes:
+    _id("record_id", record_id)
+    _require(caller, frozenset({ROLE_AUDITOR}), "read integrity failures")
+    items, nxt = await _paged(state, f"integrity/{record_id}/", page_size, token)
+    return _out({"failures": items, "next_page_token": nxt})
+
+
+# -- the wire API -------------------------------------------------------------------------
+ContractFunction = Callable[..., Coroutine[Any, Any, bytes]]
+
+#: name -> (implementation, number of string arguments, changes state)
+FUNCTIONS: dict[str, tuple[ContractFunction, int, bool]] = {
+    "AnchorBatch": (anchor_batch, 5, True),
+    "GetAnchor": (get_anchor, 1, False),
+    "ListAnchors": (list_anchors, 4, False),
+    "RecordKeyIssue": (record_key_issue, 4, True),
+    "KeyIssuesBySubject": (key_issues_by_subject, 3, False),
+    "GrantConsent": (grant_consent, 3, True),
+    "RevokeConsent": (revoke_consent, 2, True),
+    "GetConsent": (get_consent, 2, False),
+    "ConsentAllows": (consent_allows, 3, False),
+    "ConsentHistory": (consent_history, 4, False),
+    "LogAccess": (log_access, 4, True),
+    "LogAccesses": (log_accesses, 1, True),
+    "AccessLogByRecord": (access_log_by_record, 3, False),
+    "AccessLogBySubject": (access_log_by_subject, 3, False),
+    "LogIntegrityFailure": (log_integrity_failure, 3, True),
+    "IntegrityFailuresByRecord": (integrity_failures_by_record, 3, False),
+}
+
+
+def lookup(function: str, args: list[str]) -> tuple[ContractFunction, bool]:
+    """The implementation of a wire function and whether it writes; checks arity."""
+    entry = FUNCTIONS.get(function)
+    if entry is None:
+        raise InvalidArgument(f"the ehr contract has no function {function[:60]!r}")
+    impl, arity, writes = entry
+    if len(args) != arity:
+        raise InvalidArgument(f"{function} takes {arity} arguments, got {len(args)}")
+    if not all(isinstance(a, str) for a in args):
+        raise InvalidArgument(f"{function} takes string arguments")
+    return impl, writes
+
+
+async def invoke(
+    state: State, caller: Identity, ctx: TxContext, function: str, args: list[str]
+) -> bytes:
+    impl, _ = lookup(function, args)
+    if not caller.subject or not caller.msp_id:
+        raise AccessDenied("the caller has no subject or MSP id")
+    return await impl(state, caller, ctx, *args)
+
+
+# -- errors on the wire ---------------------------------------------------------------------
+#: A chaincode error message starts with one of these tags so that clients can map it back
+#: to the typed error (Fabric carries only a string).
+ERROR_TAGS: dict[str, str] = {
+    "InvalidArgument": "INVALID_ARGUMENT",
+    "AccessDenied": "PERMISSION_DENIED",
+    "AlreadyExists": "ALREADY_EXISTS",
+    "NotFound": "NOT_FOUND",
+}
+
+
+def wire_error(exc: Exception) -> str:
+    """`[ehr:<STATUS>] message` for a typed error; a generic text for anything else."""
+    for cls in type(exc).__mro__:
+        tag = ERROR_TAGS.get(cls.__name__)
+        if tag is not None:
+            return f"[ehr:{tag}] {exc}"
+    return "[ehr:INTERNAL] the ehr contract failed"
+
+
+_WIRE_TAG = re.compile(r"\[ehr:([A-Z_]+)\] ?(.*)", re.S)
+
+
+def parse_wire_error(message: str) -> tuple[str, str] | None:
+    """(status, text) from a message produced by `wire_error`, found anywhere in it
+    (peers wrap chaincode messages in their own text)."""
+    m = _WIRE_TAG.search(message)
+    return (m.group(1), m.group(2)) if m else None
+
+
+class DictState:
+    """A state held in a dict: for tests and for running the contract in memory."""
+
+    def __init__(self, data: dict[str, bytes] | None = None) -> None:
+        self.data: dict[str, bytes] = dict(data or {})
+
+    async def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    async def put(self, key: str, value: bytes) -> None:
+        self.data[key] = bytes(value)
+
+    async def scan(self, start: str, end: str, limit: int) -> list[tuple[str, bytes]]:
+        keys = sorted(k for k in self.data if start <= k < end)[:limit]
+        return [(k, self.data[k]) for k in keys]

@@ -1,0 +1,319 @@
+"""The ehr contract's pure core over a dict state: semantics and every refusal."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chaincode import core
+from chaincode.core import DictState, Identity, TxContext, run_sync
+from ehr_abe.errors import AccessDenied, AlreadyExists, InvalidArgument, NotFound
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+ROOT = "ab" * 32
+ANCHORER = Identity("storage-service", "Hosp1MSP", frozenset({"anchorer", "auditor"}))
+AUTHORITY = Identity("ka-1", "Hosp1MSP", frozenset({"authority"}))
+AUDITOR = Identity("aud", "Hosp2MSP", frozenset({"auditor"}))
+ADMIN = Identity("ca-admin", "Hosp2MSP", frozenset({"consent-admin"}))
+PATIENT = Identity("p-17", "Hosp1MSP")
+DOCTOR = Identity("dr-who", "Hosp2MSP", frozenset({"doctor"}))
+
+
+class Chain:
+    """A dict state and a clock: each call is one transaction."""
+
+    def __init__(self) -> None:
+        self.state = DictState()
+        self.now = T0
+        self.n = 0
+
+    def call(self, caller: Identity, function: str, *args: str) -> Any:
+        self.n += 1
+        ctx = TxContext(f"tx{self.n:04d}", self.now)
+        return json.loads(run_sync(core.invoke(self.state, caller, ctx, function, list(args))))
+
+
+@pytest.fixture
+def chain() -> Chain:
+    return Chain()
+
+
+def anchor(chain: Chain, batch: str, caller: Identity = ANCHORER) -> Any:
+    return chain.call(caller, "AnchorBatch", batch, ROOT, "3", "4", '{"instance":"s1"}')
+
+
+# -- anchors ------------------------------------------------------------------------------
+def test_anchor_records_caller_and_tx_time(chain: Chain) -> None:
+    a = anchor(chain, "b-1")
+    assert a["merkle_root"] == ROOT and a["record_count"] == 3 and a["tree_size"] == 4
+    assert a["by_msp"] == "Hosp1MSP" and a["by_subject"] == "storage-service"
+    assert a["at"] == "2026-01-01T12:00:00.000000Z" and a["tx_id"] == "tx0001"
+    assert a["metadata"] == {"instance": "s1"}
+    assert chain.call(AUDITOR, "GetAnchor", "b-1") == a
+
+
+def test_anchor_is_never_rewritten(chain: Chain) -> None:
+    anchor(chain, "b-1")
+    before = dict(chain.state.data)
+    with pytest.raises(AlreadyExists, match="already anchored"):
+        chain.call(ANCHORER, "AnchorBatch", "b-1", "cd" * 32, "1", "1", "{}")
+    assert chain.state.data == before
+
+
+def test_anchor_needs_anchorer_role(chain: Chain) -> None:
+    with pytest.raises(AccessDenied, match="anchorer"):
+        anchor(chain, "b-1", DOCTOR)
+    assert chain.state.data == {}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["b/1", ROOT, "1", "1", "{}"], "batch_id"),
+        (["", ROOT, "1", "1", "{}"], "batch_id"),
+        (["b-1", "AB" * 32, "1", "1", "{}"], "hex"),
+        (["b-1", "ab" * 31, "1", "1", "{}"], "32 bytes"),
+        (["b-1", ROOT, "x", "1", "{}"], "record_count"),
+        (["b-1", ROOT, "0", "1", "{}"], "record_count"),
+        (["b-1", ROOT, "2", "1", "{}"], "exceed"),
+        (["b-1", ROOT, "1", "1", "[1]"], "JSON object"),
+        (["b-1", ROOT, "1", "1", "{"], "JSON object"),
+        (["b-1", ROOT, "1", "1", json.dumps({"x": "y" * 5000})], "at most"),
+    ],
+)
+def test_anchor_input_validation(chain: Chain, args: list[str], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        chain.call(ANCHORER, "AnchorBatch", *args)
+
+
+def test_get_missing_anchor(chain: Chain) -> None:
+    with pytest.raises(NotFound):
+        chain.call(AUDITOR, "GetAnchor", "nope")
+
+
+def test_unknown_function_and_arity(chain: Chain) -> None:
+    with pytest.raises(InvalidArgument, match="no function"):
+        chain.call(ANCHORER, "DropEverything")
+    with pytest.raises(InvalidArgument, match="takes 1 arguments"):
+        chain.call(ANCHORER, "GetAnchor")
+
+
+def test_anonymous_caller_refused(chain: Chain) -> None:
+    with pytest.raises(AccessDenied):
+        chain.call(Identity("", "Hosp1MSP", frozenset({"anchorer"})), "GetAnchor", "b")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    ids=st.sets(st.from_regex(r"[a-z0-9][a-z0-9-]{0,8}", fullmatch=True), min_size=0, max_size=30),
+    page=st.integers(1, 7),
+)
+def test_list_anchors_pages_cover_everything_once(ids: set[str], page: int) -> None:
+    chain = Chain()
+    for i in ids:
+        anchor(chain, i)
+    seen: list[str] = []
+    token = ""
+    while True:
+        out = chain.call(AUDITOR, "ListAnchors", "", "", str(page), token)
+        assert len(out["anchors"]) <= page
+        seen += [a["batch_id"] for a in out["anchors"]]
+        token = out["next_page_token"]
+        if not token:
+            break
+    assert seen == sorted(ids)
+
+
+def test_list_anchors_by_id_range(chain: Chain) -> None:
+    for i in range(10):
+        anchor(chain, f"b-{i:03d}")
+    out = chain.call(AUDITOR, "ListAnchors", "b-003", "b-006", "", "")
+    assert [a["batch_id"] for a in out["anchors"]] == ["b-003", "b-004", "b-005"]
+    assert out["next_page_token"] == ""
+    with pytest.raises(InvalidArgument, match="page_size"):
+        chain.call(AUDITOR, "ListAnchors", "", "", "5000", "")
+    with pytest.raises(InvalidArgument, match="page_token"):
+        chain.call(AUDITOR, "ListAnchors", "", "", "2", "consent/x/")
+
+
+# -- key issuance -------------------------------------------------------------------------
+def test_key_issue_recorded_and_queried(chain: Chain) -> None:
+    h = "11" * 32
+    chain.call(AUTHORITY, "RecordKeyIssue", "dr-who", h, "ka-1", "k-1")
+    chain.now += timedelta(seconds=1)
+    chain.call(AUTHORITY, "RecordKeyIssue", "dr-who", "22" * 32, "ka-1", "k-2")
+    chain.call(AUTHORITY, "RecordKeyIssue", "nurse-1", h, "ka-1", "k-3")
+    mine = chain.call(DOCTOR, "KeyIssuesBySubject", "dr-who", "", "")
+    assert [k["key_id"] for k in mine["key_issues"]] == ["k-1", "k-2"]
+    assert mine["key_issues"][0]["attributes_hash"] == h
+    assert mine["key_issues"][0]["by_subject"] == "ka-1"
+    other = chain.call(AUDITOR, "KeyIssuesBySubject", "nurse-1", "", "")
+    assert [k["key_id"] for k in other["key_issues"]] == ["k-3"]
+
+
+def test_key_issue_refusals(chain: Chain) -> None:
+    with pytest.raises(AccessDenied, match="authority"):
+        chain.call(DOCTOR, "RecordKeyIssue", "dr-who", "11" * 32, "ka-1", "k-1")
+    chain.call(AUTHORITY, "RecordKeyIssue", "dr-who", "11" * 32, "ka-1", "k-1")
+    with pytest.raises(AlreadyExists):
+        chain.call(AUTHORITY, "RecordKeyIssue", "nurse", "11" * 32, "ka-1", "k-1")
+    with pytest.raises(InvalidArgument, match="attributes_hash"):
+        chain.call(AUTHORITY, "RecordKeyIssue", "dr-who", "11", "ka-1", "k-9")
+    with pytest.raises(AccessDenied):
+        chain.call(PATIENT, "KeyIssuesBySubject", "dr-who", "", "")
+
+
+# -- consent ------------------------------------------------------------------------------
+def allows(chain: Chain, at: datetime | None = None, who: Identity = ANCHORER) -> bool:
+    when = core.format_time(at) if at else ""
+    out = chain.call(who, "ConsentAllows", "p-17", "dr-who", when)
+    return bool(out["allowed"])
+
+
+def test_consent_lifecycle(chain: Chain) -> None:
+    assert not allows(chain)
+    chain.call(PATIENT, "GrantConsent", "p-17", "dr-who", "")
+    assert allows(chain) and allows(chain, T0 + timedelta(days=3650))
+    chain.now += timedelta(minutes=1)
+    chain.call(PATIENT, "RevokeConsent", "p-17", "dr-who")
+    assert not allows(chain)
+    chain.now += timedelta(minutes=1)
+    expiry = T0 + timedelta(hours=1)
+    chain.call(ADMIN, "GrantConsent", "p-17", "dr-who", expiry.isoformat())
+    assert allows(chain, expiry - timedelta(microseconds=1))
+    assert not allows(chain, expiry)
+    hist = chain.call(PATIENT, "ConsentHistory", "p-17", "dr-who", "", "")["changes"]
+    assert [c["action"] for c in hist] == ["grant", "revoke", "grant"]
+    assert [c["by_subject"] for c in hist] == ["p-17", "p-17", "ca-admin"]
+    current = chain.call(DOCTOR, "GetConsent", "p-17", "dr-who")
+    assert current["expires_at"] == core.format_time(expiry)
+
+
+def test_consent_change_by_someone_else_is_refused(chain: Chain) -> None:
+    for who in (DOCTOR, ANCHORER, AUTHORITY, Identity("p-18", "Hosp1MSP")):
+        with pytest.raises(AccessDenied, match="only the patient"):
+            chain.call(who, "GrantConsent", "p-17", "dr-who", "")
+        with pytest.raises(AccessDenied, match="only the patient"):
+            chain.call(who, "RevokeConsent", "p-17", "dr-who")
+    assert chain.state.data == {}
+
+
+def test_consent_reads_are_restricted(chain: Chain) -> None:
+    stranger = Identity("nosy", "Hosp2MSP", frozenset({"doctor"}))
+    with pytest.raises(AccessDenied):
+        allows(chain, who=stranger)
+    with pytest.raises(AccessDenied):
+        chain.call(stranger, "ConsentHistory", "p-17", "", "", "")
+    assert not allows(chain, who=DOCTOR)  # the subject may ask about itself
+    assert not allows(chain, who=PATIENT)
+    with pytest.raises(NotFound):
+        chain.call(PATIENT, "GetConsent", "p-17", "dr-who")
+
+
+def test_consent_validation(chain: Chain) -> None:
+    with pytest.raises(InvalidArgument, match="past"):
+        chain.call(PATIENT, "GrantConsent", "p-17", "dr-who", "2020-01-01T00:00:00Z")
+    with pytest.raises(InvalidArgument, match="offset"):
+        chain.call(PATIENT, "GrantConsent", "p-17", "dr-who", "2030-01-01T00:00:00")
+    with pytest.raises(InvalidArgument, match="ISO"):
+        chain.call(PATIENT, "GrantConsent", "p-17", "dr-who", "tomorrow")
+    with pytest.raises(InvalidArgument, match="subject_id"):
+        chain.call(PATIENT, "GrantConsent", "p-17", "dr/who", "")
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.booleans(), st.integers(0, 100), st.one_of(st.none(), st.integers(1, 100))),
+        min_size=1,
+        max_size=8,
+    ),
+    probe=st.integers(0, 400),
+)
+def test_consent_matches_a_simple_model(
+    ops: list[tuple[bool, int, int | None]], probe: int
+) -> None:
+    """The current consent answers like the last change, with its expiry."""
+    chain = Chain()
+    last: tuple[bool, datetime | None] = (False, None)
+    for grant, gap, ttl in ops:
+        chain.now += timedelta(seconds=gap + 1)
+        if grant:
+            expiry = chain.now + timedelta(seconds=ttl) if ttl else None
+            arg = expiry.isoformat() if expiry else ""
+            chain.call(PATIENT, "GrantConsent", "p-17", "dr-who", arg)
+            last = (True, expiry)
+        else:
+            chain.call(PATIENT, "RevokeConsent", "p-17", "dr-who")
+            last = (False, None)
+    at = chain.now + timedelta(seconds=probe)
+    granted, expiry = last
+    expected = granted and (expiry is None or at < expiry)
+    assert allows(chain, at) == expected
+    hist = chain.call(AUDITOR, "ConsentHistory", "p-17", "dr-who", "3", "")
+    assert len(hist["changes"]) == min(3, len(ops))
+
+
+# -- audit --------------------------------------------------------------------------------
+def events(*triples: tuple[str, str, str]) -> str:
+    at = core.format_time(T0)
+    return json.dumps(
+        [{"record_id": r, "patient_id": p, "subject_id": s, "at": at} for r, p, s in triples]
+    )
+
+
+def test_access_log_by_record_and_subject(chain: Chain) -> None:
+    out = chain.call(
+        ANCHORER, "LogAccesses", events(("r1", "p-17", "dr-who"), ("r2", "p-17", "dr-who"))
+    )
+    assert out["logged"] == 2
+    chain.call(ANCHORER, "LogAccess", "r1", "p-17", "nurse-1", core.format_time(T0))
+    by_record = chain.call(AUDITOR, "AccessLogByRecord", "r1", "", "")["events"]
+    assert sorted(e["subject_id"] for e in by_record) == ["dr-who", "nurse-1"]
+    mine = chain.call(DOCTOR, "AccessLogBySubject", "dr-who", "", "")["events"]
+    assert sorted(e["record_id"] for e in mine) == ["r1", "r2"]
+    assert all(e["kind"] == "access" for e in mine)
+
+
+def test_access_log_refusals(chain: Chain) -> None:
+    with pytest.raises(AccessDenied, match="anchorer"):
+        chain.call(DOCTOR, "LogAccesses", events(("r1", "p-17", "dr-who")))
+    with pytest.raises(AccessDenied):
+        chain.call(DOCTOR, "AccessLogByRecord", "r1", "", "")
+    with pytest.raises(AccessDenied):
+        chain.call(DOCTOR, "AccessLogBySubject", "nurse-1", "", "")
+    for bad, msg in [
+        ("[]", "non-empty"),
+        ("{}", "non-empty"),
+        ("[1]", "JSON object"),
+        ('[{"record_id":"r"}]', "lacks"),
+        ("nope", "JSON list"),
+    ]:
+        with pytest.raises(InvalidArgument, match=msg):
+            chain.call(ANCHORER, "LogAccesses", bad)
+    assert chain.state.data == {}
+
+
+def test_integrity_failures(chain: Chain) -> None:
+    chain.call(ANCHORER, "LogIntegrityFailure", "r1", "b-1", "hash mismatch")
+    chain.call(AUDITOR, "LogIntegrityFailure", "r1", "", "found by VerifyRecords")
+    out = chain.call(AUDITOR, "IntegrityFailuresByRecord", "r1", "", "")["failures"]
+    assert [f["detail"] for f in out] == ["hash mismatch", "found by VerifyRecords"]
+    with pytest.raises(AccessDenied):
+        chain.call(DOCTOR, "LogIntegrityFailure", "r1", "b-1", "x")
+    with pytest.raises(InvalidArgument, match="detail"):
+        chain.call(ANCHORER, "LogIntegrityFailure", "r1", "b-1", "x" * 2000)
+
+
+# -- wire errors --------------------------------------------------------------------------
+def test_wire_errors_round_trip() -> None:
+    msg = core.wire_error(AlreadyExists("batch b is already anchored"))
+    wrapped = f"chaincode response 500, {msg}"
+    assert core.parse_wire_error(wrapped) == ("ALREADY_EXISTS", "batch b is already anchored")
+    assert core.wire_error(ValueError("secret detail")) == "[ehr:INTERNAL] the ehr contract failed"
+    assert core.parse_wire_error("plain peer error") is None

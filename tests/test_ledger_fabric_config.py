@@ -1,0 +1,162 @@
+"""FabricLedger without a network: connection file, identity sources, and what an
+unreachable network looks like to callers (real gRPC to closed ports)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from ehr_abe.errors import ConfigError, Unavailable
+from storage_service.fabric_gateway.client import Timeouts
+from storage_service.ledger.base import Caller, Ledger
+from storage_service.ledger.fabric import (
+    DevIdentityIssuer,
+    FabricConnection,
+    FabricLedger,
+    StaticIdentities,
+    parse_connection,
+)
+
+
+def write_pair(d: Path, cn: str) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cp, kp = d / f"{cn}.crt", d / f"{cn}.key"
+    cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    kp.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cp, kp
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def connection_doc(tmp_path: Path) -> dict[str, object]:
+    ca, _ = write_pair(tmp_path, "tlsca")
+    return {
+        "channel": "ehr",
+        "chaincode": "ehr",
+        "organizations": {
+            "hosp1": {
+                "msp_id": "Hosp1MSP",
+                "gateway": {"endpoint": f"127.0.0.1:{closed_port()}", "tls_ca": str(ca)},
+            },
+            "hosp2": {
+                "msp_id": "Hosp2MSP",
+                "gateway": {"endpoint": f"127.0.0.1:{closed_port()}", "tls_ca": ca.name},
+            },
+        },
+    }
+
+
+def test_connection_file_is_parsed(tmp_path: Path) -> None:
+    path = tmp_path / "connection.json"
+    path.write_text(json.dumps(connection_doc(tmp_path)))
+    conn = FabricConnection.load(path)
+    assert conn.channel == "ehr" and [o.msp_id for o in conn.orgs] == ["Hosp1MSP", "Hosp2MSP"]
+    assert conn.orgs[1].tls_ca == tmp_path / "tlsca.crt"  # relative to the file
+    with pytest.raises(ConfigError, match="no organizations"):
+        parse_connection({"channel": "ehr"}, tmp_path)
+    with pytest.raises(ConfigError, match="endpoint"):
+        parse_connection({"organizations": [{"msp_id": "X"}]}, tmp_path)
+    with pytest.raises(ConfigError):
+        FabricConnection.load(tmp_path / "missing.json")
+
+
+def test_dev_issuer_mints_once_per_caller(tmp_path: Path) -> None:
+    conn = parse_connection(connection_doc(tmp_path), tmp_path)
+    calls: list[tuple[str, str, list[str]]] = []
+
+    def issue(state: Path, org: str, subject: str, roles: list[str]) -> tuple[Path, Path]:
+        calls.append((org, subject, roles))
+        return write_pair(tmp_path, f"{org}-{subject}")
+
+    issuer = DevIdentityIssuer(tmp_path, conn.orgs, issue)
+    a = issuer.identity_for(Caller("svc", "Hosp1MSP", frozenset({"anchorer", "auditor"})))
+    b = issuer.identity_for(Caller("svc", "Hosp1MSP", frozenset({"auditor", "anchorer"})))
+    assert a is b and a.msp_id == "Hosp1MSP"
+    assert calls == [("hosp1", "svc", ["anchorer", "auditor"])]
+    issuer.identity_for(Caller("svc", "Hosp1MSP", frozenset({"anchorer"})))  # other roles
+    assert len(calls) == 2
+    with pytest.raises(ConfigError, match="not an organization"):
+        issuer.identity_for(Caller("svc", "EvilMSP"))
+
+
+def test_static_identities_refuse_unknown_callers() -> None:
+    with pytest.raises(ConfigError, match="no Fabric identity"):
+        StaticIdentities({}).identity_for(Caller("x", "Hosp1MSP"))
+
+
+def test_unreachable_network_is_unavailable_on_every_org(tmp_path: Path) -> None:
+    conn = parse_connection(connection_doc(tmp_path), tmp_path)
+    cert, key = write_pair(tmp_path, "client")
+    from storage_service.fabric_gateway.signing import SigningIdentity
+
+    ident = SigningIdentity.from_files("Hosp1MSP", cert, key)
+    ledger = FabricLedger(
+        conn,
+        StaticIdentities({("Hosp1MSP", "svc"): ident}),
+        timeouts=Timeouts(evaluate_s=5, endorse_s=5, submit_s=5, commit_s=5),
+    )
+    assert isinstance(ledger, Ledger)
+    caller = Caller("svc", "Hosp1MSP", frozenset({"anchorer"}))
+    with pytest.raises(Unavailable, match="no Fabric gateway"):
+        ledger.submit(caller, "AnchorBatch", ["b", "ab" * 32, "1", "1", "{}"])
+    with pytest.raises(Unavailable, match="no Fabric gateway"):
+        ledger.evaluate(caller, "GetAnchor", ["b"])
+    ledger.close()
+
+
+def test_ca_key_issuer_mints_fabric_ca_style_identities(tmp_path: Path) -> None:
+    from chaincode.contract import identity_from_creator
+    from storage_service.ledger.fabric import CaKeyIssuer
+
+    ca_cert, ca_key = write_pair(tmp_path, "ca")
+    doc = connection_doc(tmp_path)
+    orgs = doc["organizations"]
+    assert isinstance(orgs, dict)
+    orgs["hosp1"]["ca"] = {"cert": str(ca_cert), "key": str(ca_key)}
+    conn = parse_connection(doc, tmp_path)
+    caller = Caller("dr-who", "Hosp1MSP", frozenset({"doctor", "anchorer"}))
+    ident = CaKeyIssuer(tmp_path / "ids", conn.orgs).identity_for(caller)
+    seen = identity_from_creator(ident.msp_id, ident.certificate_pem)
+    assert (seen.subject, seen.msp_id, seen.roles) == ("dr-who", "Hosp1MSP", caller.roles)
+    cert = x509.load_pem_x509_certificate(ident.certificate_pem)
+    assert cert.issuer == x509.load_pem_x509_certificate(ca_cert.read_bytes()).subject
+    ou = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    assert [a.value for a in ou] == ["client"]  # Fabric NodeOUs: a client identity
+    # a second issuer (a restarted service) reuses the cached certificate
+    again = CaKeyIssuer(tmp_path / "ids", conn.orgs).identity_for(caller)
+    assert again.certificate_pem == ident.certificate_pem
+    keys = list((tmp_path / "ids").rglob("key.pem"))
+    assert len(keys) == 1 and keys[0].stat().st_mode & 0o777 == 0o600
+    with pytest.raises(ConfigError, match="no development CA"):
+        CaKeyIssuer(tmp_path / "ids", conn.orgs).identity_for(Caller("x", "Hosp2MSP"))
