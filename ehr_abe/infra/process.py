@@ -62,6 +62,13 @@ def start(
             start_new_session=True,  # not killed with the CLI; stopped by `down`
         )
     pid_file.write_text(str(proc.pid))
+    # Until exec() completes the child still shows our own command line; wait for
+    # it so that `running()` (which checks the command line) sees the new program.
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(args[0] in a for a in cmdline(proc.pid)):
+            break
+        time.sleep(0.01)
     return proc.pid
 
 

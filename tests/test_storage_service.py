@@ -1,0 +1,327 @@
+"""StorageService end to end, on the embedded backends and on MinIO + Fabric.
+
+The same scenarios run against both pairs of real backends: the embedded pair
+(filesystem store, SQLite ledger) always, MinIO + Fabric when they are up.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from abe_service.authority import KeyAuthority
+from abe_service.client import AbeKeyring, LocalEncryptor
+from ehr_abe.errors import (
+    AccessDenied,
+    IntegrityError,
+    InvalidArgument,
+    NotFound,
+    PolicyError,
+    PolicyNotSatisfied,
+    Unavailable,
+)
+from storage_service.anchoring import AnchorPolicy
+from storage_service.index import RecordIndex
+from storage_service.integrity import merkle
+from storage_service.ledger.base import Caller, Ledger, TxResult
+from storage_service.ledger.client import LedgerClient
+from storage_service.ledger.embedded import EmbeddedLedger
+from storage_service.objectstore.fs import FilesystemStore
+from storage_service.records import envelope_key, record_context
+from storage_service.service import StorageCore
+from storage_service.wiring import SERVICE_ROLES, SERVICE_SUBJECT
+
+POLICY = "(role:doctor and dept:cardiology) or patient:p-17"
+DEVICE = Caller("ecg-7", "Hosp1MSP", frozenset({"device"}))
+DOCTOR = Caller("dr-heart", "Hosp1MSP", frozenset({"doctor"}))
+OTHER = Caller("dr-other", "Hosp2MSP", frozenset({"doctor"}))
+AUDITOR = Caller("auditor-1", "Hosp1MSP", frozenset({"auditor"}))
+SERVICE = Caller(SERVICE_SUBJECT, "Hosp1MSP", SERVICE_ROLES)
+MANUAL = AnchorPolicy(max_records=1000, max_age_s=3600, retry_s=0.2)  # anchor only on flush
+
+
+@pytest.fixture(scope="module")
+def authority(tmp_path_factory: pytest.TempPathFactory) -> KeyAuthority:
+    return KeyAuthority.setup(tmp_path_factory.mktemp("auth"), passphrase=b"test passphrase 123")
+
+
+@dataclass
+class Backends:
+    name: str
+    make_store: Any
+    make_ledger: Any
+    patient: str
+    tamper: Any  # (core, record_id) -> None
+
+
+class FlakyLedger:
+    """The embedded ledger behind a switch that makes it unreachable (fault injection)."""
+
+    def __init__(self, inner: Ledger):
+        self.inner = inner
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise Unavailable("ledger unreachable (test switch)")
+
+    def submit(self, caller: Caller, function: str, args: list[str]) -> TxResult:
+        self._check()
+        return self.inner.submit(caller, function, args)
+
+    def evaluate(self, caller: Caller, function: str, args: list[str]) -> bytes:
+        self._check()
+        return self.inner.evaluate(caller, function, args)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _tamper_fs(core: StorageCore, record_id: str) -> None:
+    store = core.store
+    assert isinstance(store, FilesystemStore)
+    path = store.root / envelope_key(record_id)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    os.chmod(path, 0o600)
+    path.write_bytes(bytes(data))
+
+
+def _tamper_minio(core: StorageCore, record_id: str) -> None:
+    """Someone with MinIO credentials writes a new version around our conditional put."""
+    import io
+
+    store: Any = core.store
+    data = bytearray(store.get(envelope_key(record_id)))
+    data[len(data) // 2] ^= 0x01
+    store.client.put_object(store.bucket, envelope_key(record_id), io.BytesIO(bytes(data)), len(data))
+
+
+def _embedded(tmp: Path) -> Backends:
+    return Backends(
+        "embedded",
+        lambda: FilesystemStore(tmp / "objects"),
+        lambda: FlakyLedger(EmbeddedLedger(tmp / "ledger.sqlite")),
+        "p-17",
+        _tamper_fs,
+    )
+
+
+@pytest.fixture(params=["embedded", "minio+fabric"])
+def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Backends:
+    if request.param == "embedded":
+        return _embedded(tmp_path)
+    minio = request.getfixturevalue("minio_connection")
+    fabric = request.getfixturevalue("fabric_connection")
+    from storage_service.ledger.fabric import FabricLedger
+    from storage_service.objectstore.minio_store import MinioStore
+
+    return Backends(
+        "minio+fabric",
+        lambda: MinioStore.from_connection_file(minio),
+        lambda: FabricLedger.from_connection_file(fabric),
+        # a fresh patient per test: the Fabric ledger outlives the test
+        "p-17",
+        _tamper_minio,
+    )
+
+
+@pytest.fixture
+def make_core(backends: Backends, authority: KeyAuthority, tmp_path: Path) -> Iterator[Any]:
+    cores: list[StorageCore] = []
+
+    def make(policy: AnchorPolicy = MANUAL, ledger: Any = None) -> StorageCore:
+        led = ledger if ledger is not None else backends.make_ledger()
+        core = StorageCore(
+            store=backends.make_store(),
+            index=RecordIndex(tmp_path / "index.sqlite"),
+            ledger=LedgerClient(led, SERVICE),
+            encryptor=LocalEncryptor(authority.public_params),
+            service_caller=SERVICE,
+            anchor_policy=policy,
+        )
+        cores.append(core)
+        return core
+
+    yield make
+    for c in cores:
+        try:
+            c.close()
+        except Exception:
+            pass
+
+
+def _key(authority: KeyAuthority, subject: str, attrs: list[str]) -> AbeKeyring:
+    return AbeKeyring.from_bytes(authority.issue_key(subject, attrs).user_key)
+
+
+def _patient(backends: Backends) -> tuple[str, Caller]:
+    pid = backends.patient if backends.name == "embedded" else f"p-{secrets.token_hex(4)}"
+    return pid, Caller(pid, "Hosp1MSP", frozenset({"patient"}))
+
+
+def test_put_anchor_get_decrypt(make_core: Any, authority: KeyAuthority, backends: Backends) -> None:
+    core = make_core()
+    patient, me = _patient(backends)
+    policy = f"(role:doctor and dept:cardiology) or patient:{patient}"
+    put = core.put_record(DEVICE, patient_id=patient, record_type="ecg", payload=b"hr=72", policy=policy)
+    assert not put.receipt.anchored and not put.duplicate
+    flushed = core.flush()
+    assert flushed.records >= 1
+    envelope, meta, receipt = core.get_record(me, put.meta.record_id)
+    assert receipt.anchored and receipt.tx_id and meta.patient_id == patient
+    # the receipt's proof checks against the root anchored on the ledger
+    anchored_root = core.ledger.get_anchor(receipt.batch_id).merkle_root
+    assert anchored_root == receipt.merkle_root
+    assert merkle.verify_inclusion(
+        receipt.leaf_hash, receipt.leaf_index, receipt.tree_size, receipt.inclusion_proof, anchored_root
+    )
+    assert _key(authority, patient, [f"patient:{patient}"]).decrypt(envelope, record_context(patient)) == b"hr=72"
+    with pytest.raises(PolicyNotSatisfied):
+        _key(authority, "nurse", ["role:nurse", "dept:cardiology"]).decrypt(envelope, record_context(patient))
+
+
+def test_reads_are_gated_by_consent_on_the_ledger(make_core: Any, authority: KeyAuthority, backends: Backends) -> None:
+    core = make_core()
+    patient, me = _patient(backends)
+    rid = core.put_record(DEVICE, patient_id=patient, record_type="ecg", payload=b"x", policy=POLICY).meta.record_id
+    core.flush()
+    with pytest.raises(AccessDenied, match="no consent"):
+        core.get_record(DOCTOR, rid)
+    with pytest.raises(AccessDenied):
+        core.grant_consent(OTHER, patient, OTHER.subject, None)  # not the patient
+    core.grant_consent(me, patient, DOCTOR.subject, None)
+    core.get_record(DOCTOR, rid)
+    core.revoke_consent(me, patient, DOCTOR.subject)
+    with pytest.raises(AccessDenied):
+        core.get_record(DOCTOR, rid)
+    # an expired grant does not count
+    core.grant_consent(me, patient, OTHER.subject, datetime.now(UTC) + timedelta(seconds=2))
+    core.get_record(OTHER, rid)
+    time.sleep(2.2)
+    with pytest.raises(AccessDenied):
+        core.get_record(OTHER, rid)
+    # the access was audited on the ledger
+    core.flush()
+    trail = core.audit_trail(AUDITOR, record_id=rid)
+    kinds = [e.kind for e in trail]
+    assert "access" in kinds and "consent-grant" in kinds and "consent-revoke" in kinds
+
+
+def test_retried_put_is_not_duplicated(make_core: Any, backends: Backends) -> None:
+    core = make_core()
+    patient, me = _patient(backends)
+    key = f"dev-7/{secrets.token_hex(4)}"
+    a = core.put_record(DEVICE, patient_id=patient, record_type="ecg", payload=b"1", policy=POLICY, idempotency_key=key)
+    b = core.put_record(DEVICE, patient_id=patient, record_type="ecg", payload=b"1", policy=POLICY, idempotency_key=key)
+    assert a.meta.record_id == b.meta.record_id and b.duplicate and not a.duplicate
+    records, _ = core.list_records(me, patient, 100, "")
+    assert [r.record_id for r in records].count(a.meta.record_id) == 1
+
+
+def test_tampered_object_is_never_served(make_core: Any, backends: Backends) -> None:
+    core = make_core()
+    patient, me = _patient(backends)
+    rids = [
+        core.put_record(DEVICE, patient_id=patient, record_type="ecg", payload=b"v%d" % i, policy=POLICY).meta.record_id
+        for i in range(3)
+    ]
+    core.flush()
+    backends.tamper(core, rids[1])
+    with pytest.raises(IntegrityError, match=rids[1]):
+        core.get_record(me, rids[1])
+    core.get_record(me, rids[0])  # the others are fine
+    report = core.verify_records(me, patient_id=patient)
+    assert report.failed_record_ids == (rids[1],) and report.checked == 3 and report.passed == 2
+    # the failure is on the ledger
+    assert any(e.kind == "integrity-failure" for e in core.audit_trail(AUDITOR, record_id=rids[1]))
+
+
+def test_bad_input_is_refused_and_leaves_data_intact(make_core: Any, backends: Backends) -> None:
+    core = make_core()
+    patient, me = _patient(backends)
+    rid = core.put_record(DEVICE, patient_id=patient, record_type="ecg", payload=b"ok", policy=POLICY).meta.record_id
+    with pytest.raises(PolicyError):
+        core.put_record(DEVICE, patient_id=patient, record_type="ecg", payload=b"x", policy="role:doctor and")
+    with pytest.raises(InvalidArgument):
+        core.put_record(DEVICE, patient_id="../etc", record_type="ecg", payload=b"x", policy=POLICY)
+    with pytest.raises(InvalidArgument):
+        core.put_record(DEVICE, patient_id=patient, record_type="ecg", envelope=b"not an envelope")
+    with pytest.raises(AccessDenied):
+        core.put_record(OTHER.__class__("random", "Hosp1MSP", frozenset()), patient_id=patient, record_type="ecg", payload=b"x", policy=POLICY)
+    with pytest.raises(NotFound):
+        core.get_record(me, "r-doesnotexist")
+    records, _ = core.list_records(me, patient, 100, "")
+    assert [r.record_id for r in records] == [rid]
+    core.flush()
+    assert core.verify_records(me, patient_id=patient).failed_record_ids == ()
+
+
+def test_paging(make_core: Any, backends: Backends) -> None:
+    core = make_core()
+    patient, me = _patient(backends)
+    ids = [core.put_record(DEVICE, patient_id=patient, record_type="vitals", payload=b"%d" % i, policy=POLICY).meta.record_id for i in range(7)]
+    seen, token = [], ""
+    while True:
+        page, token = core.list_records(me, patient, 3, token)
+        seen += [r.record_id for r in page]
+        if not token:
+            break
+    assert seen == ids
+    with pytest.raises(InvalidArgument):
+        core.list_records(me, patient, 3, "garbage!")
+
+
+def test_pending_leaves_survive_a_restart(make_core: Any, backends: Backends) -> None:
+    first = make_core()
+    patient, me = _patient(backends)
+    rid = first.put_record(DEVICE, patient_id=patient, record_type="ecg", payload=b"p", policy=POLICY).meta.record_id
+    first.close()  # the service stops before anchoring
+    second = make_core(AnchorPolicy(max_records=1000, max_age_s=0.1, retry_s=0.2))
+    second.start()  # the background anchorer picks the leaf up
+    deadline = time.monotonic() + 30
+    while not second.get_receipt(me, rid).anchored:
+        assert time.monotonic() < deadline, "pending leaf was not anchored after restart"
+        time.sleep(0.2)
+
+
+def test_nothing_is_lost_while_the_ledger_is_down(make_core: Any, backends: Backends) -> None:
+    """Writes answered while the ledger is unreachable are durable and get anchored
+    once it returns. Embedded: a fault switch; Fabric: the whole network is stopped."""
+    if backends.name == "embedded":
+        ledger = backends.make_ledger()
+        go_down = lambda: setattr(ledger, "down", True)  # noqa: E731
+        come_back = lambda: setattr(ledger, "down", False)  # noqa: E731
+    else:
+        from ehr_abe.infra.config import InfraConfig
+        from ehr_abe.infra.manager import fabric_component
+
+        net, why = fabric_component(InfraConfig())
+        assert net is not None, why
+        ledger = backends.make_ledger()
+        go_down, come_back = net.down, net.up
+    core = make_core(AnchorPolicy(max_records=1000, max_age_s=0.1, retry_s=0.2), ledger=ledger)
+    patient, me = _patient(backends)
+    go_down()
+    try:
+        core.start()
+        rids = [
+            core.put_record(DEVICE, patient_id=patient, record_type="ecg", payload=b"%d" % i, policy=POLICY).meta.record_id
+            for i in range(5)
+        ]
+        time.sleep(0.5)
+        assert not any(r.anchored for r in (core._receipt(core.index.get(x)) for x in rids))  # type: ignore[arg-type]
+    finally:
+        come_back()
+    deadline = time.monotonic() + 60
+    while not all(core.get_receipt(me, r).anchored for r in rids):
+        assert time.monotonic() < deadline, "records written during the outage were not anchored"
+        time.sleep(0.2)
