@@ -41,7 +41,7 @@ class ServerConfig:
 class AuthorityConfig:
     dir: str = ""  # default: <state>/authority
     #: The master-key passphrase is read from this environment variable ...
-    passphrase_env: str = "EHR_ABE_AUTHORITY_PASSPHRASE"
+    passphrase_env: str = "EHR_ABE_MASTER_PASSPHRASE"
     #: ... or from this key file (32+ random bytes), if set.
     key_file: str = ""
 

@@ -133,6 +133,9 @@ class StorageCore:
 
     def start(self) -> None:
         self.anchorer.start()
+        # Compile the integrity kernels in the background so the first
+        # VerifyRecords does not pay numba's compilation time.
+        threading.Thread(target=_warm_up_integrity, name="numba-warmup", daemon=True).start()
 
     def close(self) -> None:
         self.anchorer.stop()
@@ -411,6 +414,13 @@ class StorageCore:
             tx_id=batch.tx_id,
             block=batch.block or 0,
         )
+
+
+def _warm_up_integrity() -> None:
+    from storage_service.integrity.sha256 import sha256_many
+
+    sha256_many([b"warm-up"])
+    merkle.merkle_root([bytes(32), bytes(32)])
 
 
 def _rand_id() -> str:

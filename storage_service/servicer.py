@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ehr_abe.api.v1 import storage_pb2 as pb
 from ehr_abe.api.v1 import storage_pb2_grpc as pb_grpc
+from ehr_abe.errors import DeadlineExceeded
 from ehr_abe.identity import caller_from_context
 from storage_service.ledger.base import Caller
 from storage_service.records import RecordMeta
@@ -102,10 +103,17 @@ class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
         self, request: pb.VerifyRecordsRequest, context: Any
     ) -> pb.VerifyRecordsResponse:
         scope = request.WhichOneof("scope")
+
+        def still_wanted(_done: int, _bytes: int) -> None:
+            # Long verifications stop when the caller's deadline passes or it hangs up.
+            if not context.is_active():
+                raise DeadlineExceeded("VerifyRecords: the caller's deadline passed")
+
         report = self.core.verify_records(
             self._caller(context),
             patient_id=request.patient_id if scope == "patient_id" else None,
             batch_id=request.batch_id if scope == "batch_id" else None,
+            on_progress=still_wanted,
         )
         return pb.VerifyRecordsResponse(
             checked=report.checked,

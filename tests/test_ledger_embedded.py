@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import tempfile
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ehr_abe.errors import AlreadyExists, IntegrityError, InvalidArgument
+from chaincode import core
+from ehr_abe.errors import AlreadyExists, EhrAbeError, IntegrityError, InvalidArgument
 from storage_service.ledger.base import Caller, Ledger
 from storage_service.ledger.client import LedgerClient
 from storage_service.ledger.embedded import EmbeddedLedger
@@ -105,3 +111,72 @@ def test_threads_anchor_distinct_batches_once(tmp_path: Path) -> None:
     assert sorted(wins) == [f"b-{i}" for i in range(10)]
     assert len(refused) == 6 * 20 - 10
     assert led.verify_chain() == 10
+
+
+CALLERS = [
+    SERVICE,
+    Caller("p-1", "Hosp1MSP"),
+    Caller("dr-1", "Hosp2MSP", frozenset({"doctor"})),
+    Caller("adm", "Hosp2MSP", frozenset({"consent-admin"})),
+]
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["AnchorBatch", "GrantConsent", "RevokeConsent", "GetAnchor"]),
+        st.integers(0, len(CALLERS) - 1),
+        st.sampled_from(["b-1", "b-2", "p-1", "p-2", "bad/id"]),
+    ),
+    max_size=15,
+)
+
+
+def _args(function: str, target: str) -> list[str]:
+    if function == "AnchorBatch":
+        return [target, "ab" * 32, "1", "1", "{}"]
+    if function == "GetAnchor":
+        return [target]
+    if function == "GrantConsent":
+        return [target, "dr-1", ""]
+    return [target, "dr-1"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=OPS)
+def test_embedded_ledger_decides_like_the_contract_core(ops: list[tuple[str, int, str]]) -> None:
+    """Same operations, same callers: the embedded ledger and the bare contract over a
+    dict agree on every outcome and on the consent that results."""
+    with tempfile.TemporaryDirectory() as d:
+        led = EmbeddedLedger(Path(d) / "l.sqlite")
+        state = core.DictState()
+        for n, (function, who, target) in enumerate(ops):
+            caller = CALLERS[who]
+            args = _args(function, target)
+            ident = core.Identity(caller.subject, caller.msp_id, caller.roles)
+            ctx = core.TxContext(f"tx{n}", datetime.now(UTC))
+            try:
+                core.run_sync(core.invoke(state, ident, ctx, function, args))
+                expected = "ok"
+            except EhrAbeError as exc:
+                expected = type(exc).__name__
+            try:
+                if function == "GetAnchor":
+                    led.evaluate(caller, function, args)
+                else:
+                    led.submit(caller, function, args)
+                got = "ok"
+            except EhrAbeError as exc:
+                got = type(exc).__name__
+            assert got == expected, (function, caller.subject, target)
+        client = LedgerClient(led, SERVICE)
+        for patient in ("p-1", "p-2"):
+            raw = core.run_sync(
+                core.consent_allows(
+                    state, core.Identity("svc", "M", frozenset({"anchorer"})),
+                    core.TxContext("q", datetime.now(UTC)), patient, "dr-1", "",
+                )
+            )  # fmt: skip
+            assert (
+                client.consent_allows(patient, "dr-1", datetime.now(UTC))
+                == json.loads(raw)["allowed"]
+            )
+        assert led.verify_chain() == led.height()
+        led.close()

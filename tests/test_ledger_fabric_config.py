@@ -91,13 +91,14 @@ def test_connection_file_is_parsed(tmp_path: Path) -> None:
         FabricConnection.load(tmp_path / "missing.json")
 
 
-def test_dev_issuer_mints_once_per_caller(tmp_path: Path) -> None:
+def test_dev_issuer_mints_once_per_caller_and_caches_on_disk(tmp_path: Path) -> None:
     conn = parse_connection(connection_doc(tmp_path), tmp_path)
     calls: list[tuple[str, str, list[str]]] = []
 
-    def issue(state: Path, org: str, subject: str, roles: list[str]) -> tuple[Path, Path]:
+    def issue(state: Path, org: str, subject: str, roles: list[str]) -> tuple[bytes, bytes]:
         calls.append((org, subject, roles))
-        return write_pair(tmp_path, f"{org}-{subject}")
+        cert, key = write_pair(tmp_path, f"{org}-{subject}-{len(calls)}")
+        return cert.read_bytes(), key.read_bytes()
 
     issuer = DevIdentityIssuer(tmp_path, conn.orgs, issue)
     a = issuer.identity_for(Caller("svc", "Hosp1MSP", frozenset({"anchorer", "auditor"})))
@@ -106,6 +107,12 @@ def test_dev_issuer_mints_once_per_caller(tmp_path: Path) -> None:
     assert calls == [("hosp1", "svc", ["anchorer", "auditor"])]
     issuer.identity_for(Caller("svc", "Hosp1MSP", frozenset({"anchorer"})))  # other roles
     assert len(calls) == 2
+    # a restarted service finds its identities under the state dir: no new certificate
+    again = DevIdentityIssuer(tmp_path, conn.orgs, issue)
+    c = again.identity_for(Caller("svc", "Hosp1MSP", frozenset({"anchorer", "auditor"})))
+    assert c.certificate_pem == a.certificate_pem and len(calls) == 2
+    keys = list((tmp_path / "identities").rglob("key.pem"))
+    assert len(keys) == 2 and all(k.stat().st_mode & 0o777 == 0o600 for k in keys)
     with pytest.raises(ConfigError, match="not an organization"):
         issuer.identity_for(Caller("svc", "EvilMSP"))
 
@@ -153,10 +160,13 @@ def test_ca_key_issuer_mints_fabric_ca_style_identities(tmp_path: Path) -> None:
     assert cert.issuer == x509.load_pem_x509_certificate(ca_cert.read_bytes()).subject
     ou = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
     assert [a.value for a in ou] == ["client"]  # Fabric NodeOUs: a client identity
-    # a second issuer (a restarted service) reuses the cached certificate
     again = CaKeyIssuer(tmp_path / "ids", conn.orgs).identity_for(caller)
     assert again.certificate_pem == ident.certificate_pem
-    keys = list((tmp_path / "ids").rglob("key.pem"))
-    assert len(keys) == 1 and keys[0].stat().st_mode & 0o777 == 0o600
+    write_pair(tmp_path, "ca")  # the network was re-created with a new CA
+    fresh = CaKeyIssuer(tmp_path / "ids", conn.orgs).identity_for(caller)
+    new_ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    assert fresh.certificate_pem != ident.certificate_pem
+    fresh_cert = x509.load_pem_x509_certificate(fresh.certificate_pem)
+    fresh_cert.verify_directly_issued_by(new_ca)
     with pytest.raises(ConfigError, match="no development CA"):
         CaKeyIssuer(tmp_path / "ids", conn.orgs).identity_for(Caller("x", "Hosp2MSP"))

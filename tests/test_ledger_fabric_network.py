@@ -37,14 +37,22 @@ def ledger(fabric_connection: Path) -> Iterator[Any]:
     led.close()
 
 
-def network() -> Any:
-    """The running network, through the infra manager (`ehr_abe.infra.fabric.FabricNetwork`)."""
+def network(connection: Path) -> Any:
+    """The running network that wrote `connection`, through the infra manager
+    (`ehr_abe.infra.fabric.FabricNetwork`); skip unless it is that network and it runs,
+    so that a test never starts a second network elsewhere."""
     from ehr_abe.infra.config import InfraConfig
     from ehr_abe.infra.manager import fabric_component
 
-    net, why = fabric_component(InfraConfig())
+    cfg = InfraConfig()
+    net, why = fabric_component(cfg)
     if net is None:
         pytest.skip(f"cannot control the Fabric network: {why}")
+    managed = cfg.state_dir / "fabric" / "connection.json"
+    if managed.resolve() != connection.resolve():
+        pytest.skip(f"{connection} was not written by the managed network ({managed})")
+    if not any(s.state == "running" for s in net.status()):
+        pytest.skip("the managed Fabric network is not running")
     return net
 
 
@@ -89,7 +97,7 @@ def test_consent_change_by_another_subject_is_refused_by_the_chaincode(ledger: A
 def test_data_survives_a_full_restart(fabric_connection: Path) -> None:
     from storage_service.ledger.fabric import FabricLedger
 
-    net = network()
+    net = network(fabric_connection)
     batch, patient = f"rs-{uuid.uuid4().hex[:10]}", f"p-{uuid.uuid4().hex[:8]}"
     led = FabricLedger.from_connection_file(fabric_connection)
     client = LedgerClient(led, SERVICE)
@@ -109,8 +117,10 @@ def test_data_survives_a_full_restart(fabric_connection: Path) -> None:
 
 
 @pytest.mark.slow
-def test_anchoring_continues_with_one_organisations_peer_down(ledger: Any) -> None:
-    net = network()
+def test_anchoring_continues_with_one_organisations_peer_down(
+    ledger: Any, fabric_connection: Path
+) -> None:
+    net = network(fabric_connection)
     statuses = [s for s in net.status() if s.pid and "peer" in s.name]
     org2 = ledger.connection.orgs[1]
     victims = [s for s in statuses if org2.org.lower() in s.name.lower()]

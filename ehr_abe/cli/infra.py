@@ -4,28 +4,50 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ehr_abe.cli.common import console, err_console
 
+if TYPE_CHECKING:
+    from ehr_abe.infra.config import InfraConfig
+
 app = typer.Typer(
-    help="Local infrastructure for development and tests: MinIO and a two-organisation Fabric network.",
+    help="Local infrastructure for development and tests: MinIO and a two-organisation "
+    "Fabric network.",
     no_args_is_help=True,
 )
 
 ComponentsArg = Annotated[
-    list[str] | None, typer.Argument(metavar="[COMPONENT]...", help="minio, fabric (default: all available).")
+    list[str] | None,
+    typer.Argument(metavar="[COMPONENT]...", help="minio, fabric (default: all available)."),
 ]
-InfraConfigOption = Annotated[Path | None, typer.Option("--config", help="Infra TOML ([minio], [fabric]).")]
+InfraConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="Infra TOML (state_dir, [minio], [fabric]).")
+]
 StateDirOption = Annotated[
-    Path | None, typer.Option("--state-dir", help="Default $EHR_ABE_INFRA_DIR or <state>/infra.")
+    Path | None,
+    typer.Option("--state-dir", help="Default $EHR_ABE_INFRA_DIR, else <state>/infra."),
 ]
 
+_STATE_STYLE = {"running": "green", "stopped": "yellow", "unhealthy": "red", "not-installed": "dim"}
 
-def _cfg(config: Path | None, state_dir: Path | None):  # type: ignore[no-untyped-def]
+
+class _Elapsed:
+    """A status line whose elapsed time keeps counting while a step (a build) runs."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.message = "starting infrastructure"
+
+    def __rich__(self) -> Text:
+        return Text(f"{self.message} ({time.monotonic() - self.started:.0f} s)")
+
+
+def _config(config: Path | None, state_dir: Path | None) -> InfraConfig:
     from ehr_abe.infra.config import load_infra_config
 
     cfg = load_infra_config(config)
@@ -35,30 +57,44 @@ def _cfg(config: Path | None, state_dir: Path | None):  # type: ignore[no-untype
 
 
 @app.command("up")
-def up(components: ComponentsArg = None, config: InfraConfigOption = None, state_dir: StateDirOption = None) -> None:
+def up(
+    components: ComponentsArg = None,
+    config: InfraConfigOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
     """Start (idempotent) and wait until every component answers."""
     from ehr_abe.infra import manager
 
-    cfg = _cfg(config, state_dir)
-    t0 = time.monotonic()
-    with console.status("starting infrastructure…") as st:
+    cfg = _config(config, state_dir)
+    line = _Elapsed()
+    with console.status(line):
 
-        def progress(msg: str) -> None:
-            st.update(f"{msg} ({time.monotonic() - t0:.0f} s)")
-            console.print(f"  {msg}", highlight=False)
+        def progress(message: str) -> None:
+            console.print(f"  {message}", highlight=False)
+            line.message = message
 
         started = manager.up(cfg, components or [], progress)
-    console.print(f"[green]up[/]: {', '.join(started) or 'nothing'} in {time.monotonic() - t0:.1f} s (state {cfg.state_dir})")
+    took = time.monotonic() - line.started
+    console.print(
+        f"[green]up[/]: {', '.join(started) or 'nothing'} in {took:.1f} s (state {cfg.state_dir})",
+        highlight=False,
+    )
 
 
 @app.command("down")
-def down(components: ComponentsArg = None, config: InfraConfigOption = None, state_dir: StateDirOption = None) -> None:
-    """Stop exactly the processes `up` started."""
+def down(
+    components: ComponentsArg = None,
+    config: InfraConfigOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Stop exactly the processes `up` started (by pid file), in reverse order."""
     from ehr_abe.infra import manager
 
-    cfg = _cfg(config, state_dir)
-    manager.down(cfg, components or [], lambda m: err_console.print(f"  {m}", highlight=False))
-    console.print("[green]down[/]")
+    cfg = _config(config, state_dir)
+    stopped = manager.down(
+        cfg, components or [], lambda m: err_console.print(f"  {m}", highlight=False)
+    )
+    console.print(f"[green]down[/]: {', '.join(stopped) or 'nothing'}", highlight=False)
 
 
 @app.command("status")
@@ -66,12 +102,14 @@ def status(config: InfraConfigOption = None, state_dir: StateDirOption = None) -
     """Each component's state, pid, endpoint and log."""
     from ehr_abe.infra import manager
 
-    cfg = _cfg(config, state_dir)
+    cfg = _config(config, state_dir)
     table = Table("component", "state", "pid", "endpoint", "log / detail")
-    colours = {"running": "green", "stopped": "yellow", "unhealthy": "red", "not-installed": "dim"}
-    for s in manager.status(cfg):
+    for row in manager.status(cfg):
         table.add_row(
-            s.name, f"[{colours[s.state]}]{s.state}[/]", str(s.pid or ""), s.endpoint or "",
-            str(s.log) if s.log and s.state != "not-installed" else s.detail,
+            row.name,
+            f"[{_STATE_STYLE[row.state]}]{row.state}[/]",
+            str(row.pid or ""),
+            row.endpoint or "",
+            str(row.log) if row.log and row.state != "not-installed" else row.detail,
         )
     console.print(table)

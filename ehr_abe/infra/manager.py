@@ -1,79 +1,107 @@
-"""Runs the local components in order: MinIO, then the Fabric network."""
+"""Runs the local components: `up` in order (MinIO, then the Fabric network),
+`down` in reverse order, stopping every component even when one fails."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from ehr_abe.errors import EhrAbeError
 from ehr_abe.infra.component import Component, ComponentStatus, InfraError
 from ehr_abe.infra.config import InfraConfig
 from ehr_abe.infra.minio import MinioServer
 
 KNOWN = ("minio", "fabric")
+Progress = Callable[[str], None]
 
 
 def fabric_component(cfg: InfraConfig) -> tuple[Component | None, str]:
-    """The Fabric network, or None and the reason it is unavailable."""
+    """The Fabric network, or None and one line saying why it is unavailable."""
     try:
+        # Imported lazily: the Fabric package is optional for MinIO-only use.
         from ehr_abe.infra.fabric import FabricNetwork, fabric_installed
         from ehr_abe.infra.fabric.settings import FabricSettings
     except ImportError as exc:
         return None, f"the Fabric network module is unavailable ({exc})"
     settings = FabricSettings.from_env(cfg.fabric_overrides)
-    ok, why = fabric_installed(settings)
-    if not ok:
+    installed, why = fabric_installed(settings)
+    if not installed:
         return None, why
-    return FabricNetwork(settings, cfg.state_dir), ""
+    network: Component = FabricNetwork(settings, cfg.state_dir)
+    return network, ""
 
 
-def components(
-    cfg: InfraConfig, names: Sequence[str], progress: Callable[[str], None]
-) -> list[Component]:
-    unknown = set(names) - set(KNOWN)
+def select(names: Sequence[str]) -> list[str]:
+    """The requested component names in start order; all of them if none are named."""
+    unknown = sorted(set(names) - set(KNOWN))
     if unknown:
-        raise InfraError(", ".join(sorted(unknown)), f"unknown component; known: {', '.join(KNOWN)}")
-    chosen = list(names) or list(KNOWN)
+        raise InfraError(", ".join(unknown), f"unknown component; known: {', '.join(KNOWN)}")
+    return [name for name in KNOWN if not names or name in names]
+
+
+def components(cfg: InfraConfig, names: Sequence[str], progress: Progress) -> list[Component]:
+    """The components to act on, in start order. Fabric without its binaries is
+    skipped with one line, or is an error if it was asked for by name."""
     out: list[Component] = []
-    for name in KNOWN:
-        if name not in chosen:
-            continue
+    for name in select(names):
         if name == "minio":
             out.append(MinioServer(cfg, progress))
-        else:
-            fabric, why = fabric_component(cfg)
-            if fabric is None:
-                if names:  # asked for explicitly: that is an error
-                    raise InfraError("fabric", why)
-                progress(f"Fabric skipped: {why}")
-                continue
-            out.append(fabric)
+            continue
+        fabric, why = fabric_component(cfg)
+        if fabric is None:
+            if names:
+                raise InfraError("fabric", why)
+            progress(f"Fabric skipped: {why}")
+            continue
+        out.append(fabric)
     return out
 
 
-def up(cfg: InfraConfig, names: Sequence[str], progress: Callable[[str], None]) -> list[str]:
+def up(cfg: InfraConfig, names: Sequence[str], progress: Progress) -> list[str]:
+    """Start each component (idempotent) and wait until it answers; the names started.
+
+    A failure raises InfraError naming the component; what is already up stays up
+    (the caller runs `down`, which stops everything whatever happened)."""
     started: list[str] = []
-    for comp in components(cfg, names, progress):
-        progress(f"starting {comp.name}")
-        comp.up()
-        started.append(comp.name)
+    for component in components(cfg, names, progress):
+        progress(f"{component.name}: starting")
+        try:
+            component.up()
+        except InfraError:
+            raise
+        except (EhrAbeError, OSError) as exc:
+            raise InfraError(component.name, str(exc), _log_of(component)) from None
+        progress(f"{component.name}: up")
+        started.append(component.name)
     return started
 
 
-def down(cfg: InfraConfig, names: Sequence[str], progress: Callable[[str], None]) -> None:
-    errors: list[str] = []
-    for comp in reversed(components(cfg, names, progress)):
+def down(cfg: InfraConfig, names: Sequence[str], progress: Progress) -> list[str]:
+    """Stop components in reverse start order; every one is tried even if another fails."""
+    failures: list[str] = []
+    stopped: list[str] = []
+    for component in reversed(components(cfg, names, progress)):
         try:
-            comp.down()
-        except Exception as exc:  # keep stopping the others
-            errors.append(f"{comp.name}: {exc}")
-    if errors:
-        raise InfraError("down", "; ".join(errors))
+            component.down()
+            stopped.append(component.name)
+        except (EhrAbeError, OSError) as exc:
+            failures.append(f"{component.name}: {exc}")
+    if failures:
+        raise InfraError("down", "; ".join(failures))
+    return stopped
 
 
 def status(cfg: InfraConfig) -> list[ComponentStatus]:
-    out = list(MinioServer(cfg).status())
+    """One row per process (MinIO; orderer, peers and chaincode servers of Fabric)."""
+    rows = list(MinioServer(cfg).status())
     fabric, why = fabric_component(cfg)
     if fabric is None:
-        out.append(ComponentStatus("fabric", "not-installed", detail=why))
+        rows.append(ComponentStatus("fabric", "not-installed", detail=why))
     else:
-        out.extend(fabric.status())
-    return out
+        rows.extend(fabric.status())
+    return rows
+
+
+def _log_of(component: Component) -> Path | None:
+    log = getattr(component, "log", None)
+    return log if isinstance(log, Path) else None

@@ -1,7 +1,15 @@
-"""MinIO for development and tests: built from the Go module proxy at the
-version pinned in tools/minio/go.mod, cached outside the repository by
-version, started on loopback, with a records bucket that has versioning and
-object lock (so the store itself refuses to delete a stored record version).
+"""MinIO for development and tests.
+
+Built with the Go toolchain from the Go module proxy at the version pinned in
+tools/minio/go.mod, cached outside the repository by version (a second `up`
+builds nothing), started on loopback with generated root credentials (a 0600
+file, never printed), and given a records bucket with versioning and object
+lock plus a default retention, so MinIO itself refuses to delete or replace a
+stored record version.
+
+Files under `<state>/minio/`: `data/`, `minio.log`, `minio.pid`, `build.log`,
+`credentials.json` (0600) and `connection.json` (endpoint, bucket, path of the
+credentials file) for clients and tests.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -17,158 +26,255 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ehr_abe.infra import process
 from ehr_abe.infra.component import ComponentStatus, InfraError
 from ehr_abe.infra.config import MINIO_TOOLS_DIR, InfraConfig, pinned_minio_version
 
 NAME = "minio"
+CONNECTION_FORMAT = 1
+
+
+def build_minio(
+    binary: Path,
+    *,
+    tools_dir: Path = MINIO_TOOLS_DIR,
+    log_file: Path,
+    timeout_s: float,
+) -> Path:
+    """`go build` the MinIO pinned in `tools_dir` into `binary` (atomically).
+
+    The module graph is read-only (`-mod=readonly`): go.mod and go.sum are the
+    whole truth, and the checksum database vouches for every module.
+    """
+    if shutil.which("go") is None:
+        raise InfraError(NAME, "the Go toolchain is needed to build MinIO (install Go >= 1.24)")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".minio-build-", dir=binary.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    env = dict(
+        os.environ,
+        CGO_ENABLED="0",
+        GOFLAGS="-mod=readonly",  # a user's GOFLAGS must not change what we build
+        GOTOOLCHAIN="local",  # never download another toolchain behind the user's back
+        GOWORK="off",
+    )
+    try:
+        with open(log_file, "wb") as log:
+            rc = subprocess.call(
+                ["go", "build", "-trimpath", "-o", str(tmp), "github.com/minio/minio"],
+                cwd=tools_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                timeout=timeout_s,
+            )
+        if rc != 0:
+            raise InfraError(NAME, f"the MinIO build failed (go build exit {rc})", log_file)
+        tmp.chmod(0o755)
+        os.replace(tmp, binary)  # concurrent builders: the last rename wins, both complete
+    except subprocess.TimeoutExpired:
+        raise InfraError(NAME, f"the MinIO build took over {timeout_s:.0f} s", log_file) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return binary
+
+
+def port_in_use(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 class MinioServer:
+    """The MinIO component of `ehr-abe infra` (see ehr_abe.infra.component.Component)."""
+
     name = NAME
 
     def __init__(self, cfg: InfraConfig, progress: Callable[[str], None] | None = None):
         self.cfg = cfg
-        self.s = cfg.minio
+        self.settings = cfg.minio
         self.dir = cfg.state_dir / "minio"
+        self.data_dir = self.dir / "data"
         self.pid_file = self.dir / "minio.pid"
         self.log = self.dir / "minio.log"
-        self.creds_file = self.dir / "credentials.json"
+        self.build_log = self.dir / "build.log"
+        self.credentials_file = self.dir / "credentials.json"
         self.connection_file = self.dir / "connection.json"
         self._progress = progress or (lambda _msg: None)
 
     # -- binary -----------------------------------------------------------------
     def ensure_binary(self) -> Path:
-        """Build MinIO once per pinned version; later calls return the cached binary."""
+        """The cached binary of the pinned version; builds it the first time."""
         binary = self.cfg.minio_binary
         if binary.is_file() and os.access(binary, os.X_OK):
             return binary
-        if shutil.which("go") is None:
-            raise InfraError(NAME, "the Go toolchain is needed to build MinIO (install Go ≥ 1.24)")
-        version = pinned_minio_version()
-        binary.parent.mkdir(parents=True, exist_ok=True)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        build_log = self.dir / "build.log"
-        self._progress(f"building MinIO {version} from the Go module proxy (once; ~3 minutes)")
-        fd, tmp = tempfile.mkstemp(prefix=".minio-", dir=binary.parent)
-        os.close(fd)
-        env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod")
-        try:
-            with open(build_log, "wb") as log:
-                rc = subprocess.call(
-                    ["go", "build", "-trimpath", "-o", tmp, "github.com/minio/minio"],
-                    cwd=MINIO_TOOLS_DIR,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    timeout=self.s.build_timeout_s,
-                )
-        except subprocess.TimeoutExpired:
-            Path(tmp).unlink(missing_ok=True)
-            raise InfraError(NAME, "the MinIO build timed out", build_log) from None
-        if rc != 0:
-            Path(tmp).unlink(missing_ok=True)
-            raise InfraError(NAME, f"the MinIO build failed (exit {rc})", build_log)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, binary)
-        return binary
+        self._progress(
+            f"building MinIO {pinned_minio_version()} from the Go module proxy "
+            f"(once per version, a few minutes; log {self.build_log})"
+        )
+        return build_minio(binary, log_file=self.build_log, timeout_s=self.settings.build_timeout_s)
 
-    # -- credentials ---------------------------------------------------------------
+    # -- credentials ------------------------------------------------------------
     def credentials(self) -> tuple[str, str]:
-        if not self.creds_file.exists():
-            self.dir.mkdir(parents=True, exist_ok=True)
-            data = {"access_key": "ehr-" + secrets.token_hex(8), "secret_key": secrets.token_urlsafe(30)}
-            fd = os.open(self.creds_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        """(access key, secret key), generated once and kept 0600 in the state dir."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            generated = {
+                "access_key": "ehr-" + secrets.token_hex(8),
+                "secret_key": secrets.token_urlsafe(30),
+            }
             with os.fdopen(fd, "w") as f:
-                json.dump(data, f)
-        data = json.loads(self.creds_file.read_text())
-        return str(data["access_key"]), str(data["secret_key"])
+                json.dump(generated, f)
+                f.flush()
+                os.fsync(f.fileno())
+        try:
+            stored = json.loads(self.credentials_file.read_text())
+            return str(stored["access_key"]), str(stored["secret_key"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise InfraError(
+                NAME, f"credentials file {self.credentials_file} is unreadable; remove it to regenerate"
+            ) from None
 
-    # -- lifecycle -----------------------------------------------------------------
-    def _alive(self) -> int | None:
+    # -- lifecycle --------------------------------------------------------------
+    def _pid(self) -> int | None:
+        """Our MinIO's pid, if the pid file names a live process running our binary."""
         return process.running(self.pid_file, str(self.cfg.minio_binary))
 
     def _health(self, path: str) -> bool:
+        url = f"http://{self.settings.endpoint}{path}"
         try:
-            with urllib.request.urlopen(f"http://{self.s.endpoint}{path}", timeout=2) as r:
-                return bool(r.status == 200)
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return bool(resp.status == 200)
         except (urllib.error.URLError, OSError):
             return False
 
+    def _start(self, binary: Path, access_key: str, secret_key: str) -> None:
+        s = self.settings
+        for port in (s.port, s.console_port):
+            if port_in_use(s.host, port):
+                raise InfraError(
+                    NAME,
+                    f"{s.host}:{port} is taken by another process "
+                    f"(set [minio] port/console_port or EHR_ABE_MINIO_PORT)",
+                )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(
+            os.environ,
+            MINIO_ROOT_USER=access_key,
+            MINIO_ROOT_PASSWORD=secret_key,
+            MINIO_BROWSER="off",
+            MINIO_UPDATE="off",
+        )
+        process.start(
+            [
+                str(binary),
+                "server",
+                str(self.data_dir),
+                "--address",
+                s.endpoint,
+                "--console-address",
+                f"{s.host}:{s.console_port}",
+                "--quiet",
+                "--anonymous",
+            ],
+            pid_file=self.pid_file,
+            log_file=self.log,
+            env=env,
+        )
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.settings.start_timeout_s
+        while not (self._health("/minio/health/live") and self._health("/minio/health/ready")):
+            if self._pid() is None:
+                raise InfraError(NAME, "exited during start-up", self.log)
+            if time.monotonic() > deadline:
+                raise InfraError(
+                    NAME, f"not ready after {self.settings.start_timeout_s:.0f} s", self.log
+                )
+            time.sleep(0.2)
+
     def up(self) -> None:
         binary = self.ensure_binary()
-        access, secret = self.credentials()
-        if self._alive() is None:
-            data = self.dir / "data"
-            data.mkdir(parents=True, exist_ok=True)
-            env = dict(
-                os.environ,
-                MINIO_ROOT_USER=access,
-                MINIO_ROOT_PASSWORD=secret,
-                MINIO_BROWSER="off",
-                MINIO_UPDATE="off",
-            )
-            process.start(
-                [
-                    str(binary), "server", str(data),
-                    "--address", self.s.endpoint,
-                    "--console-address", f"{self.s.host}:{self.s.console_port}",
-                    "--quiet",
-                ],
-                pid_file=self.pid_file,
-                log_file=self.log,
-                env=env,
-            )
-        deadline = time.monotonic() + self.s.start_timeout_s
-        while not self._health("/minio/health/ready"):
-            if self._alive() is None:
-                raise InfraError(NAME, "exited during start-up (port in use?)", self.log)
-            if time.monotonic() > deadline:
-                raise InfraError(NAME, f"not ready after {self.s.start_timeout_s:.0f} s", self.log)
-            time.sleep(0.2)
-        self._ensure_bucket(access, secret)
-        tmp = self.connection_file.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps(
-                {
-                    "endpoint": self.s.endpoint,
-                    "secure": False,
-                    "bucket": self.s.bucket,
-                    "credentials_file": str(self.creds_file),
-                    "retention_mode": self.s.retention_mode,
-                    "retention_days": self.s.retention_days,
-                },
-                indent=2,
-            )
-        )
-        os.replace(tmp, self.connection_file)
+        access_key, secret_key = self.credentials()
+        if self._pid() is None:
+            self._progress(f"starting MinIO on {self.settings.endpoint}")
+            self._start(binary, access_key, secret_key)
+        self._wait_ready()
+        self._ensure_bucket(access_key, secret_key)
+        self._write_connection_file()
 
-    def _ensure_bucket(self, access: str, secret: str) -> None:
+    def _ensure_bucket(self, access_key: str, secret_key: str) -> None:
         from minio import Minio
-        from minio.commonconfig import GOVERNANCE, COMPLIANCE
-        from minio.error import S3Error
+        from minio.commonconfig import COMPLIANCE, GOVERNANCE
+        from minio.error import MinioException
         from minio.objectlockconfig import DAYS, ObjectLockConfig
 
-        client = Minio(self.s.endpoint, access_key=access, secret_key=secret, secure=False)
+        s = self.settings
+        client = Minio(s.endpoint, access_key=access_key, secret_key=secret_key, secure=False)
         try:
-            if not client.bucket_exists(self.s.bucket):
-                client.make_bucket(self.s.bucket, object_lock=True)  # implies versioning
-            mode = GOVERNANCE if self.s.retention_mode == "GOVERNANCE" else COMPLIANCE
-            client.set_object_lock_config(
-                self.s.bucket, ObjectLockConfig(mode, self.s.retention_days, DAYS)
-            )
-        except S3Error as exc:
-            raise InfraError(NAME, f"cannot set up bucket {self.s.bucket}: {exc.code}", self.log) from None
+            if not client.bucket_exists(s.bucket):
+                # Object lock can only be enabled at creation; it implies versioning.
+                client.make_bucket(s.bucket, object_lock=True)
+            lock = client.get_object_lock_config(s.bucket)  # raises if the bucket has none
+            mode = GOVERNANCE if s.retention_mode == "GOVERNANCE" else COMPLIANCE
+            if (lock.mode, lock.duration, lock.duration_unit) != (mode, s.retention_days, DAYS):
+                client.set_object_lock_config(s.bucket, ObjectLockConfig(mode, s.retention_days, DAYS))
+        except MinioException as exc:
+            code = getattr(exc, "code", type(exc).__name__)
+            raise InfraError(
+                NAME, f"cannot set up bucket {s.bucket} with object lock: {code}", self.log
+            ) from None
+        except OSError as exc:
+            raise InfraError(NAME, f"cannot reach MinIO to set up the bucket: {exc}", self.log) from None
+
+    def connection_document(self) -> dict[str, Any]:
+        """What clients need to connect (no secrets: the credentials stay in their own file)."""
+        s = self.settings
+        return {
+            "format": CONNECTION_FORMAT,
+            "endpoint": s.endpoint,
+            "secure": False,
+            "bucket": s.bucket,
+            "credentials_file": str(self.credentials_file.resolve()),
+            "retention_mode": s.retention_mode,
+            "retention_days": s.retention_days,
+        }
+
+    def _write_connection_file(self) -> None:
+        tmp = self.connection_file.with_name(f".{self.connection_file.name}.tmp")
+        tmp.write_text(json.dumps(self.connection_document(), indent=2) + "\n")
+        os.replace(tmp, self.connection_file)
 
     def down(self) -> None:
+        # The connection file goes first: a client that finds it may rely on a live server.
+        self.connection_file.unlink(missing_ok=True)
         process.stop(self.pid_file, str(self.cfg.minio_binary))
 
     def status(self) -> list[ComponentStatus]:
         if not self.cfg.minio_binary.exists():
-            return [ComponentStatus(NAME, "not-installed", detail="built on first `infra up`")]
-        pid = self._alive()
+            return [ComponentStatus(NAME, "not-installed", detail="built on the first `infra up`")]
+        pid = self._pid()
         if pid is None:
             return [ComponentStatus(NAME, "stopped", log=self.log)]
-        state = "running" if self._health("/minio/health/ready") else "unhealthy"
-        return [ComponentStatus(NAME, state, pid, self.s.endpoint, self.log)]  # type: ignore[arg-type]
+        ready = self._health("/minio/health/ready")
+        return [
+            ComponentStatus(
+                NAME,
+                "running" if ready else "unhealthy",
+                pid,
+                self.settings.endpoint,
+                self.log,
+                detail=f"bucket {self.settings.bucket}",
+            )
+        ]

@@ -160,17 +160,65 @@ class StaticIdentities:
 Issuer = Callable[[Path, str, str, list[str]], Any]
 
 
-class DevIdentityIssuer:
-    """Development: mint identities on demand with the local network's CA
-    (`ehr_abe.infra.fabric.identities.issue_identity`), cached on disk by the issuer
-    and in memory here."""
+class _CachedIdentities:
+    """Memory and on-disk cache of minted identities: one certificate per
+    (MSP, subject, roles), kept across restarts under `cache_dir` (key files 0600)."""
 
-    def __init__(self, state_dir: Path, orgs: tuple[OrgGateway, ...], issue: Issuer | None = None):
+    def __init__(self, cache_dir: Path, orgs: tuple[OrgGateway, ...]) -> None:
+        self._dir = cache_dir
+        self._ca_of = {o.msp_id: o.ca_cert for o in orgs}
+        self._cache: dict[tuple[str, str, frozenset[str]], SigningIdentity] = {}
+        self._lock = threading.Lock()
+
+    def _ca_fingerprint(self, msp_id: str) -> str:
+        """Part of the cache key, so that a re-created network (new CA) gets new identities."""
+        path = self._ca_of.get(msp_id)
+        try:
+            return hashlib.sha256(path.read_bytes()).hexdigest() if path else ""
+        except OSError:
+            return ""
+
+    def _mint(self, caller: Caller, roles: list[str]) -> tuple[bytes, bytes]:
+        raise NotImplementedError
+
+    def identity_for(self, caller: Caller) -> SigningIdentity:
+        roles = sorted(caller.roles)
+        key = (caller.msp_id, caller.subject, frozenset(roles))
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                return cached
+            parts = [self._ca_fingerprint(caller.msp_id), caller.subject, *roles]
+            tag = hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
+            where = self._dir / caller.msp_id / tag
+            cert_path, key_path = where / "cert.pem", where / "key.pem"
+            if not (cert_path.exists() and key_path.exists()):
+                cert, pkey = self._mint(caller, roles)
+                where.mkdir(parents=True, exist_ok=True)
+                key_path.touch(mode=0o600)
+                key_path.write_bytes(pkey)
+                cert_path.write_bytes(cert)
+            ident = SigningIdentity.from_files(caller.msp_id, cert_path, key_path)
+            self._cache[key] = ident
+            return ident
+
+
+class DevIdentityIssuer(_CachedIdentities):
+    """Development: mint identities on demand with the local network's issuer
+    (`ehr_abe.infra.fabric.identities.issue_identity`), cached under the state dir."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        orgs: tuple[OrgGateway, ...],
+        issue: Issuer | None = None,
+        *,
+        cache_dir: Path | None = None,
+    ) -> None:
+        super().__init__(cache_dir or state_dir / "identities", orgs)
         self._state_dir = state_dir
         self._org_of = {o.msp_id: o.org for o in orgs}
         self._issue = issue
-        self._cache: dict[tuple[str, str, frozenset[str]], SigningIdentity] = {}
-        self._lock = threading.Lock()
 
     def _issuer(self) -> Issuer:
         if self._issue is None:
@@ -184,19 +232,12 @@ class DevIdentityIssuer:
             self._issue = issue_identity
         return self._issue
 
-    def identity_for(self, caller: Caller) -> SigningIdentity:
-        key = (caller.msp_id, caller.subject, frozenset(caller.roles))
-        with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None:
-                return cached
-            org = self._org_of.get(caller.msp_id)
-            if org is None:
-                raise ConfigError(f"{caller.msp_id} is not an organization of this Fabric network")
-            issued = self._issuer()(self._state_dir, org, caller.subject, sorted(caller.roles))
-            ident = _as_identity(caller.msp_id, issued)
-            self._cache[key] = ident
-            return ident
+    def _mint(self, caller: Caller, roles: list[str]) -> tuple[bytes, bytes]:
+        org = self._org_of.get(caller.msp_id)
+        if org is None:
+            raise ConfigError(f"{caller.msp_id} is not an organization of this Fabric network")
+        issued = self._issuer()(self._state_dir, org, caller.subject, roles)
+        return _as_pems(issued)
 
 
 def mint_identity(
@@ -241,44 +282,25 @@ def mint_identity(
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
-class CaKeyIssuer:
+class CaKeyIssuer(_CachedIdentities):
     """Development: mint identities with each organisation's CA key (named in the
-    connection file), cached under `cache_dir` so each caller keeps one certificate."""
+    connection file under "ca"), cached under `cache_dir`."""
 
     def __init__(self, cache_dir: Path, orgs: tuple[OrgGateway, ...]) -> None:
-        self._dir = cache_dir
+        super().__init__(cache_dir, orgs)
         self._orgs = {o.msp_id: o for o in orgs}
-        self._cache: dict[tuple[str, str, frozenset[str]], SigningIdentity] = {}
-        self._lock = threading.Lock()
 
-    def identity_for(self, caller: Caller) -> SigningIdentity:
-        roles = sorted(caller.roles)
-        key = (caller.msp_id, caller.subject, frozenset(roles))
-        with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None:
-                return cached
-            org = self._orgs.get(caller.msp_id)
-            if org is None or org.ca_cert is None or org.ca_key is None:
-                raise ConfigError(f"no development CA for {caller.msp_id} in the connection file")
-            tag = hashlib.sha256("\x00".join([caller.subject, *roles]).encode()).hexdigest()[:16]
-            where = self._dir / caller.msp_id / tag
-            cert_path, key_path = where / "cert.pem", where / "key.pem"
-            if not (cert_path.exists() and key_path.exists()):
-                cert, pkey = mint_identity(
-                    org.ca_cert.read_bytes(), org.ca_key.read_bytes(), caller.subject, roles
-                )
-                where.mkdir(parents=True, exist_ok=True)
-                key_path.touch(mode=0o600)
-                key_path.write_bytes(pkey)
-                cert_path.write_bytes(cert)
-            ident = SigningIdentity.from_files(caller.msp_id, cert_path, key_path)
-            self._cache[key] = ident
-            return ident
+    def _mint(self, caller: Caller, roles: list[str]) -> tuple[bytes, bytes]:
+        org = self._orgs.get(caller.msp_id)
+        if org is None or org.ca_cert is None or org.ca_key is None:
+            raise ConfigError(f"no development CA for {caller.msp_id} in the connection file")
+        return mint_identity(
+            org.ca_cert.read_bytes(), org.ca_key.read_bytes(), caller.subject, roles
+        )
 
 
 def default_identity_source(connection: FabricConnection) -> IdentitySource:
-    """The network engineer's issuer when installed, else the CAs named in the file."""
+    """The network's own issuer when installed, else the CAs named in the file."""
     try:
         importlib.import_module("ehr_abe.infra.fabric.identities")
     except ImportError:
@@ -287,25 +309,26 @@ def default_identity_source(connection: FabricConnection) -> IdentitySource:
     return DevIdentityIssuer(connection.state_dir, connection.orgs)
 
 
-def _as_identity(msp_id: str, issued: Any) -> SigningIdentity:
-    """Accept what an issuer returns: a SigningIdentity, (cert, key) paths or PEMs, or an
-    object with cert/key path attributes."""
-    if isinstance(issued, SigningIdentity):
-        return issued
+def _as_pems(issued: Any) -> tuple[bytes, bytes]:
+    """What an issuer returns: (cert, key) as PEM bytes or paths, or an object with
+    cert/key attributes."""
     if isinstance(issued, tuple) and len(issued) == 2:
         cert, key = issued
     else:
-        cert = _pick_attr(issued, "cert_path", "cert", "certificate", "cert_pem")
-        key = _pick_attr(issued, "key_path", "key", "private_key", "key_pem")
-        msp_id = str(_pick_attr(issued, "msp_id", "mspid") or msp_id)
-    if isinstance(cert, bytes) and isinstance(key, bytes):
-        pk = serialization.load_pem_private_key(key, password=None)
-        if not isinstance(pk, ec.EllipticCurvePrivateKey):
-            raise ConfigError("an issued Fabric identity must have an ECDSA key")
-        return SigningIdentity(msp_id, cert, pk)
+        cert = _pick_attr(issued, "cert_pem", "cert", "certificate", "cert_path")
+        key = _pick_attr(issued, "key_pem", "key", "private_key", "key_path")
     if cert is None or key is None:
         raise ConfigError("the identity issuer returned no certificate or key")
-    return SigningIdentity.from_files(msp_id, Path(str(cert)), Path(str(key)))
+    return _read_pem(cert), _read_pem(key)
+
+
+def _read_pem(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    try:
+        return Path(str(value)).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read an issued identity file: {exc.strerror}") from None
 
 
 def _pick_attr(obj: Any, *names: str) -> Any:

@@ -1,28 +1,197 @@
-"""Development identities for the local network, minted with an org's CA key.
+"""Client identities for the local Fabric network, minted with an org's cryptogen CA.
 
-`issue_identity(state_dir, org, subject, roles)` returns (cert PEM, key PEM):
-CN = subject, OU = client (NodeOUs), and the Fabric-CA attribute extension
-(OID 1.2.3.4.5.6.7.8.1) carrying `ehr.subject` and `ehr.roles`, which the
-chaincode reads. A real deployment enrolls identities with its Fabric CA.
+`issue_identity(state_dir, org, subject, roles)` returns `(cert_pem, key_pem)`: a
+P-256 key and an X.509 certificate signed by the org's identity CA with
+`CN=<subject>`, `OU=client` (a client under NodeOUs) and the Fabric-CA attribute
+extension (OID 1.2.3.4.5.6.7.8.1) holding
+`{"attrs": {"ehr.subject": subject, "ehr.roles": "doctor,cardiology"}}`, so the
+chaincode reads them with the standard ClientIdentity attribute API.
+This is development tooling: in a hospital the org's Fabric CA enrolls users.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ehr_abe.errors import ConfigError
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ehr_abe.errors import ConfigError, InvalidArgument
+
+#: Fabric-CA's extension for enrollment attributes, JSON {"attrs": {...}}
+FABRIC_ATTRS_OID = x509.ObjectIdentifier("1.2.3.4.5.6.7.8.1")
+SUBJECT_ATTR = "ehr.subject"
+ROLES_ATTR = "ehr.roles"
+#: X.509 upper bound for a common name
+MAX_SUBJECT_LEN = 64
+VALIDITY = timedelta(days=365)
+CLOCK_SKEW = timedelta(minutes=5)
 
 
-def issue_identity(state_dir: Path, org: str, subject: str, roles: list[str]) -> tuple[bytes, bytes]:
-    from storage_service.ledger.fabric import mint_identity
+def _check_subject(subject: str) -> None:
+    if not subject or len(subject) > MAX_SUBJECT_LEN:
+        raise InvalidArgument(f"subject must be 1 to {MAX_SUBJECT_LEN} characters")
+    if not subject.isprintable() or subject != subject.strip():
+        raise InvalidArgument("subject must be printable, without surrounding spaces")
 
-    conn_file = state_dir / "connection.json"
-    if not conn_file.exists():
-        conn_file = state_dir / "fabric" / "connection.json"
+
+def _roles_value(roles: Sequence[str]) -> str:
+    if isinstance(roles, str):
+        raise InvalidArgument("roles must be a list of role names, not one string")
+    seen: list[str] = []
+    for role in roles:
+        if not role or "," in role or not role.isprintable() or role != role.strip():
+            raise InvalidArgument(
+                f"invalid role name {role!r} (non-empty, no commas or spaces around)"
+            )
+        if role not in seen:
+            seen.append(role)
+    return ",".join(seen)
+
+
+def _load_ca(
+    cert_pem: bytes, key_pem: bytes
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     try:
-        orgs = json.loads(conn_file.read_text())["organizations"]
-        ca = orgs[org]["ca"]
-        return mint_identity(Path(ca["cert"]).read_bytes(), Path(ca["key"]).read_bytes(), subject, roles)
-    except (OSError, KeyError, ValueError) as exc:
-        raise ConfigError(f"cannot mint an identity for {org}: {exc}") from None
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except ValueError as exc:
+        raise ConfigError(f"unreadable CA material: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigError("the CA key is not an ECDSA key")
+    return cert, key
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _builder(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    name: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+) -> x509.CertificateBuilder:
+    now = datetime.now(UTC)
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+    )
+
+
+def mint_client_identity(
+    ca_cert_pem: bytes, ca_key_pem: bytes, subject: str, roles: Sequence[str]
+) -> tuple[bytes, bytes]:
+    """(cert_pem, key_pem) for a client of the CA's org (pure apart from randomness)."""
+    _check_subject(subject)
+    roles_value = _roles_value(roles)
+    ca_cert, ca_key = _load_ca(ca_cert_pem, ca_key_pem)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "client"),
+            x509.NameAttribute(NameOID.COMMON_NAME, subject),
+        ]
+    )
+    attrs = {"attrs": {SUBJECT_ATTR: subject, ROLES_ATTR: roles_value}}
+    cert = (
+        _builder(ca_cert, ca_key, name, key)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+            critical=True,
+        )
+        .add_extension(
+            x509.UnrecognizedExtension(
+                FABRIC_ATTRS_OID, json.dumps(attrs, separators=(",", ":")).encode()
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def mint_tls_server_cert(
+    ca_cert_pem: bytes, ca_key_pem: bytes, common_name: str, sans: Sequence[str]
+) -> tuple[bytes, bytes]:
+    """(cert_pem, key_pem) for a TLS server (the chaincode servers), signed by a TLS CA."""
+    ca_cert, ca_key = _load_ca(ca_cert_pem, ca_key_pem)
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = []
+    for san in sans:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(san)))
+        except ValueError:
+            names.append(x509.DNSName(san))
+    cert = (
+        _builder(
+            ca_cert, ca_key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]), key
+        )
+        .add_extension(
+            x509.KeyUsage(True, False, True, False, False, False, False, False, False),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def _fabric_dir(state_dir: Path) -> Path:
+    """Accept the infra state dir (`<state>`) or the network's own (`<state>/fabric`)."""
+    for candidate in (state_dir, state_dir / "fabric"):
+        if (candidate / "connection.json").is_file():
+            return candidate
+    raise ConfigError(
+        f"no Fabric network under {state_dir} (connection.json missing): run `ehr-abe infra up fabric`"
+    )
+
+
+def org_ca_paths(state_dir: Path, org: str) -> tuple[Path, Path]:
+    """(ca cert, ca key) of an org named by short name (hosp1) or MSP id (Hosp1MSP)."""
+    path = _fabric_dir(state_dir) / "connection.json"
+    try:
+        doc = json.loads(path.read_text())
+        orgs = doc["organizations"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"unreadable Fabric connection file {path}: {exc}") from None
+    for name, entry in orgs.items():
+        if org in (name, entry.get("msp_id")):
+            return Path(entry["ca"]["cert"]), Path(entry["ca"]["key"])
+    raise InvalidArgument(f"no organization {org!r} in {path}; known: {', '.join(orgs)}")
+
+
+def issue_identity(
+    state_dir: Path, org: str, subject: str, roles: Sequence[str]
+) -> tuple[bytes, bytes]:
+    """A new client identity of `org` for `subject` with `roles`: (cert_pem, key_pem).
+
+    `state_dir` is the infra state dir or `<state>/fabric`; `org` a short name or MSP id.
+    The key is returned, never written or logged; callers store it (mode 0600).
+    """
+    cert_path, key_path = org_ca_paths(state_dir, org)
+    try:
+        ca_cert, ca_key = cert_path.read_bytes(), key_path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the CA of {org}: {exc.strerror} ({exc.filename})") from None
+    return mint_client_identity(ca_cert, ca_key, subject, roles)

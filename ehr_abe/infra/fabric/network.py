@@ -1,24 +1,21 @@
-"""A two-organisation Fabric 3.1.5 network on one machine, without Docker.
+"""The local two-hospital Fabric network: start, stop, status (the imperative shell).
 
-* one orderer organisation with ONE Raft orderer. SmartBFT needs four
-  orderers to tolerate one fault; four more processes on two cores buy no
-  real fault tolerance on a single machine, so Raft it is;
-* two peer organisations (two medical centers, Hosp1MSP and Hosp2MSP), one
-  peer each, anchor peers in the channel's genesis block so the Gateway
-  discovers both;
-* TLS everywhere (cryptogen material, SANs localhost and 127.0.0.1), mutual
-  TLS on the orderer's admin endpoint and between peers and chaincode;
-* the channel created through the channel participation API (osnadmin);
-* the ehr chaincode (`python -m chaincode`) installed, approved by both orgs,
-  committed, and served as chaincode-as-a-service: one server per org.
+`up` brings up, on loopback, one Raft orderer (OrdererMSP), one peer for each of
+two hospitals (Hosp1MSP, Hosp2MSP), TLS everywhere, and the `ehr` chaincode served
+as a service by one `python -m chaincode` process per hospital, with mutual TLS
+between each peer and its org's chaincode server. It is idempotent: crypto
+material, the channel and the committed chaincode are reused, and only what is not
+running is started. It returns once a real transaction (a read-only invoke of the
+chaincode's ListAnchors, ordered and committed: one block) has gone through,
+so a caller's first write after a restart does not meet "no Raft leader".
 
-Everything lives under <state>/fabric; `up` is idempotent, `down` stops
-exactly the processes recorded in pid files.
+The chaincode's endorsement policy is `OR('Hosp1MSP.peer','Hosp2MSP.peer')`
+(`FabricSettings.endorsement_policy`): with two organisations a majority is both,
+and anchoring must keep working while one hospital's peer is down.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -26,593 +23,705 @@ import shutil
 import socket
 import subprocess
 import sys
-import tarfile
 import time
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 from ehr_abe.infra import process
-from ehr_abe.infra.component import ComponentStatus, InfraError
+from ehr_abe.infra.component import ComponentStatus, InfraError, State
+from ehr_abe.infra.fabric import configs
+from ehr_abe.infra.fabric.identities import mint_tls_server_cert
+from ehr_abe.infra.fabric.layout import Layout, layout_for, single_file
 from ehr_abe.infra.fabric.settings import SUPPORTED_RELEASE, FabricSettings, OrgSettings
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 BINARIES = ("peer", "orderer", "configtxgen", "osnadmin", "cryptogen")
+BUILDER_STEPS = ("detect", "build", "release")
+#: environment variables of a caller that would silently change a Fabric process
+_FABRIC_ENV = re.compile(r"^(CORE_|ORDERER_|FABRIC_|CHAINCODE_|EHR_CC_)")
+
+#: the first transaction after a start: a read-only call of the ehr contract,
+#: submitted (not just evaluated) so it is ordered and committed (one block)
+PROBE_CALL = {"function": "ListAnchors", "Args": ["", "", "1", ""]}
+
+INSTALL_HINT = (
+    "install the official hyperledger-fabric-linux-amd64-{release} release archive "
+    "(bin/, config/, builders/ccaas/) into {home}, or set FABRIC_HOME to where it is"
+)
 
 
-def fabric_installed(s: FabricSettings) -> tuple[bool, str]:
-    """Whether release binaries of the supported version are where we look, and if not why."""
-    home = s.fabric_home
-    hint = (
-        f"install the official hyperledger-fabric-linux-amd64-{SUPPORTED_RELEASE} release "
-        f"(bin/, config/, builders/ccaas/) in {home} or point FABRIC_HOME at it"
-    )
-    missing = [b for b in BINARIES if not (home / "bin" / b).is_file()]
-    missing += [f"builders/ccaas/bin/{b}" for b in ("detect", "build", "release") if not (home / "builders" / "ccaas" / "bin" / b).is_file()]
-    missing += [f"config/{c}" for c in ("core.yaml", "orderer.yaml") if not (home / "config" / c).is_file()]
+def fabric_installed(settings: FabricSettings) -> tuple[bool, str]:
+    """(True, "Fabric 3.1.5 at ...") or (False, what is missing and what to install)."""
+    home = settings.fabric_home
+    hint = INSTALL_HINT.format(release=SUPPORTED_RELEASE, home=home)
+    missing = [f"bin/{b}" for b in BINARIES if not os.access(settings.bin / b, os.X_OK)]
+    missing += [
+        f"builders/ccaas/bin/{s}"
+        for s in BUILDER_STEPS
+        if not os.access(settings.ccaas_builder / "bin" / s, os.X_OK)
+    ]
+    missing += [
+        f"config/{c}" for c in ("core.yaml", "orderer.yaml") if not (home / "config" / c).is_file()
+    ]
     if missing:
-        return False, f"Fabric binaries not found ({', '.join(missing[:3])}{'…' if len(missing) > 3 else ''} missing): {hint}"
+        return False, f"Fabric {SUPPORTED_RELEASE} not found ({', '.join(missing)} missing): {hint}"
     try:
-        out = subprocess.run([str(home / "bin" / "peer"), "version"], capture_output=True, text=True, timeout=20).stdout
+        out = subprocess.run(
+            [str(settings.bin / "peer"), "version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, f"cannot run {home}/bin/peer: {exc}"
-    m = re.search(r"Version:\s*v?(\S+)", out)
-    version = m.group(1) if m else "unknown"
+        return False, f"`{settings.bin / 'peer'} version` failed ({exc}): {hint}"
+    match = re.search(r"Version:\s*(\S+)", out)
+    version = match.group(1) if match else "unknown"
     if version != SUPPORTED_RELEASE:
-        return False, f"Fabric {version} found in {home}, but ehr-abe supports {SUPPORTED_RELEASE}: {hint}"
-    return True, ""
+        return (
+            False,
+            f"{home} holds Fabric {version}, this project supports {SUPPORTED_RELEASE}: {hint}",
+        )
+    return True, f"Fabric {SUPPORTED_RELEASE} at {home}"
 
 
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+@dataclass(frozen=True)
+class _Proc:
+    """One process started by `up`: its name (as `status` reports it), pid file, log."""
+
+    name: str
+    pid_file: Path
+    log: Path
+    marker: str  # must appear in /proc/<pid>/cmdline before we signal it
+    endpoint: str
 
 
 class FabricNetwork:
+    """`Component` for the Fabric network; state under `<state_dir>/fabric/`."""
+
     name = "fabric"
 
-    def __init__(self, settings: FabricSettings, state_dir: Path):
-        self.s = settings
-        self.dir = state_dir / "fabric"
-        self.crypto = self.dir / "crypto"
-        self.logs = self.dir / "logs"
-        self.run = self.dir / "run"
+    def __init__(
+        self,
+        settings: FabricSettings,
+        state_dir: Path,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.layout: Layout = layout_for(settings, state_dir)
+        self._progress = progress or (lambda _msg: None)
+        self._package = configs.ccaas_package(self._label)
+        self.package_id = configs.package_id(self._label, self._package)
 
-    # -- paths ----------------------------------------------------------------------
-    def _org_domain(self, org: OrgSettings) -> str:
-        return f"{org.name}.{self.s.domain}"
+    # -- the processes ---------------------------------------------------------------
+    @property
+    def _label(self) -> str:
+        return f"{self.settings.chaincode}_{self.settings.chaincode_version}"
 
-    def _peer_dir(self, org: OrgSettings) -> Path:
-        d = self._org_domain(org)
-        return self.crypto / "peerOrganizations" / d / "peers" / f"peer0.{d}"
-
-    def _org_dir(self, org: OrgSettings) -> Path:
-        return self.crypto / "peerOrganizations" / self._org_domain(org)
-
-    def _admin_msp(self, org: OrgSettings) -> Path:
-        d = self._org_domain(org)
-        return self._org_dir(org) / "users" / f"Admin@{d}" / "msp"
+    def _proc(self, name: str, marker: str, endpoint: str) -> _Proc:
+        return _Proc(
+            name,
+            self.layout.run / f"{name}.pid",
+            self.layout.logs / f"{name}.log",
+            marker,
+            endpoint,
+        )
 
     @property
-    def _orderer_dir(self) -> Path:
-        return self.crypto / "ordererOrganizations" / self.s.domain / "orderers" / f"orderer.{self.s.domain}"
-
-    @property
-    def _orderer_tls_ca(self) -> Path:
-        return self._orderer_dir / "tls" / "ca.crt"
-
-    def _bin(self, name: str) -> str:
-        return str(self.s.bin / name)
-
-    # -- generation -------------------------------------------------------------------
-    def _run(self, args: list[str], what: str, env: dict[str, str] | None = None, ok_codes: tuple[int, ...] = (0,)) -> str:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        log = self.logs / "setup.log"
-        proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
-        with open(log, "a") as f:
-            f.write(f"$ {' '.join(args)}\n{proc.stdout}{proc.stderr}\n")
-        if proc.returncode not in ok_codes:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise InfraError("fabric", f"{what} failed: {' | '.join(tail)}", log)
-        return proc.stdout if proc.stdout.strip() else proc.stderr
-
-    def _generate_crypto(self) -> None:
-        if (self.crypto / "peerOrganizations").exists():
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        sans = "        SANS:\n          - localhost\n          - 127.0.0.1\n"
-        orgs = "".join(
-            f"  - Name: {o.msp_id}\n    Domain: {self._org_domain(o)}\n    EnableNodeOUs: true\n"
-            f"    Template:\n      Count: 1\n{sans.replace('        ', '      ')}    Users:\n      Count: 1\n"
-            for o in self.s.orgs
-        )
-        spec = (
-            "OrdererOrgs:\n"
-            f"  - Name: Orderer\n    Domain: {self.s.domain}\n    EnableNodeOUs: true\n"
-            f"    Specs:\n      - Hostname: orderer\n{sans}"
-            f"PeerOrgs:\n{orgs}"
-        )
-        (self.dir / "crypto-config.yaml").write_text(spec)
-        self._run(
-            [self._bin("cryptogen"), "generate", f"--config={self.dir / 'crypto-config.yaml'}", f"--output={self.crypto}"],
-            "cryptogen",
+    def _orderer(self) -> _Proc:
+        return self._proc(
+            "orderer", str(self.settings.bin / "orderer"), self.settings.orderer_endpoint
         )
 
-    def _configtx(self) -> str:
-        s = self.s
-        od = self.crypto / "ordererOrganizations" / s.domain
-        tls = self._orderer_dir / "tls" / "server.crt"
-        orgs = ""
-        for o in s.orgs:
-            m = o.msp_id
-            orgs += f"""
-  - &{m}
-    Name: {m}
-    ID: {m}
-    MSPDir: {self._org_dir(o) / 'msp'}
-    Policies:
-      Readers: {{Type: Signature, Rule: "OR('{m}.admin', '{m}.peer', '{m}.client')"}}
-      Writers: {{Type: Signature, Rule: "OR('{m}.admin', '{m}.client')"}}
-      Admins: {{Type: Signature, Rule: "OR('{m}.admin')"}}
-      Endorsement: {{Type: Signature, Rule: "OR('{m}.peer')"}}
-    AnchorPeers:
-      - Host: {s.host}
-        Port: {o.peer_port}
-"""
-        app_orgs = "\n".join(f"        - *{o.msp_id}" for o in s.orgs)
-        return f"""Organizations:
-  - &OrdererOrg
-    Name: OrdererOrg
-    ID: OrdererMSP
-    MSPDir: {od / 'msp'}
-    Policies:
-      Readers: {{Type: Signature, Rule: "OR('OrdererMSP.member')"}}
-      Writers: {{Type: Signature, Rule: "OR('OrdererMSP.member')"}}
-      Admins: {{Type: Signature, Rule: "OR('OrdererMSP.admin')"}}
-    OrdererEndpoints:
-      - {s.orderer_endpoint}
-{orgs}
-Capabilities:
-  Channel: &ChannelCapabilities
-    V3_0: true
-  Orderer: &OrdererCapabilities
-    V2_0: true
-  Application: &ApplicationCapabilities
-    V2_5: true
-
-Application: &ApplicationDefaults
-  Organizations:
-  Policies:
-    Readers: {{Type: ImplicitMeta, Rule: "ANY Readers"}}
-    Writers: {{Type: ImplicitMeta, Rule: "ANY Writers"}}
-    Admins: {{Type: ImplicitMeta, Rule: "MAJORITY Admins"}}
-    LifecycleEndorsement: {{Type: ImplicitMeta, Rule: "MAJORITY Endorsement"}}
-    Endorsement: {{Type: ImplicitMeta, Rule: "MAJORITY Endorsement"}}
-  Capabilities:
-    <<: *ApplicationCapabilities
-
-Orderer: &OrdererDefaults
-  OrdererType: etcdraft
-  BatchTimeout: {s.batch_timeout}
-  BatchSize:
-    MaxMessageCount: {s.batch_max_messages}
-    AbsoluteMaxBytes: 10 MB
-    PreferredMaxBytes: 2 MB
-  EtcdRaft:
-    Consenters:
-      - Host: {s.host}
-        Port: {s.orderer_port}
-        ClientTLSCert: {tls}
-        ServerTLSCert: {tls}
-    Options:
-      TickInterval: {s.raft_tick}
-      ElectionTick: {s.raft_election_tick}
-      HeartbeatTick: 1
-      MaxInflightBlocks: 5
-      SnapshotIntervalSize: 16 MB
-  Organizations:
-  Policies:
-    Readers: {{Type: ImplicitMeta, Rule: "ANY Readers"}}
-    Writers: {{Type: ImplicitMeta, Rule: "ANY Writers"}}
-    Admins: {{Type: ImplicitMeta, Rule: "MAJORITY Admins"}}
-    BlockValidation: {{Type: ImplicitMeta, Rule: "ANY Writers"}}
-  Capabilities:
-    <<: *OrdererCapabilities
-
-Channel: &ChannelDefaults
-  Policies:
-    Readers: {{Type: ImplicitMeta, Rule: "ANY Readers"}}
-    Writers: {{Type: ImplicitMeta, Rule: "ANY Writers"}}
-    Admins: {{Type: ImplicitMeta, Rule: "MAJORITY Admins"}}
-  Capabilities:
-    <<: *ChannelCapabilities
-
-Profiles:
-  EhrChannel:
-    <<: *ChannelDefaults
-    Orderer:
-      <<: *OrdererDefaults
-      Organizations:
-        - *OrdererOrg
-      Capabilities: *OrdererCapabilities
-    Application:
-      <<: *ApplicationDefaults
-      Organizations:
-{app_orgs}
-      Capabilities: *ApplicationCapabilities
-"""
-
-    def _genesis_block(self) -> Path:
-        block = self.dir / "channel" / f"{self.s.channel}.block"
-        if block.exists():
-            return block
-        cfg_dir = self.dir / "channel"
-        cfg_dir.mkdir(parents=True, exist_ok=True)
-        (cfg_dir / "configtx.yaml").write_text(self._configtx())
-        env = dict(os.environ, FABRIC_CFG_PATH=str(cfg_dir))
-        self._run(
-            [self._bin("configtxgen"), "-profile", "EhrChannel", "-outputBlock", str(block), "-channelID", self.s.channel],
-            "configtxgen",
-            env,
+    def _peer(self, org: OrgSettings) -> _Proc:
+        return self._proc(
+            f"peer-{org.name}",
+            str(self.settings.bin / "peer"),
+            f"{self.settings.host}:{org.peer_port}",
         )
-        return block
 
-    def _peer_config(self, org: OrgSettings) -> Path:
-        """A core.yaml per peer: the stock one with the ccaas builder path and no Docker."""
-        out = self.dir / "config" / org.name
-        out.mkdir(parents=True, exist_ok=True)
-        text = (self.s.fabric_home / "config" / "core.yaml").read_text()
-        text = text.replace("path: /opt/hyperledger/ccaas_builder", f"path: {self.s.fabric_home / 'builders' / 'ccaas'}")
-        text = re.sub(r"endpoint: unix:///var/run/docker.sock", 'endpoint: ""', text)
-        (out / "core.yaml").write_text(text)
+    def _cc_server(self, org: OrgSettings) -> _Proc:
+        return self._proc(
+            f"chaincode-{org.name}", "chaincode", f"{self.settings.host}:{org.cc_server_port}"
+        )
+
+    def _all(self) -> list[_Proc]:
+        return [
+            self._orderer,
+            *(self._peer(o) for o in self.settings.orgs),
+            *(self._cc_server(o) for o in self.settings.orgs),
+        ]
+
+    # -- Component -------------------------------------------------------------------
+    def up(self) -> None:
+        ok, why = fabric_installed(self.settings)
+        if not ok:
+            raise InfraError(self.name, why)
+        for d in (self.layout.root, self.layout.logs, self.layout.run, self.layout.config):
+            d.mkdir(parents=True, exist_ok=True)
+        self._ensure_crypto()
+        self._write_peer_config()
+        self._ensure_genesis()
+        self._start_orderer()
+        self._ensure_orderer_channel()
+        for org in self.settings.orgs:
+            self._start_peer(org)
+        for org in self.settings.orgs:
+            self._ensure_peer_joined(org)
+            self._ensure_installed(org)
+        for org in self.settings.orgs:
+            self._start_cc_server(org)
+        self._ensure_committed()
+        self._write_connection_file()
+        self._first_write()
+
+    def down(self) -> None:
+        # reverse order: chaincode servers, peers, orderer
+        for p in reversed(self._all()):
+            if process.stop(p.pid_file, p.marker, self.settings.stop_timeout_s):
+                self._progress(f"stopped {p.name}")
+
+    def status(self) -> list[ComponentStatus]:
+        out: list[ComponentStatus] = []
+        health: dict[str, Callable[[], str | None]] = {
+            self._orderer.name: lambda: self._http_health(self.settings.orderer_operations_port),
+            **{self._peer(o).name: self._peer_health(o) for o in self.settings.orgs},
+            **{
+                self._cc_server(o).name: self._tcp_health(o.cc_server_port)
+                for o in self.settings.orgs
+            },
+        }
+        for p in self._all():
+            pid = process.running(p.pid_file, p.marker)
+            name = f"fabric-{p.name}"
+            if pid is None:
+                out.append(ComponentStatus(name, "stopped", endpoint=p.endpoint, log=p.log))
+                continue
+            problem = health[p.name]()
+            state: State = "running" if problem is None else "unhealthy"
+            out.append(ComponentStatus(name, state, pid, p.endpoint, p.log, problem or ""))
         return out
 
-    # -- chaincode TLS ----------------------------------------------------------------
-    def _cc_tls(self, org: OrgSettings) -> Path:
-        """A server certificate for the org's chaincode server, from the org's TLS CA."""
-        d = self.dir / "chaincode" / org.name
-        if (d / "server.crt").exists():
-            return d
-        d.mkdir(parents=True, exist_ok=True)
-        tlsca_dir = self._org_dir(org) / "tlsca"
-        ca_cert = x509.load_pem_x509_certificate(next(tlsca_dir.glob("*-cert.pem")).read_bytes())
-        ca_key = serialization.load_pem_private_key((tlsca_dir / "priv_sk").read_bytes(), password=None)
-        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.now(UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ehr-cc.{self._org_domain(org)}")]))
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=3650))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(__import__("ipaddress").ip_address(self.s.host))]), False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), False)
-            .sign(ca_key, hashes.SHA256())
+    def ledger_height(self, org: str | None = None) -> int:
+        """The channel's block height as an org's peer (default: the first) sees it."""
+        o = self.settings.org(org) if org else self.settings.orgs[0]
+        out = self._run(
+            f"peer channel getinfo ({o.name})",
+            [self._peer_cli(), "channel", "getinfo", "-c", self.settings.channel],
+            self._admin_env(o),
         )
-        fd = os.open(d / "server.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-        (d / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        shutil.copy(next(tlsca_dir.glob("*-cert.pem")), d / "ca.crt")
-        return d
+        match = re.search(r"Blockchain info: (\{.*\})", out)
+        if match is None:
+            raise InfraError(
+                f"fabric-peer-{o.name}", f"unexpected `peer channel getinfo` output: {out[-200:]!r}"
+            )
+        return int(json.loads(match.group(1))["height"])
 
-    def _package(self) -> tuple[Path, str]:
-        """The CCaaS package (its connection.json is a template filled per peer)."""
-        pkg = self.dir / "chaincode" / f"{self.s.chaincode}.tar.gz"
-        label = f"{self.s.chaincode}_{self.s.chaincode_version}"
-        if not pkg.exists():
-            pkg.parent.mkdir(parents=True, exist_ok=True)
-            conn = {
-                "address": "{{.address}}",
-                "dial_timeout": "10s",
-                "tls_required": True,
-                "client_auth_required": True,
-                "root_cert": "{{.root_cert}}",
-                "client_key": "{{.client_key}}",
-                "client_cert": "{{.client_cert}}",
-            }
+    # -- crypto and configuration ----------------------------------------------------
+    def _ensure_crypto(self) -> None:
+        if not self.layout.crypto.is_dir():
+            self._progress("generating crypto material (cryptogen)")
+            spec = self.layout.root / "crypto-config.yaml"
+            spec.write_text(json.dumps(configs.cryptogen_config(self.settings), indent=2))
+            staging = self.layout.root / "crypto.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            self._run(
+                "cryptogen",
+                [
+                    str(self.settings.bin / "cryptogen"),
+                    "generate",
+                    f"--config={spec}",
+                    f"--output={staging}",
+                ],
+            )
+            staging.rename(self.layout.crypto)  # all or nothing: a half-made tree is never reused
+        for org in self.settings.orgs:
+            self._ensure_cc_tls(org)
 
-            def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mtime = 0
-                tar.addfile(info, io.BytesIO(data))
-
-            code = io.BytesIO()
-            with tarfile.open(fileobj=code, mode="w:gz") as t:
-                add(t, "connection.json", json.dumps(conn, indent=2).encode())
-            outer = io.BytesIO()
-            with tarfile.open(fileobj=outer, mode="w:gz") as t:
-                add(t, "metadata.json", json.dumps({"type": "ccaas", "label": label}).encode())
-                add(t, "code.tar.gz", code.getvalue())
-            pkg.write_bytes(outer.getvalue())
-        out = self._run([self._bin("peer"), "lifecycle", "chaincode", "calculatepackageid", str(pkg)], "calculatepackageid", self._peer_env(self.s.orgs[0], admin=True))
-        return pkg, out.strip().splitlines()[-1]
-
-    # -- environments -------------------------------------------------------------------
-    def _peer_env(self, org: OrgSettings, *, admin: bool) -> dict[str, str]:
-        pd = self._peer_dir(org)
-        env = dict(
-            os.environ,
-            FABRIC_CFG_PATH=str(self._peer_config(org)),
-            CORE_PEER_LOCALMSPID=org.msp_id,
-            CORE_PEER_ADDRESS=f"{self.s.host}:{org.peer_port}",
-            CORE_PEER_TLS_ENABLED="true",
-            CORE_PEER_TLS_ROOTCERT_FILE=str(pd / "tls" / "ca.crt"),
-            FABRIC_LOGGING_SPEC="INFO",
+    def _ensure_cc_tls(self, org: OrgSettings) -> None:
+        """The chaincode server's certificate, from the org's TLS CA; the peer dials it
+        with its own TLS certificate (cryptogen gives it clientAuth), verified by the
+        same CA. Another org's peer is refused: its certificate has another CA."""
+        tls = self.layout.cc_tls(org)
+        if (tls / "server.crt").is_file() and (tls / "server.key").is_file():
+            return
+        tls.mkdir(parents=True, exist_ok=True)
+        ca_cert = self.layout.org_tls_ca(org).read_bytes()
+        cert, key = mint_tls_server_cert(
+            ca_cert,
+            self.layout.org_tls_ca_key(org).read_bytes(),
+            f"chaincode.{self.layout.org_domain(org)}",
+            configs.TLS_SANS,
         )
-        if admin:
-            env["CORE_PEER_MSPCONFIGPATH"] = str(self._admin_msp(org))
-            return env
-        cc = self._cc_tls(org)
-        builder_cfg = {
-            "address": f"{self.s.host}:{org.cc_server_port}",
-            "root_cert": (cc / "ca.crt").read_text(),
-            "client_cert": (pd / "tls" / "server.crt").read_text(),
-            "client_key": (pd / "tls" / "server.key").read_text(),
-        }
-        data = self.dir / "peers" / org.name
-        env.update(
-            CORE_PEER_ID=f"peer0.{self._org_domain(org)}",
-            CORE_PEER_LISTENADDRESS=f"{self.s.host}:{org.peer_port}",
-            CORE_PEER_CHAINCODEADDRESS=f"{self.s.host}:{org.chaincode_port}",
-            CORE_PEER_CHAINCODELISTENADDRESS=f"{self.s.host}:{org.chaincode_port}",
-            CORE_PEER_GOSSIP_BOOTSTRAP=f"{self.s.host}:{org.peer_port}",
-            CORE_PEER_GOSSIP_EXTERNALENDPOINT=f"{self.s.host}:{org.peer_port}",
-            CORE_PEER_MSPCONFIGPATH=str(pd / "msp"),
-            CORE_PEER_TLS_CERT_FILE=str(pd / "tls" / "server.crt"),
-            CORE_PEER_TLS_KEY_FILE=str(pd / "tls" / "server.key"),
-            CORE_PEER_FILESYSTEMPATH=str(data),
-            CORE_LEDGER_SNAPSHOTS_ROOTDIR=str(data / "snapshots"),
-            CORE_OPERATIONS_LISTENADDRESS=f"{self.s.host}:{org.operations_port}",
-            CORE_METRICS_PROVIDER="disabled",
-            CHAINCODE_AS_A_SERVICE_BUILDER_CONFIG=json.dumps(builder_cfg),
+        key_file = tls / "server.key"
+        key_file.touch(mode=0o600)
+        key_file.write_bytes(key)
+        (tls / "server.crt").write_bytes(cert)
+        (tls / "client-ca.crt").write_bytes(ca_cert)
+
+    def _write_peer_config(self) -> None:
+        stock = (self.settings.fabric_home / "config" / "core.yaml").read_text()
+        try:
+            text = configs.peer_core_yaml(stock, self.settings)
+        except ValueError as exc:
+            raise InfraError(self.name, f"{exc}: reinstall {self.settings.fabric_home}") from None
+        (self.layout.config / "core.yaml").write_text(text)
+
+    def _ensure_genesis(self) -> None:
+        block = self.layout.genesis_block
+        if block.is_file():
+            return
+        self._progress(f"creating the genesis block of channel {self.settings.channel}")
+        (self.layout.config / "configtx.yaml").write_text(
+            json.dumps(configs.configtx(self.settings, self.layout), indent=2)
         )
+        block.parent.mkdir(parents=True, exist_ok=True)
+        partial = block.with_suffix(".partial")
+        self._run(
+            "configtxgen",
+            [
+                str(self.settings.bin / "configtxgen"),
+                "-profile",
+                configs.PROFILE,
+                "-channelID",
+                self.settings.channel,
+                "-outputBlock",
+                str(partial),
+                "-configPath",
+                str(self.layout.config),
+            ],
+        )
+        partial.rename(block)
+
+    # -- environments ----------------------------------------------------------------
+    def _base_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not _FABRIC_ENV.match(k)}
+        env["FABRIC_LOGGING_SPEC"] = self.settings.log_spec
         return env
 
     def _orderer_env(self) -> dict[str, str]:
-        od = self._orderer_dir
-        tls = od / "tls"
-        data = self.dir / "orderer"
-        return dict(
-            os.environ,
-            FABRIC_CFG_PATH=str(self.s.fabric_home / "config"),
-            FABRIC_LOGGING_SPEC="INFO",
-            ORDERER_GENERAL_LISTENADDRESS=self.s.host,
-            ORDERER_GENERAL_LISTENPORT=str(self.s.orderer_port),
-            ORDERER_GENERAL_LOCALMSPID="OrdererMSP",
-            ORDERER_GENERAL_LOCALMSPDIR=str(od / "msp"),
-            ORDERER_GENERAL_TLS_ENABLED="true",
-            ORDERER_GENERAL_TLS_PRIVATEKEY=str(tls / "server.key"),
-            ORDERER_GENERAL_TLS_CERTIFICATE=str(tls / "server.crt"),
-            ORDERER_GENERAL_TLS_ROOTCAS=f"[{tls / 'ca.crt'}]",
-            ORDERER_GENERAL_CLUSTER_CLIENTCERTIFICATE=str(tls / "server.crt"),
-            ORDERER_GENERAL_CLUSTER_CLIENTPRIVATEKEY=str(tls / "server.key"),
-            ORDERER_GENERAL_CLUSTER_ROOTCAS=f"[{tls / 'ca.crt'}]",
-            ORDERER_GENERAL_BOOTSTRAPMETHOD="none",
-            ORDERER_CHANNELPARTICIPATION_ENABLED="true",
-            ORDERER_ADMIN_LISTENADDRESS=f"{self.s.host}:{self.s.orderer_admin_port}",
-            ORDERER_ADMIN_TLS_ENABLED="true",
-            ORDERER_ADMIN_TLS_CERTIFICATE=str(tls / "server.crt"),
-            ORDERER_ADMIN_TLS_PRIVATEKEY=str(tls / "server.key"),
-            ORDERER_ADMIN_TLS_ROOTCAS=f"[{tls / 'ca.crt'}]",
-            ORDERER_ADMIN_TLS_CLIENTAUTHREQUIRED="true",
-            ORDERER_ADMIN_TLS_CLIENTROOTCAS=f"[{tls / 'ca.crt'}]",
-            ORDERER_FILELEDGER_LOCATION=str(data / "ledger"),
-            ORDERER_CONSENSUS_WALDIR=str(data / "etcdraft" / "wal"),
-            ORDERER_CONSENSUS_SNAPDIR=str(data / "etcdraft" / "snapshot"),
-            ORDERER_OPERATIONS_LISTENADDRESS=f"{self.s.host}:{self.s.orderer_operations_port}",
-            ORDERER_METRICS_PROVIDER="disabled",
+        s, lay = self.settings, self.layout
+        tls = lay.orderer_node / "tls"
+        ca = str(lay.orderer_tls_ca)
+        return {
+            **self._base_env(),
+            "FABRIC_CFG_PATH": str(s.fabric_home / "config"),
+            "ORDERER_GENERAL_LISTENADDRESS": s.host,
+            "ORDERER_GENERAL_LISTENPORT": str(s.orderer_port),
+            "ORDERER_GENERAL_LOCALMSPID": "OrdererMSP",
+            "ORDERER_GENERAL_LOCALMSPDIR": str(lay.orderer_node / "msp"),
+            "ORDERER_GENERAL_TLS_ENABLED": "true",
+            "ORDERER_GENERAL_TLS_PRIVATEKEY": str(tls / "server.key"),
+            "ORDERER_GENERAL_TLS_CERTIFICATE": str(tls / "server.crt"),
+            "ORDERER_GENERAL_TLS_ROOTCAS": f"[{ca}]",
+            "ORDERER_GENERAL_CLUSTER_CLIENTCERTIFICATE": str(tls / "server.crt"),
+            "ORDERER_GENERAL_CLUSTER_CLIENTPRIVATEKEY": str(tls / "server.key"),
+            "ORDERER_GENERAL_CLUSTER_ROOTCAS": f"[{ca}]",
+            "ORDERER_GENERAL_BOOTSTRAPMETHOD": "none",
+            "ORDERER_CHANNELPARTICIPATION_ENABLED": "true",
+            "ORDERER_ADMIN_LISTENADDRESS": s.orderer_admin_endpoint,
+            "ORDERER_ADMIN_TLS_ENABLED": "true",
+            "ORDERER_ADMIN_TLS_PRIVATEKEY": str(tls / "server.key"),
+            "ORDERER_ADMIN_TLS_CERTIFICATE": str(tls / "server.crt"),
+            "ORDERER_ADMIN_TLS_ROOTCAS": f"[{ca}]",
+            "ORDERER_ADMIN_TLS_CLIENTAUTHREQUIRED": "true",
+            "ORDERER_ADMIN_TLS_CLIENTROOTCAS": f"[{ca}]",
+            "ORDERER_OPERATIONS_LISTENADDRESS": f"{s.host}:{s.orderer_operations_port}",
+            "ORDERER_METRICS_PROVIDER": "disabled",
+            "ORDERER_FILELEDGER_LOCATION": str(lay.orderer_data / "ledger"),
+            "ORDERER_CONSENSUS_WALDIR": str(lay.orderer_data / "etcdraft" / "wal"),
+            "ORDERER_CONSENSUS_SNAPDIR": str(lay.orderer_data / "etcdraft" / "snapshot"),
+        }
+
+    def _peer_env(self, org: OrgSettings) -> dict[str, str]:
+        s, lay = self.settings, self.layout
+        tls = lay.peer_node(org) / "tls"
+        address = f"{s.host}:{org.peer_port}"
+        cc_tls = lay.cc_tls(org)
+        builder = configs.builder_config(
+            address=f"{s.host}:{org.cc_server_port}",
+            client_key=(tls / "server.key").read_text(),
+            client_cert=(tls / "server.crt").read_text(),
+            root_cert=(cc_tls / "client-ca.crt").read_text(),
         )
+        return {
+            **self._base_env(),
+            "FABRIC_CFG_PATH": str(lay.config),
+            "CORE_PEER_ID": lay.peer_id(org),
+            "CORE_PEER_ADDRESS": address,
+            "CORE_PEER_LISTENADDRESS": address,
+            "CORE_PEER_CHAINCODEADDRESS": f"{s.host}:{org.chaincode_port}",
+            "CORE_PEER_CHAINCODELISTENADDRESS": f"{s.host}:{org.chaincode_port}",
+            "CORE_PEER_GOSSIP_BOOTSTRAP": address,
+            "CORE_PEER_GOSSIP_EXTERNALENDPOINT": address,
+            "CORE_PEER_LOCALMSPID": org.msp_id,
+            "CORE_PEER_MSPCONFIGPATH": str(lay.peer_node(org) / "msp"),
+            "CORE_PEER_TLS_ENABLED": "true",
+            "CORE_PEER_TLS_CERT_FILE": str(tls / "server.crt"),
+            "CORE_PEER_TLS_KEY_FILE": str(tls / "server.key"),
+            "CORE_PEER_TLS_ROOTCERT_FILE": str(tls / "ca.crt"),
+            "CORE_PEER_FILESYSTEMPATH": str(lay.peer_data(org)),
+            "CORE_OPERATIONS_LISTENADDRESS": f"{s.host}:{org.operations_port}",
+            "CORE_METRICS_PROVIDER": "disabled",
+            "CHAINCODE_AS_A_SERVICE_BUILDER_CONFIG": builder,
+        }
 
-    # -- processes ------------------------------------------------------------------------
-    def _components(self) -> list[tuple[str, Path, str]]:
-        """(name, pid file, marker in its command line)."""
-        out = [("orderer", self.run / "orderer.pid", self._bin("orderer"))]
-        for o in self.s.orgs:
-            out.append((f"peer0.{o.name}", self.run / f"peer-{o.name}.pid", self._bin("peer")))
-            out.append((f"chaincode.{o.name}", self.run / f"cc-{o.name}.pid", "chaincode"))
-        return out
+    def _admin_env(self, org: OrgSettings) -> dict[str, str]:
+        """The peer CLI acting as the org's admin against its peer."""
+        s, lay = self.settings, self.layout
+        return {
+            **self._base_env(),
+            "FABRIC_CFG_PATH": str(lay.config),
+            "CORE_PEER_ADDRESS": f"{s.host}:{org.peer_port}",
+            "CORE_PEER_LOCALMSPID": org.msp_id,
+            "CORE_PEER_MSPCONFIGPATH": str(lay.user_msp(org, "Admin")),
+            "CORE_PEER_TLS_ENABLED": "true",
+            "CORE_PEER_TLS_ROOTCERT_FILE": str(lay.org_tls_ca(org)),
+            # the CLI's gRPC INFO lines would bury the one error line that matters
+            "FABRIC_LOGGING_SPEC": "WARNING",
+        }
 
-    def _wait(self, what: str, check, log: Path, pid_file: Path, marker: str) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + self.s.start_timeout_s
-        while not check():
-            if process.running(pid_file, marker) is None:
-                raise InfraError("fabric", f"{what} exited during start-up", log)
-            if time.monotonic() > deadline:
-                raise InfraError("fabric", f"{what} did not answer within {self.s.start_timeout_s:.0f} s", log)
-            time.sleep(0.2)
+    def _cc_env(self, org: OrgSettings) -> dict[str, str]:
+        tls = self.layout.cc_tls(org)
+        return {
+            **self._base_env(),
+            "CHAINCODE_ID": self.package_id,
+            "CHAINCODE_SERVER_ADDRESS": f"{self.settings.host}:{org.cc_server_port}",
+            "EHR_CC_TLS_KEY": str(tls / "server.key"),
+            "EHR_CC_TLS_CERT": str(tls / "server.crt"),
+            "EHR_CC_TLS_CLIENT_CA": str(tls / "client-ca.crt"),
+        }
 
-    def _healthz(self, port: int) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.s.host}:{port}/healthz", timeout=2) as r:
-                return bool(r.status == 200)
-        except (urllib.error.URLError, OSError):
+    # -- starting and waiting --------------------------------------------------------
+    def _start(
+        self, p: _Proc, args: Sequence[str], env: Mapping[str, str], cwd: Path | None = None
+    ) -> bool:
+        """Start p unless it runs; True if it was started now."""
+        if process.running(p.pid_file, p.marker) is not None:
             return False
+        self._progress(f"starting {p.name}")
+        process.start(args, pid_file=p.pid_file, log_file=p.log, env=env, cwd=cwd)
+        return True
+
+    def _wait(
+        self, p: _Proc, probe: Callable[[], str | None], timeout_s: float | None = None
+    ) -> None:
+        """Until probe() returns None (healthy); fail naming p and its log."""
+        deadline = time.monotonic() + (timeout_s or self.settings.start_timeout_s)
+        problem: str | None = "not checked"
+        while time.monotonic() < deadline:
+            if process.running(p.pid_file, p.marker) is None:
+                raise InfraError(f"fabric-{p.name}", "exited during start", p.log)
+            problem = probe()
+            if problem is None:
+                return
+            time.sleep(self.settings.poll_interval_s)
+        raise InfraError(f"fabric-{p.name}", f"did not answer at {p.endpoint}: {problem}", p.log)
+
+    def _http_health(self, port: int) -> str | None:
+        try:
+            with urllib.request.urlopen(
+                f"http://{self.settings.host}:{port}/healthz", timeout=3
+            ) as r:
+                return None if r.status == 200 else f"/healthz answered {r.status}"
+        except urllib.error.HTTPError as exc:
+            return f"/healthz answered {exc.code}"
+        except OSError as exc:
+            return f"/healthz: {exc}"
+
+    def _peer_health(self, org: OrgSettings) -> Callable[[], str | None]:
+        return lambda: self._http_health(org.operations_port)
+
+    def _tcp_health(self, port: int) -> Callable[[], str | None]:
+        def probe() -> str | None:
+            try:
+                with socket.create_connection((self.settings.host, port), timeout=2):
+                    return None
+            except OSError as exc:
+                return str(exc)
+
+        return probe
 
     def _start_orderer(self) -> None:
-        pid_file, log = self.run / "orderer.pid", self.logs / "orderer.log"
-        if process.running(pid_file, self._bin("orderer")):
-            return
-        offset = log.stat().st_size if log.exists() else 0
-        process.start([self._bin("orderer")], pid_file=pid_file, log_file=log, env=self._orderer_env())
-        self._wait("the orderer", lambda: self._healthz(self.s.orderer_operations_port), log, pid_file, self._bin("orderer"))
-        self._orderer_log_offset = offset
-
-    def _osnadmin(self, *args: str, ok_codes: tuple[int, ...] = (0,)) -> str:
-        tls = self._orderer_dir / "tls"
-        return self._run(
-            [self._bin("osnadmin"), "channel", *args, "-o", f"{self.s.host}:{self.s.orderer_admin_port}",
-             "--ca-file", str(tls / "ca.crt"), "--client-cert", str(tls / "server.crt"), "--client-key", str(tls / "server.key")],
-            f"osnadmin channel {args[0]}",
-            ok_codes=ok_codes,
-        )
-
-    def _join_orderer(self, block: Path) -> None:
-        listing = self._osnadmin("list")
-        if f'"name": "{self.s.channel}"' in listing or f'"name":"{self.s.channel}"' in listing:
-            return
-        self._osnadmin("join", "--channelID", self.s.channel, "--config-block", str(block))
-
-    def _wait_raft_leader(self) -> None:
-        """A write after a (re)start succeeds only once Raft has a leader: wait for it."""
-        log = self.logs / "orderer.log"
-        offset = getattr(self, "_orderer_log_offset", None)
-        if offset is None:
-            return  # the orderer was already running
-        deadline = time.monotonic() + self.s.start_timeout_s
-        pattern = re.compile(r"Raft leader changed: \d+ -> [1-9]|became leader at term")
-        while time.monotonic() < deadline:
-            with open(log, errors="replace") as f:
-                f.seek(offset)
-                if pattern.search(f.read()):
-                    return
-            time.sleep(0.1)
-        raise InfraError("fabric", "the orderer elected no Raft leader", log)
+        p = self._orderer
+        self._start(p, [str(self.settings.bin / "orderer")], self._orderer_env())
+        self._wait(p, lambda: self._http_health(self.settings.orderer_operations_port))
 
     def _start_peer(self, org: OrgSettings) -> None:
-        pid_file, log = self.run / f"peer-{org.name}.pid", self.logs / f"peer-{org.name}.log"
-        if not process.running(pid_file, self._bin("peer")):
-            process.start([self._bin("peer"), "node", "start"], pid_file=pid_file, log_file=log, env=self._peer_env(org, admin=False))
-        self._wait(f"peer0.{org.name}", lambda: self._healthz(org.operations_port) and _port_open(self.s.host, org.peer_port), log, pid_file, self._bin("peer"))
+        p = self._peer(org)
+        self.layout.peer_data(org).mkdir(parents=True, exist_ok=True)
+        self._start(p, [str(self.settings.bin / "peer"), "node", "start"], self._peer_env(org))
+        self._wait(p, self._peer_health(org))
 
-    def _join_peer(self, org: OrgSettings, block: Path) -> None:
-        env = self._peer_env(org, admin=True)
-        out = self._run([self._bin("peer"), "channel", "list"], f"peer0.{org.name} channel list", env)
-        if re.search(rf"^{re.escape(self.s.channel)}$", out, re.M):
-            return
-        self._run([self._bin("peer"), "channel", "join", "-b", str(block)], f"peer0.{org.name} joins {self.s.channel}", env)
+    def _start_cc_server(self, org: OrgSettings) -> None:
+        p = self._cc_server(org)
+        self._start(p, [sys.executable, "-m", "chaincode"], self._cc_env(org), cwd=_project_root())
+        self._wait(p, self._tcp_health(org.cc_server_port))
 
-    def _orderer_flags(self) -> list[str]:
-        return ["-o", self.s.orderer_endpoint, "--tls", "--cafile", str(self._orderer_tls_ca)]
-
-    def _deploy_chaincode(self, pkg: Path, package_id: str) -> None:
-        s = self.s
-        for org in s.orgs:
-            env = self._peer_env(org, admin=True)
-            installed = self._run([self._bin("peer"), "lifecycle", "chaincode", "queryinstalled"], "queryinstalled", env)
-            if package_id not in installed:
-                self._run([self._bin("peer"), "lifecycle", "chaincode", "install", str(pkg)], f"install on peer0.{org.name}", env)
-        committed = self._run(
-            [self._bin("peer"), "lifecycle", "chaincode", "querycommitted", "-C", s.channel, "-n", s.chaincode],
-            "querycommitted", self._peer_env(s.orgs[0], admin=True), ok_codes=(0, 1),
-        )
-        if f"Version: {s.chaincode_version}, Sequence: 1" in committed:
-            return
-        common = ["-C", s.channel, "-n", s.chaincode, "-v", s.chaincode_version, "--sequence", "1",
-                  "--signature-policy", s.endorsement_policy]
-        for org in s.orgs:
-            env = self._peer_env(org, admin=True)
-            ready = self._run(
-                [self._bin("peer"), "lifecycle", "chaincode", "checkcommitreadiness", *common, "--output", "json"],
-                "checkcommitreadiness", env,
+    # -- channel and chaincode -------------------------------------------------------
+    def _run(
+        self,
+        what: str,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        ok: Sequence[str] = (),
+    ) -> str:
+        """Run a Fabric CLI; its output, or InfraError with the tail of its output.
+        A failure whose output contains one of `ok` counts as success (already done)."""
+        try:
+            r = subprocess.run(
+                list(args),
+                capture_output=True,
+                text=True,
+                env=dict(env) if env is not None else self._base_env(),
+                timeout=self.settings.cli_timeout_s,
+                check=False,
             )
-            if json.loads(ready)["approvals"].get(org.msp_id):
-                continue
-            self._run(
-                [self._bin("peer"), "lifecycle", "chaincode", "approveformyorg", *common, "--package-id", package_id,
-                 *self._orderer_flags(), "--waitForEvent"],
-                f"approve for {org.msp_id}", env,
+        except subprocess.TimeoutExpired:
+            raise InfraError(
+                f"fabric {what}", f"timed out after {self.settings.cli_timeout_s:.0f} s"
+            ) from None
+        output = r.stdout + r.stderr
+        if r.returncode != 0 and not any(marker in output for marker in ok):
+            tail = "\n".join(output.strip().splitlines()[-6:])
+            raise InfraError(f"fabric {what}", f"failed (exit {r.returncode}):\n{tail}")
+        return r.stdout if r.returncode == 0 else output
+
+    def _osnadmin(self, *args: str) -> list[str]:
+        tls = self.layout.orderer_admin_tls
+        return [
+            str(self.settings.bin / "osnadmin"),
+            "channel",
+            *args,
+            "-o",
+            self.settings.orderer_admin_endpoint,
+            "--ca-file",
+            str(self.layout.orderer_tls_ca),
+            "--client-cert",
+            str(tls / "client.crt"),
+            "--client-key",
+            str(tls / "client.key"),
+        ]
+
+    def _ensure_orderer_channel(self) -> None:
+        ch = self.settings.channel
+        listed = self._run(
+            "osnadmin channel list", self._osnadmin("list", f"--channelID={ch}"), ok=["Status: 404"]
+        )
+        if "Status: 200" in listed:
+            return
+        self._progress(f"orderer joins channel {ch}")
+        self._run(
+            "osnadmin channel join",
+            self._osnadmin(
+                "join", f"--channelID={ch}", f"--config-block={self.layout.genesis_block}"
+            ),
+            ok=["already exists"],
+        )
+
+    def _peer_cli(self) -> str:
+        return str(self.settings.bin / "peer")
+
+    def _ensure_peer_joined(self, org: OrgSettings) -> None:
+        env = self._admin_env(org)
+        listed = self._run(
+            f"peer channel list ({org.name})", [self._peer_cli(), "channel", "list"], env
+        )
+        if re.search(rf"^{re.escape(self.settings.channel)}$", listed, re.MULTILINE):
+            return
+        self._progress(f"{org.name} peer joins channel {self.settings.channel}")
+        self._run(
+            f"peer channel join ({org.name})",
+            [self._peer_cli(), "channel", "join", "-b", str(self.layout.genesis_block)],
+            env,
+            ok=["LedgerID already exists"],
+        )
+
+    def _ensure_installed(self, org: OrgSettings) -> None:
+        env = self._admin_env(org)
+        installed = self._run(
+            f"chaincode queryinstalled ({org.name})",
+            [self._peer_cli(), "lifecycle", "chaincode", "queryinstalled"],
+            env,
+        )
+        if self.package_id in installed:
+            return
+        pkg = self.layout.chaincode_package
+        pkg.parent.mkdir(parents=True, exist_ok=True)
+        pkg.write_bytes(self._package)
+        self._progress(f"installing chaincode {self._label} on {org.name}")
+        self._run(
+            f"chaincode install ({org.name})",
+            [self._peer_cli(), "lifecycle", "chaincode", "install", str(pkg)],
+            env,
+            ok=["chaincode already successfully installed"],
+        )
+
+    def _orderer_tls_args(self) -> list[str]:
+        return [
+            "-o",
+            self.settings.orderer_endpoint,
+            "--tls",
+            "--cafile",
+            str(self.layout.orderer_tls_ca),
+        ]
+
+    def _definition_args(self) -> list[str]:
+        s = self.settings
+        return [
+            "--channelID",
+            s.channel,
+            "--name",
+            s.chaincode,
+            "--version",
+            s.chaincode_version,
+            "--sequence",
+            str(s.chaincode_sequence),
+            "--signature-policy",
+            s.endorsement_policy,
+        ]
+
+    def _committed_sequence(self) -> int:
+        org = self.settings.orgs[0]
+        out = self._run(
+            "chaincode querycommitted",
+            [
+                self._peer_cli(),
+                "lifecycle",
+                "chaincode",
+                "querycommitted",
+                "--channelID",
+                self.settings.channel,
+                "--name",
+                self.settings.chaincode,
+                "--output",
+                "json",
+            ],
+            self._admin_env(org),
+            ok=["is not defined"],
+        )
+        try:
+            return int(json.loads(out).get("sequence", 0))
+        except ValueError:
+            return 0
+
+    def _ensure_committed(self) -> None:
+        if self._committed_sequence() >= self.settings.chaincode_sequence:
+            return
+        for org in self.settings.orgs:
+            self._progress(f"{org.name} approves chaincode {self._label}")
+            self._retry_until_leader(
+                lambda org=org: self._run(  # type: ignore[misc]
+                    f"chaincode approveformyorg ({org.name})",
+                    [
+                        self._peer_cli(),
+                        "lifecycle",
+                        "chaincode",
+                        "approveformyorg",
+                        *self._orderer_tls_args(),
+                        *self._definition_args(),
+                        "--package-id",
+                        self.package_id,
+                    ],
+                    self._admin_env(org),
+                    ok=["unchanged content"],
+                ),
             )
         peers: list[str] = []
-        for org in s.orgs:
-            peers += ["--peerAddresses", f"{s.host}:{org.peer_port}", "--tlsRootCertFiles", str(self._peer_dir(org) / "tls" / "ca.crt")]
-        self._run(
-            [self._bin("peer"), "lifecycle", "chaincode", "commit", *common, *self._orderer_flags(), *peers],
-            "chaincode commit", self._peer_env(s.orgs[0], admin=True),
+        for org in self.settings.orgs:
+            peers += [
+                "--peerAddresses",
+                f"{self.settings.host}:{org.peer_port}",
+                "--tlsRootCertFiles",
+                str(self.layout.org_tls_ca(org)),
+            ]
+        self._progress(f"committing chaincode {self._label}")
+        self._retry_until_leader(
+            lambda: self._run(
+                "chaincode commit",
+                [
+                    self._peer_cli(),
+                    "lifecycle",
+                    "chaincode",
+                    "commit",
+                    *self._orderer_tls_args(),
+                    *self._definition_args(),
+                    *peers,
+                ],
+                self._admin_env(self.settings.orgs[0]),
+            )
         )
 
-    def _start_chaincode(self, org: OrgSettings, package_id: str) -> None:
-        pid_file, log = self.run / f"cc-{org.name}.pid", self.logs / f"chaincode-{org.name}.log"
-        if not process.running(pid_file, "chaincode"):
-            cc = self._cc_tls(org)
-            env = dict(
-                os.environ,
-                CHAINCODE_ID=package_id,
-                CHAINCODE_SERVER_ADDRESS=f"{self.s.host}:{org.cc_server_port}",
-                EHR_CC_TLS_KEY=str(cc / "server.key"),
-                EHR_CC_TLS_CERT=str(cc / "server.crt"),
-                EHR_CC_TLS_CLIENT_CA=str(cc / "ca.crt"),
-                PYTHONPATH=str(REPO_ROOT),
+    def _retry_until_leader(self, action: Callable[[], object]) -> None:
+        """Run action, retrying while the orderer has no Raft leader yet (after a start)."""
+        deadline = time.monotonic() + self.settings.first_write_timeout_s
+        while True:
+            try:
+                action()
+                return
+            except InfraError as exc:
+                transient = any(
+                    m in str(exc)
+                    for m in ("no Raft leader", "SERVICE_UNAVAILABLE", "not found leader")
+                )
+                if not transient or time.monotonic() > deadline:
+                    raise
+            time.sleep(self.settings.poll_interval_s)
+
+    def _first_write(self) -> None:
+        """One transaction through endorsement, ordering and commit on every peer."""
+        s = self.settings
+        peers: list[str] = []
+        for org in s.orgs:
+            peers += [
+                "--peerAddresses",
+                f"{s.host}:{org.peer_port}",
+                "--tlsRootCertFiles",
+                str(self.layout.org_tls_ca(org)),
+            ]
+        for org in s.orgs:
+            # each org's chaincode server must answer its own peer
+            self._retry_until_leader(
+                lambda org=org: self._run(  # type: ignore[misc]
+                    f"first transaction via {org.name} (chaincode-{org.name}, log: {self._cc_server(org).log})",
+                    [
+                        self._peer_cli(),
+                        "chaincode",
+                        "invoke",
+                        *self._orderer_tls_args(),
+                        "-C",
+                        s.channel,
+                        "-n",
+                        s.chaincode,
+                        "--peerAddresses",
+                        f"{s.host}:{org.peer_port}",
+                        "--tlsRootCertFiles",
+                        str(self.layout.org_tls_ca(org)),
+                        "--waitForEvent",
+                        "-c",
+                        json.dumps(PROBE_CALL),
+                    ],
+                    self._admin_env(org),
+                )
             )
-            process.start([sys.executable, "-m", "chaincode"], pid_file=pid_file, log_file=log, env=env, cwd=REPO_ROOT)
-        self._wait(f"chaincode.{org.name}", lambda: _port_open(self.s.host, org.cc_server_port), log, pid_file, "chaincode")
 
-    def _write_connection(self) -> None:
-        orgs = {}
-        for o in self.s.orgs:
-            od = self._org_dir(o)
-            d = self._org_domain(o)
-            user = od / "users" / f"User1@{d}" / "msp"
-            orgs[o.name] = {
-                "msp_id": o.msp_id,
-                "gateway": {"endpoint": f"{self.s.host}:{o.peer_port}", "tls_ca": str(self._peer_dir(o) / "tls" / "ca.crt")},
-                "client": {"cert": str(next((user / "signcerts").glob("*.pem"))), "key": str(next((user / "keystore").glob("*")))},
-                "admin": {"cert": str(next((self._admin_msp(o) / "signcerts").glob("*.pem"))), "key": str(next((self._admin_msp(o) / "keystore").glob("*")))},
-                "ca": {"cert": str(next((od / "ca").glob("*-cert.pem"))), "key": str(od / "ca" / "priv_sk")},
-            }
-        doc = {"channel": self.s.channel, "chaincode": self.s.chaincode, "state_dir": str(self.dir), "organizations": orgs}
-        tmp = self.dir / "connection.json.tmp"
-        tmp.write_text(json.dumps(doc, indent=2))
-        os.replace(tmp, self.dir / "connection.json")
+    def _write_connection_file(self) -> None:
+        doc = configs.connection_document(self.settings, self.layout)
+        tmp = self.layout.connection_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(self.layout.connection_file)
 
-    # -- Component protocol ------------------------------------------------------------------
-    def up(self) -> None:
-        ok, why = fabric_installed(self.s)
-        if not ok:
-            raise InfraError("fabric", why)
-        for d in (self.logs, self.run):
-            d.mkdir(parents=True, exist_ok=True)
-        self._orderer_log_offset = None
-        self._generate_crypto()
-        block = self._genesis_block()
-        self._start_orderer()
-        self._join_orderer(block)
-        for org in self.s.orgs:
-            self._start_peer(org)
-        for org in self.s.orgs:
-            self._join_peer(org, block)
-        pkg, package_id = self._package()
-        for org in self.s.orgs:
-            env = self._peer_env(org, admin=True)
-            installed = self._run([self._bin("peer"), "lifecycle", "chaincode", "queryinstalled"], "queryinstalled", env)
-            if package_id not in installed:
-                self._run([self._bin("peer"), "lifecycle", "chaincode", "install", str(pkg)], f"install on peer0.{org.name}", env)
-        for org in self.s.orgs:
-            self._start_chaincode(org, package_id)
-        self._wait_raft_leader()
-        self._deploy_chaincode(pkg, package_id)
-        self._write_connection()
 
-    def down(self) -> None:
-        for name, pid_file, marker in reversed(self._components()):
-            process.stop(pid_file, marker)
+def _project_root() -> Path:
+    """The directory holding the `chaincode` package (`python -m chaincode` runs there)."""
+    import importlib.util
 
-    def status(self) -> list[ComponentStatus]:
-        out = []
-        ports = {"orderer": self.s.orderer_port}
-        for o in self.s.orgs:
-            ports[f"peer0.{o.name}"] = o.peer_port
-            ports[f"chaincode.{o.name}"] = o.cc_server_port
-        for name, pid_file, marker in self._components():
-            pid = process.running(pid_file, marker)
-            log = self.logs / (name.replace("peer0.", "peer-").replace("chaincode.", "chaincode-") + ".log")
-            endpoint = f"{self.s.host}:{ports[name]}"
-            if pid is None:
-                out.append(ComponentStatus(name, "stopped", None, endpoint, log))
-            else:
-                state = "running" if _port_open(self.s.host, ports[name]) else "unhealthy"
-                out.append(ComponentStatus(name, state, pid, endpoint, log))  # type: ignore[arg-type]
-        return out
+    spec = importlib.util.find_spec("chaincode")
+    if spec is None or spec.origin is None:
+        raise InfraError("fabric", "the `chaincode` package is not importable from this Python")
+    return Path(spec.origin).parent.parent
+
+
+__all__ = ["FabricNetwork", "fabric_installed", "single_file"]

@@ -1,0 +1,320 @@
+"""numba kernels of the integrity core: batch SHA-256, Merkle levels, proof checks.
+
+Every kernel takes an *engine tag* first: an empty array whose dtype selects
+the compression function at compile time (int8: SHA-NI, int16: OpenSSL,
+int32: portable numba). A dtype, not a function argument, because numba can
+cache specialisations on array types but not on function objects — and
+because a SHA-NI specialisation must never be compiled on a CPU without SHA-NI
+(LLVM cannot select the instructions), it is only built when that tag is passed.
+
+Kernels are `nogil`, so the caller's I/O threads keep running while they hash.
+Callers validate shapes and dtypes (see `sha256` and `merkle`); kernels trust them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from typing import Any
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+from storage_service.integrity._shani import sha_ni_block
+from storage_service.integrity.constants import SHA256_IV, SHA256_K
+
+TAG_SHA_NI = np.empty(0, dtype=np.int8)
+TAG_OPENSSL = np.empty(0, dtype=np.int16)
+TAG_PORTABLE = np.empty(0, dtype=np.int32)
+
+RECORDS_PER_TASK = 256  # records per parallel work item: big enough to amortise scheduling
+_STATE_WORDS = 28  # OpenSSL's SHA256_CTX is 112 bytes with h[8] first; the others use 8
+
+_K = np.array(SHA256_K, dtype=np.uint32)
+_IV = np.array(SHA256_IV, dtype=np.uint32)
+
+
+def _load_openssl_transform() -> Any:
+    """OpenSSL's one-block SHA256_Transform (deprecated in 3.0 but exported), or None."""
+    name = ctypes.util.find_library("crypto")
+    if not name:
+        return None
+    try:
+        fn = ctypes.CDLL(name).SHA256_Transform
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    fn.restype = None
+    return fn
+
+
+OPENSSL_TRANSFORM = _load_openssl_transform()
+
+
+# -- portable compression function -------------------------------------------------------
+@njit(inline="always")
+def _rotr(x: Any, n: int) -> Any:
+    return np.uint32((x >> np.uint32(n)) | (x << np.uint32(32 - n)))
+
+
+@njit(inline="always")
+def _compress_portable(state: Any, src: Any, offset: int, w: Any) -> None:
+    for t in range(16):
+        o = offset + 4 * t
+        w[t] = (
+            (np.uint32(src[o]) << np.uint32(24))
+            | (np.uint32(src[o + 1]) << np.uint32(16))
+            | (np.uint32(src[o + 2]) << np.uint32(8))
+            | np.uint32(src[o + 3])
+        )
+    for t in range(16, 64):
+        x = w[t - 15]
+        y = w[t - 2]
+        s0 = _rotr(x, 7) ^ _rotr(x, 18) ^ (x >> np.uint32(3))
+        s1 = _rotr(y, 17) ^ _rotr(y, 19) ^ (y >> np.uint32(10))
+        w[t] = np.uint32(w[t - 16] + s0 + w[t - 7] + s1)
+    a = state[0]
+    b = state[1]
+    c = state[2]
+    d = state[3]
+    e = state[4]
+    f = state[5]
+    g = state[6]
+    h = state[7]
+    for t in range(64):
+        big_s1 = _rotr(e, 6) ^ _rotr(e, 11) ^ _rotr(e, 25)
+        ch = (e & f) ^ (~e & g)
+        t1 = np.uint32(h + big_s1 + ch + _K[t] + w[t])
+        big_s0 = _rotr(a, 2) ^ _rotr(a, 13) ^ _rotr(a, 22)
+        maj = (a & b) ^ (a & c) ^ (b & c)
+        t2 = np.uint32(big_s0 + maj)
+        h = g
+        g = f
+        f = e
+        e = np.uint32(d + t1)
+        d = c
+        c = b
+        b = a
+        a = np.uint32(t1 + t2)
+    state[0] += a
+    state[1] += b
+    state[2] += c
+    state[3] += d
+    state[4] += e
+    state[5] += f
+    state[6] += g
+    state[7] += h
+
+
+# -- engine dispatch ---------------------------------------------------------------------
+def _compress(tag: Any, state: Any, src: Any, offset: int, w: Any) -> None:
+    """Compress the 64-byte block src[offset:offset+64] into state (numba only)."""
+    raise NotImplementedError("numba-only function")
+
+
+@overload(_compress, inline="always")
+def _compress_overload(tag: Any, state: Any, src: Any, offset: Any, w: Any) -> Any:
+    if tag.dtype == types.int8:
+
+        def sha_ni(tag: Any, state: Any, src: Any, offset: int, w: Any) -> None:
+            sha_ni_block(state.ctypes.data, src.ctypes.data + offset)
+
+        return sha_ni
+    if tag.dtype == types.int16:
+        transform = OPENSSL_TRANSFORM
+
+        def openssl(tag: Any, state: Any, src: Any, offset: int, w: Any) -> None:
+            transform(state.ctypes.data, src.ctypes.data + offset)
+
+        return openssl
+
+    def portable(tag: Any, state: Any, src: Any, offset: int, w: Any) -> None:
+        _compress_portable(state, src, offset, w)
+
+    return portable
+
+
+# -- one message ---------------------------------------------------------------------------
+@njit(inline="always")
+def _hash_into(
+    tag: Any,
+    src: Any,
+    start: int,
+    length: int,
+    prefix: int,
+    state: Any,
+    block: Any,
+    w: Any,
+    out: Any,
+    row: int,
+) -> None:
+    """out[row] = SHA-256(prefix || src[start:start+length]); prefix < 0 means no prefix byte."""
+    for j in range(8):
+        state[j] = _IV[j]
+    pos = 0  # record bytes consumed
+    fill = 0  # bytes waiting in `block`
+    if prefix < 0:
+        # Whole blocks straight from the record: no copy.
+        whole = length // 64
+        for k in range(whole):
+            _compress(tag, state, src, start + 64 * k, w)
+        pos = 64 * whole
+    else:
+        block[0] = np.uint8(prefix)
+        fill = 1
+        while length - pos >= 64 - fill:
+            take = 64 - fill
+            for j in range(take):
+                block[fill + j] = src[start + pos + j]
+            _compress(tag, state, block, 0, w)
+            pos += take
+            fill = 0
+    rest = length - pos
+    for j in range(rest):
+        block[fill + j] = src[start + pos + j]
+    fill += rest
+    block[fill] = 0x80
+    fill += 1
+    if fill > 56:
+        for j in range(fill, 64):
+            block[j] = 0
+        _compress(tag, state, block, 0, w)
+        fill = 0
+    for j in range(fill, 56):
+        block[j] = 0
+    total = length + (1 if prefix >= 0 else 0)
+    bits = np.uint64(total) * np.uint64(8)
+    for j in range(8):
+        block[63 - j] = np.uint8((bits >> np.uint64(8 * j)) & np.uint64(0xFF))
+    _compress(tag, state, block, 0, w)
+    for j in range(8):
+        v = state[j]
+        out[row, 4 * j] = np.uint8(v >> np.uint32(24))
+        out[row, 4 * j + 1] = np.uint8((v >> np.uint32(16)) & np.uint32(0xFF))
+        out[row, 4 * j + 2] = np.uint8((v >> np.uint32(8)) & np.uint32(0xFF))
+        out[row, 4 * j + 3] = np.uint8(v & np.uint32(0xFF))
+
+
+@njit(inline="always")
+def _node_into(
+    tag: Any,
+    left: Any,
+    left_row: int,
+    right: Any,
+    right_row: int,
+    pair: Any,
+    state: Any,
+    block: Any,
+    w: Any,
+    out: Any,
+    row: int,
+) -> None:
+    """out[row] = SHA-256(0x01 || left[left_row] || right[right_row]) (RFC 6962 node)."""
+    for j in range(32):
+        pair[j] = left[left_row, j]
+        pair[32 + j] = right[right_row, j]
+    _hash_into(tag, pair, 0, 64, 1, state, block, w, out, row)
+
+
+# -- batch kernels -------------------------------------------------------------------------
+@njit(cache=True, nogil=True, parallel=True)
+def digest_records(tag: Any, buf: Any, offsets: Any, prefix: int, out: Any) -> None:
+    """out[i] = SHA-256(prefix? || buf[offsets[i]:offsets[i+1]]) for every record i."""
+    n = offsets.shape[0] - 1
+    tasks = (n + RECORDS_PER_TASK - 1) // RECORDS_PER_TASK
+    for task in prange(tasks):
+        state = np.zeros(_STATE_WORDS, dtype=np.uint32)
+        block = np.zeros(64, dtype=np.uint8)
+        w = np.zeros(64, dtype=np.uint32)
+        for i in range(task * RECORDS_PER_TASK, min(n, (task + 1) * RECORDS_PER_TASK)):
+            start = offsets[i]
+            _hash_into(tag, buf, start, offsets[i + 1] - start, prefix, state, block, w, out, i)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def find_mismatches(tag: Any, buf: Any, offsets: Any, expected: Any, bad: Any) -> None:
+    """bad[i] = 1 where SHA-256(record i) != expected[i], else 0."""
+    n = offsets.shape[0] - 1
+    tasks = (n + RECORDS_PER_TASK - 1) // RECORDS_PER_TASK
+    for task in prange(tasks):
+        state = np.zeros(_STATE_WORDS, dtype=np.uint32)
+        block = np.zeros(64, dtype=np.uint8)
+        w = np.zeros(64, dtype=np.uint32)
+        digest = np.empty((1, 32), dtype=np.uint8)
+        for i in range(task * RECORDS_PER_TASK, min(n, (task + 1) * RECORDS_PER_TASK)):
+            start = offsets[i]
+            _hash_into(tag, buf, start, offsets[i + 1] - start, -1, state, block, w, digest, 0)
+            differs = 0
+            for j in range(32):
+                differs |= digest[0, j] ^ expected[i, j]
+            bad[i] = 1 if differs != 0 else 0
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def node_level(tag: Any, children: Any, out: Any) -> None:
+    """out[i] = SHA-256(0x01 || children[2i] || children[2i+1]) for i < len(out)."""
+    m = out.shape[0]
+    tasks = (m + RECORDS_PER_TASK - 1) // RECORDS_PER_TASK
+    for task in prange(tasks):
+        state = np.zeros(_STATE_WORDS, dtype=np.uint32)
+        block = np.zeros(64, dtype=np.uint8)
+        w = np.zeros(64, dtype=np.uint32)
+        pair = np.empty(64, dtype=np.uint8)
+        for i in range(task * RECORDS_PER_TASK, min(m, (task + 1) * RECORDS_PER_TASK)):
+            _node_into(tag, children, 2 * i, children, 2 * i + 1, pair, state, block, w, out, i)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def verify_proofs(
+    tag: Any,
+    leaves: Any,
+    indices: Any,
+    sizes: Any,
+    nodes: Any,
+    proof_offsets: Any,
+    roots: Any,
+    ok: Any,
+) -> None:
+    """ok[i] = 1 iff proof i (nodes[proof_offsets[i]:proof_offsets[i+1]]) takes leaves[i]
+    at indices[i] in a tree of sizes[i] to roots[i] (RFC 9162 §2.1.3.2), else 0."""
+    n = leaves.shape[0]
+    tasks = (n + RECORDS_PER_TASK - 1) // RECORDS_PER_TASK
+    for task in prange(tasks):
+        state = np.zeros(_STATE_WORDS, dtype=np.uint32)
+        block = np.zeros(64, dtype=np.uint8)
+        w = np.zeros(64, dtype=np.uint32)
+        pair = np.empty(64, dtype=np.uint8)
+        acc = np.empty((1, 32), dtype=np.uint8)
+        for i in range(task * RECORDS_PER_TASK, min(n, (task + 1) * RECORDS_PER_TASK)):
+            ok[i] = 0
+            index = indices[i]
+            size = sizes[i]
+            if index < 0 or index >= size:
+                continue
+            fn = index
+            sn = size - 1
+            for j in range(32):
+                acc[0, j] = leaves[i, j]
+            valid = True
+            for p in range(proof_offsets[i], proof_offsets[i + 1]):
+                if sn == 0:
+                    valid = False
+                    break
+                if (fn & 1) == 1 or fn == sn:
+                    _node_into(tag, nodes, p, acc, 0, pair, state, block, w, acc, 0)
+                    if (fn & 1) == 0:
+                        while (fn & 1) == 0 and fn != 0:
+                            fn >>= 1
+                            sn >>= 1
+                else:
+                    _node_into(tag, acc, 0, nodes, p, pair, state, block, w, acc, 0)
+                fn >>= 1
+                sn >>= 1
+            if not valid or sn != 0:
+                continue
+            differs = 0
+            for j in range(32):
+                differs |= acc[0, j] ^ roots[i, j]
+            if differs == 0:
+                ok[i] = 1
