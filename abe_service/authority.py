@@ -48,7 +48,10 @@ class WrongPassphrase(AccessDenied):
     """The passphrase or key file does not open this master key."""
 
 
-def _write_file(path: Path, data: bytes, mode: int) -> None:
+def _write_file(path: Path, data: bytes, mode: int, *, overwrite: bool) -> None:
+    """Write `data` to a fresh temporary file created with `mode`, fsync it, then
+    publish it atomically: rename over `path` if `overwrite`, else hard-link it into
+    place, which fails if `path` appeared meanwhile (no check-then-write race)."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -56,7 +59,16 @@ def _write_file(path: Path, data: bytes, mode: int) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise AlreadyExists(
+                    f"{path} appeared while the authority was being created; not overwritten"
+                ) from None
+            tmp.unlink()
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -87,7 +99,9 @@ def _ad(auth_id: str, kdf: str, log2_n: int, r: int, p: int) -> bytes:
     return f"ehr-abe/sealed-master-key/v{FORMAT_VERSION}\x00{auth_id}\x00{kdf}\x00{log2_n}:{r}:{p}".encode()
 
 
-def seal_master_key(msk_bytes: bytes, auth_id: str, passphrase: bytes | None, key_file: Path | None) -> bytes:
+def seal_master_key(
+    msk_bytes: bytes, auth_id: str, passphrase: bytes | None, key_file: Path | None
+) -> bytes:
     salt = os.urandom(16)
     key, kdf = _wrapping_key(passphrase, key_file, salt, SCRYPT_LOG2_N, SCRYPT_R, SCRYPT_P)
     nonce = os.urandom(12)
@@ -113,18 +127,31 @@ def unseal_master_key(sealed: bytes, passphrase: bytes | None, key_file: Path | 
         raise DecodeError("the sealed master key file is not valid") from None
     if msg.kind != fpb.OBJECT_KIND_SEALED_MASTER_KEY or msg.version != FORMAT_VERSION:
         raise DecodeError("the sealed master key file is of another kind or version")
+    msg.DiscardUnknownFields()
+    if msg.SerializeToString(deterministic=True) != sealed:
+        raise DecodeError("the sealed master key file is not in canonical encoding")
     if not (10 <= msg.scrypt_log2_n <= 22 and 1 <= msg.scrypt_r <= 32 and 1 <= msg.scrypt_p <= 16):
         raise DecodeError("the sealed master key has out-of-range scrypt parameters")
+    # Structure before cryptography: a truncated file must read as malformed, not as
+    # a wrong passphrase (and AESGCM raises ValueError on a bad nonce length).
+    if msg.kdf not in ("scrypt", "keyfile") or len(msg.salt) != 16 or len(msg.nonce) != 12:
+        raise DecodeError("the sealed master key has an unknown KDF or a bad salt or nonce")
+    if len(msg.ciphertext) <= 16:
+        raise DecodeError("the sealed master key holds no ciphertext")
     if (msg.kdf == "keyfile") != (key_file is not None):
         raise ConfigError(
             "this master key is sealed with a key file: give --key-file"
             if msg.kdf == "keyfile"
             else "this master key is sealed with a passphrase, not a key file"
         )
-    key, _ = _wrapping_key(passphrase, key_file, msg.salt, msg.scrypt_log2_n, msg.scrypt_r, msg.scrypt_p)
+    key, _ = _wrapping_key(
+        passphrase, key_file, msg.salt, msg.scrypt_log2_n, msg.scrypt_r, msg.scrypt_p
+    )
     try:
         return AESGCM(key).decrypt(
-            msg.nonce, msg.ciphertext, _ad(msg.authority_id, msg.kdf, msg.scrypt_log2_n, msg.scrypt_r, msg.scrypt_p)
+            msg.nonce,
+            msg.ciphertext,
+            _ad(msg.authority_id, msg.kdf, msg.scrypt_log2_n, msg.scrypt_r, msg.scrypt_p),
         )
     except InvalidTag:
         raise WrongPassphrase("wrong passphrase or key file for this master key") from None
@@ -169,9 +196,11 @@ class KeyAuthority:
         pk, msk = fame.setup()
         pp = public_params_to_bytes(fame.group, pk)
         auth = authority_id(pp)
-        sealed = seal_master_key(master_key_to_bytes(fame.group, msk, auth), auth, passphrase, key_file)
-        _write_file(mk_path, sealed, 0o600)
-        _write_file(pp_path, pp, 0o644)
+        sealed = seal_master_key(
+            master_key_to_bytes(fame.group, msk, auth), auth, passphrase, key_file
+        )
+        _write_file(mk_path, sealed, 0o600, overwrite=force)
+        _write_file(pp_path, pp, 0o644, overwrite=force)
         return KeyAuthority(fame, pp, msk)
 
     @staticmethod
@@ -185,12 +214,21 @@ class KeyAuthority:
     ) -> KeyAuthority:
         pp_path = directory / PUBLIC_PARAMS_FILE
         if not pp_path.exists():
-            raise ConfigError(f"no key authority in {directory}: run `ehr-abe authority setup` first")
+            raise ConfigError(
+                f"no key authority in {directory}: run `ehr-abe authority setup` first"
+            )
         fame = Fame(get_backend(backend))
         pp = pp_path.read_bytes()
         if public_only:
             return KeyAuthority(fame, pp, None)
-        msk_bytes = unseal_master_key((directory / SEALED_MASTER_KEY_FILE).read_bytes(), passphrase, key_file)
+        try:
+            sealed = (directory / SEALED_MASTER_KEY_FILE).read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the sealed master key in {directory}: {exc.strerror} "
+                "(open it public-only, or restore the file)"
+            ) from None
+        msk_bytes = unseal_master_key(sealed, passphrase, key_file)
         msk, auth = master_key_from_bytes(fame.group, msk_bytes)
         if auth != authority_id(pp):
             raise DecodeError("the master key does not belong to these public parameters")

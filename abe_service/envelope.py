@@ -27,8 +27,9 @@ from abe_service.serialization import (
     EnvelopeData,
     UserKey,
     authority_id,
-    envelope_from_bytes,
+    envelope_header_bytes,
     envelope_header_from_bytes,
+    envelope_points,
     envelope_to_bytes,
     public_params_from_bytes,
     user_key_from_bytes,
@@ -44,9 +45,16 @@ def _lp(b: bytes) -> bytes:
     return struct.pack(">I", len(b)) + b
 
 
-def _associated_data(env: EnvelopeData, context: bytes) -> bytes:
-    parts = [AD_PREFIX, _lp(SCHEME_ID.encode()), _lp(env.authority_id.encode()), _lp(env.policy.encode())]
-    for group in env.header_bytes:
+def _associated_data(
+    authority: str, policy: str, header_bytes: tuple[tuple[bytes, ...], ...], context: bytes
+) -> bytes:
+    parts = [
+        AD_PREFIX,
+        _lp(SCHEME_ID.encode()),
+        _lp(authority.encode()),
+        _lp(policy.encode()),
+    ]
+    for group in header_bytes:
         parts.extend(_lp(b) for b in group)
     parts.append(_lp(context))
     return b"".join(parts)
@@ -80,7 +88,9 @@ class AbeEncryptor:
     @staticmethod
     def from_public_params(data: bytes, backend: str = "auto") -> AbeEncryptor:
         group = get_backend(backend)
-        return AbeEncryptor(Fame(group), public_params_from_bytes(group, data), bytes(data), authority_id(data))
+        return AbeEncryptor(
+            Fame(group), public_params_from_bytes(group, data), bytes(data), authority_id(data)
+        )
 
     def encrypt(self, policy: str, plaintext: bytes, context: bytes = b"") -> bytes:
         _check_context(context)
@@ -89,8 +99,9 @@ class AbeEncryptor:
         compiled = _compiled(policy)
         group = self.fame.group
         header, K = self.fame.encrypt(self.pk, compiled)
-        header_bytes = (tuple(group.g2_to_bytes(p) for p in header.ct0),) + tuple(
-            tuple(group.g1_to_bytes(p) for p in row) for row in header.ct
+        header_bytes = (
+            tuple(group.g2_to_bytes(p) for p in header.ct0),
+            *(tuple(group.g1_to_bytes(p) for p in row) for row in header.ct),
         )
         env = EnvelopeData(
             authority_id=self.authority_id,
@@ -100,7 +111,11 @@ class AbeEncryptor:
             ciphertext=b"",
             header_bytes=header_bytes,
         )
-        sealed = AESGCM(_aes_key(group, K)).encrypt(env.nonce, bytes(plaintext), _associated_data(env, context))
+        sealed = AESGCM(_aes_key(group, K)).encrypt(
+            env.nonce,
+            bytes(plaintext),
+            _associated_data(env.authority_id, env.policy, header_bytes, context),
+        )
         return envelope_to_bytes(
             EnvelopeData(env.authority_id, env.policy, header, env.nonce, sealed, header_bytes)
         )
@@ -145,22 +160,44 @@ class AbeDecryptor:
     def decrypt(self, envelope: bytes, context: bytes = b"") -> bytes:
         _check_context(context)
         group = self.fame.group
-        env = envelope_from_bytes(group, envelope)
-        if env.authority_id != self.key.authority_id:
+        # Structure first (kinds, counts, lengths); then only the points this key
+        # computes with are decoded and validated. The other rows are never used,
+        # and their bytes are authenticated by AES-GCM's associated data anyway.
+        msg = envelope_header_from_bytes(envelope)
+        if msg.authority_id != self.key.authority_id:
             raise IntegrityError("the envelope was made for another key authority than this key's")
-        compiled = _compiled_or_decode_error(env.policy)
-        if len(compiled.row_labels) != len(env.header.ct):
+        compiled = _compiled_or_decode_error(msg.policy)
+        if len(compiled.row_labels) != len(msg.rows):
             raise DecodeError("envelope: header rows do not match its policy")
         if not compiled.satisfied_by(frozenset(self.key.secret.sk)):
             raise PolicyNotSatisfied(
-                f"key of {self.key.subject_id} does not satisfy the policy {env.policy!r}"
+                f"key of {self.key.subject_id} does not satisfy the policy {msg.policy!r}"
             )
-        K = self.fame.decrypt(compiled, env.header, self.key.secret)
+        gammas = self.fame.reconstruction(compiled, self.key.secret)
+        ct0, rows = envelope_points(group, msg, gammas)
+        K = self.fame.decrypt_rows(gammas, compiled.row_labels, ct0, rows, self.key.secret)
+        ad = _associated_data(msg.authority_id, msg.policy, envelope_header_bytes(msg), context)
         try:
-            return AESGCM(_aes_key(group, K)).decrypt(
-                env.nonce, env.ciphertext, _associated_data(env, context)
-            )
+            return AESGCM(_aes_key(group, K)).decrypt(bytes(msg.nonce), bytes(msg.ciphertext), ad)
         except InvalidTag:
             raise IntegrityError(
                 "the envelope failed authentication: it was modified, or the context differs"
             ) from None
+
+
+# -- one-call API (Tink-style): bytes in, bytes out, context required -----------------------
+def encrypt(public_params: bytes, policy: str, plaintext: bytes, context: bytes) -> bytes:
+    """Seal `plaintext` under `policy` for the authority of `public_params`.
+
+    `context` (for example the record id) is bound into the envelope and must be
+    given again to decrypt. For many envelopes, keep an `AbeEncryptor`."""
+    return AbeEncryptor.from_public_params(public_params).encrypt(policy, plaintext, context)
+
+
+def decrypt(user_key: bytes, envelope: bytes, context: bytes) -> bytes:
+    """Open `envelope` with a serialized user key; the same `context` as at encryption.
+
+    Raises PolicyNotSatisfied if the key's attributes do not satisfy the policy,
+    IntegrityError if the envelope was modified or the context differs, DecodeError
+    if it does not parse. For many envelopes, keep an `AbeDecryptor`."""
+    return AbeDecryptor.from_user_key(user_key).decrypt(envelope, context)

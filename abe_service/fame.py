@@ -1,3 +1,4 @@
+# ruff: noqa: RUF002, RUF003 - Greek letters are the paper's notation
 """FAME: Fast Attribute-based Message Encryption (Agrawal & Chase, CCS 2017,
 ePrint 2017/807), the ciphertext-policy scheme of Section 3 with k = 2 (DLIN),
 over BLS12-381. Used here as a key-encapsulation mechanism: encryption
@@ -24,6 +25,16 @@ Names follow the paper (G1 = 𝔾, G2 = ℍ, g and h their generators):
 H is a hash onto G1 (random oracle) with a domain-separation tag naming this
 scheme; attribute hashes and column hashes are structurally separated so no
 attribute can collide with a column index. Hashes are deterministic and cached.
+
+How it is made fast (measure with bench/abe_bench.py):
+  * encrypt regroups ct_{i,l} = B_{i,l,1}^s1 · B_{i,l,2}^s2 with the policy-only
+    bases B_{i,l,t} = H(ρ(i) l t) · Π_j H(0 j l t)^(M_ij) (small M_ij: additions),
+    so a row costs three 2-point MSMs whatever the number of columns; the bases
+    are cached per policy (bounded: ROW_BASES_CACHE policies of at most
+    ROW_BASES_MAX_ROWS rows);
+  * keygen computes each sk_{y,t} and sk'_t as one MSM;
+  * decrypt uses the fewest rows (the compiler's reconstruction), sums with
+    additions when every γ_i is 1, and one multi-pairing.
 """
 
 from __future__ import annotations
@@ -31,15 +42,18 @@ from __future__ import annotations
 import secrets
 import struct
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from abe_service.pairing.base import PairingBackend
-from ehr_abe.errors import PolicyNotSatisfied
+from ehr_abe.errors import DecodeError, InvalidArgument, PolicyNotSatisfied
 
 SCHEME_ID = "fame-bls12381-v1"
 HASH_DST = b"EHR-ABE-V01-CS01-with-BLS12381G1_XMD:SHA-256_SSWU_RO_FAME_"
+ROW_BASES_CACHE = 128
+ROW_BASES_MAX_ROWS = 64
 
 
 @dataclass(frozen=True)
@@ -84,14 +98,14 @@ class Ciphertext:
     ct: tuple[tuple[Any, Any, Any], ...]
 
 
-class PolicyMatrix:
-    """What FAME needs of a compiled policy (see abe_service.policy.CompiledPolicy)."""
+class PolicyMatrix(Protocol):
+    """What FAME needs of a compiled policy (abe_service.policy.CompiledPolicy)."""
 
-    matrix: tuple[tuple[int, ...], ...]
-    row_labels: tuple[str, ...]
-
-    def reconstruction(self, labels: Any, modulus: int) -> dict[int, int] | None:  # pragma: no cover
-        raise NotImplementedError
+    @property
+    def matrix(self) -> tuple[tuple[int, ...], ...]: ...
+    @property
+    def row_labels(self) -> tuple[str, ...]: ...
+    def reconstruction(self, labels: AbstractSet[str], modulus: int) -> dict[int, int] | None: ...
 
 
 def _rand(group: PairingBackend) -> int:
@@ -112,8 +126,52 @@ class Fame:
         self.g = group.g1_generator()
         self.h = group.g2_generator()
         self._hash_cached = lru_cache(maxsize=65536)(self._hash_uncached)
+        # Bounded in memory: at most ROW_BASES_CACHE policies of at most
+        # ROW_BASES_MAX_ROWS rows (6 G1 points per row) are kept.
+        self._row_bases_cached = lru_cache(maxsize=ROW_BASES_CACHE)(self._row_bases_uncached)
+
+    def _row_bases(
+        self, labels: tuple[str, ...], matrix: tuple[tuple[int, ...], ...]
+    ) -> tuple[tuple[tuple[Any, Any], tuple[Any, Any], tuple[Any, Any]], ...]:
+        if len(labels) <= ROW_BASES_MAX_ROWS:
+            return self._row_bases_cached(labels, matrix)
+        return self._row_bases_uncached(labels, matrix)
+
+    def _row_bases_uncached(
+        self, labels: tuple[str, ...], matrix: tuple[tuple[int, ...], ...]
+    ) -> tuple[tuple[tuple[Any, Any], tuple[Any, Any], tuple[Any, Any]], ...]:
+        """B_{i,l,t} = H(ρ(i) l t) · Π_j H(0 j l t)^(M_ij), for every row i, l, t."""
+        G = self.group
+
+        def base(y: str, row: tuple[int, ...], l: int, t: int) -> Any:  # noqa: E741
+            acc = self.H_attr(y, l, t)
+            for j, m_ij in enumerate(row, start=1):
+                if m_ij == 0:
+                    continue
+                col = self.H_col(j, l, t)
+                if m_ij == 1:
+                    acc = G.g1_add(acc, col)
+                elif m_ij == -1:
+                    acc = G.g1_add(acc, G.g1_neg(col))
+                else:  # small integers (threshold gates), so a short multiplication
+                    acc = G.g1_add(acc, G.g1_mul(col, m_ij))
+            return acc
+
+        return tuple(
+            (
+                (base(y, row, 1, 1), base(y, row, 1, 2)),
+                (base(y, row, 2, 1), base(y, row, 2, 2)),
+                (base(y, row, 3, 1), base(y, row, 3, 2)),
+            )
+            for y, row in zip(labels, matrix, strict=True)
+        )
 
     # -- the random oracle H ---------------------------------------------------
+    def clear_hash_cache(self) -> None:
+        """Forget cached H(.) values (benchmarks: cold-cache timings)."""
+        self._hash_cached.cache_clear()
+        self._row_bases_cached.cache_clear()
+
     def _hash_uncached(self, msg: bytes) -> Any:
         return self.group.hash_to_g1(msg, HASH_DST)
 
@@ -185,47 +243,54 @@ class Fame:
         """Returns the header and the encapsulated GT element K = T1^s1 · T2^s2."""
         G = self.group
         M = policy.matrix
-        n_cols = max((len(row) for row in M), default=0)
+        if len(M) != len(policy.row_labels) or not M:
+            raise InvalidArgument("a policy matrix needs one label per row, and at least one row")
         s1, s2 = _rand(G), _rand(G)
         ct0 = (G.g2_mul(pk.H1, s1), G.g2_mul(pk.H2, s2), G.g2_mul(pk.h, s1 + s2))
 
-        # Column terms [H(0jl1)^s1 · H(0jl2)^s2], computed once per (j, l) and then
-        # combined per row with the (small) matrix entries.
-        col = [
-            [G.g1_msm([self.H_col(j, l, 1), self.H_col(j, l, 2)], [s1, s2]) for l in (1, 2, 3)]  # noqa: E741
-            for j in range(1, n_cols + 1)
-        ]
-        ct = []
-        for i, y in enumerate(policy.row_labels):
-            row = M[i]
-            parts = []
-            for l in (1, 2, 3):  # noqa: E741
-                acc = G.g1_msm([self.H_attr(y, l, 1), self.H_attr(y, l, 2)], [s1, s2])
-                for j, m_ij in enumerate(row):
-                    if m_ij == 0:
-                        continue
-                    term = col[j][l - 1]
-                    if m_ij == 1:
-                        acc = G.g1_add(acc, term)
-                    elif m_ij == -1:
-                        acc = G.g1_add(acc, G.g1_neg(term))
-                    else:
-                        acc = G.g1_add(acc, G.g1_mul(term, m_ij))
-                parts.append(acc)
-            ct.append((parts[0], parts[1], parts[2]))
+        # ct_{i,l} = B_{i,l,1}^s1 · B_{i,l,2}^s2 with the policy-only bases
+        # B_{i,l,t} = H(ρ(i) l t) · Π_j H(0 j l t)^(M_ij): two exponentiations per
+        # (row, l) whatever the number of columns, and the bases are cached per policy.
+        ct = tuple(
+            (
+                G.g1_msm(b[0], (s1, s2)),
+                G.g1_msm(b[1], (s1, s2)),
+                G.g1_msm(b[2], (s1, s2)),
+            )
+            for b in self._row_bases(policy.row_labels, policy.matrix)
+        )
         K = G.gt_mul(G.gt_pow(pk.T1, s1), G.gt_pow(pk.T2, s2))
-        return Ciphertext(ct0, tuple(ct)), K
+        return Ciphertext(ct0, ct), K
 
     # -- decryption -----------------------------------------------------------------------
     def decrypt(self, policy: PolicyMatrix, header: Ciphertext, key: SecretKey) -> Any:
         """Recover K. Raises PolicyNotSatisfied if the key's attributes do not satisfy
         the policy. A tampered header yields a wrong K (caught by the AEAD)."""
-        G = self.group
-        gammas = policy.reconstruction(frozenset(key.sk), G.order)
+        if len(header.ct) != len(policy.row_labels):
+            raise DecodeError("the header's rows do not match the policy")
+        gammas = self.reconstruction(policy, key)
+        return self.decrypt_rows(gammas, policy.row_labels, header.ct0, header.ct, key)
+
+    def reconstruction(self, policy: PolicyMatrix, key: SecretKey) -> dict[int, int]:
+        """The γ_i (row -> coefficient) of the fewest rows the key can use."""
+        gammas = policy.reconstruction(frozenset(key.sk), self.group.order)
         if gammas is None:
             raise PolicyNotSatisfied("the key's attributes do not satisfy the envelope's policy")
+        return gammas
+
+    def decrypt_rows(
+        self,
+        gammas: Mapping[int, int],
+        row_labels: Sequence[str],
+        ct0: tuple[Any, Any, Any],
+        ct: Mapping[int, tuple[Any, Any, Any]] | Sequence[tuple[Any, Any, Any]],
+        key: SecretKey,
+    ) -> Any:
+        """Recover K from the header rows named in `gammas` only (`ct` needs no others:
+        a decrypting client validates just the points it computes with)."""
+        G = self.group
         rows = sorted(gammas)
-        labels = policy.row_labels
+        labels = row_labels
         ones = all(gammas[i] == 1 for i in rows)
 
         def combine(points: list[Any]) -> Any:
@@ -238,13 +303,13 @@ class Fame:
 
         pairs = []
         for l in range(3):  # noqa: E741
-            ct_l = combine([header.ct[i][l] for i in rows])
+            ct_l = combine([ct[i][l] for i in rows])
             sk_l = combine(
                 [
                     (key.sk[labels[i]].sk1, key.sk[labels[i]].sk2, key.sk[labels[i]].sk3)[l]
                     for i in rows
                 ]
             )
-            pairs.append((G.g1_add(key.sk_prime[l], sk_l), header.ct0[l]))
+            pairs.append((G.g1_add(key.sk_prime[l], sk_l), ct0[l]))
             pairs.append((G.g1_neg(ct_l), key.sk0[l]))
         return G.pairing_product(pairs)

@@ -9,7 +9,7 @@ ever returned.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -43,6 +43,12 @@ def _parse(cls: type[M], data: bytes, kind: int, what: str) -> M:
     scheme = getattr(msg, "scheme", SCHEME_ID)
     if scheme != SCHEME_ID:
         raise DecodeError(f"{what}: unsupported scheme {scheme!r}")
+    # One encoding per object: unknown, repeated or reordered fields are refused, so
+    # no byte of a serialized object can change without the parse failing or the
+    # object changing (and every object we write is in this canonical form).
+    msg.DiscardUnknownFields()  # recursive; re-serializing then shows they were there
+    if msg.SerializeToString(deterministic=True) != bytes(data):
+        raise DecodeError(f"{what}: not in canonical encoding (unknown or repeated fields)")
     return msg
 
 
@@ -177,7 +183,9 @@ def user_key_from_bytes(group: PairingBackend, data: bytes) -> UserKey:
         if not part.label or len(part.label) > MAX_LABEL_CHARS or part.label in parts:
             raise DecodeError("user key: empty, over-long or repeated attribute label")
         parts[part.label] = AttributeKey(
-            group.g1_from_bytes(part.sk1), group.g1_from_bytes(part.sk2), group.g1_from_bytes(part.sk3)
+            group.g1_from_bytes(part.sk1),
+            group.g1_from_bytes(part.sk2),
+            group.g1_from_bytes(part.sk3),
         )
     sk0 = _g2s(group, msg.sk0, 3, "user key sk0")
     skp = _g1s(group, msg.sk_prime, 3, "user key sk'")
@@ -229,7 +237,36 @@ def envelope_header_from_bytes(data: bytes) -> fpb.Envelope:
         raise DecodeError("envelope: bad nonce or ciphertext length")
     if not msg.policy:
         raise DecodeError("envelope: no policy")
+    g1, g2 = 48, 96  # compressed encodings: lengths are checked before any point is decoded
+    if any(len(b) != g2 for b in msg.ct0) or any(
+        len(r.ct1) != g1 or len(r.ct2) != g1 or len(r.ct3) != g1 for r in msg.rows
+    ):
+        raise DecodeError("envelope: a header point has the wrong length")
     return msg
+
+
+def envelope_header_bytes(msg: fpb.Envelope) -> tuple[tuple[bytes, ...], ...]:
+    """The header encodings as the associated data binds them: ct0, then each row."""
+    return (
+        tuple(bytes(b) for b in msg.ct0),
+        *((bytes(r.ct1), bytes(r.ct2), bytes(r.ct3)) for r in msg.rows),
+    )
+
+
+def envelope_points(
+    group: PairingBackend, msg: fpb.Envelope, rows: Iterable[int]
+) -> tuple[tuple[Any, Any, Any], dict[int, tuple[Any, Any, Any]]]:
+    """ct0 and the named rows, every point validated (curve, subgroup, not identity)."""
+    ct0 = _g2s(group, msg.ct0, 3, "envelope ct0")
+    out: dict[int, tuple[Any, Any, Any]] = {}
+    for i in rows:
+        r = msg.rows[i]
+        out[i] = (
+            group.g1_from_bytes(r.ct1),
+            group.g1_from_bytes(r.ct2),
+            group.g1_from_bytes(r.ct3),
+        )
+    return (ct0[0], ct0[1], ct0[2]), out
 
 
 def envelope_from_bytes(group: PairingBackend, data: bytes) -> EnvelopeData:
@@ -240,8 +277,9 @@ def envelope_from_bytes(group: PairingBackend, data: bytes) -> EnvelopeData:
         rows.append(
             (group.g1_from_bytes(r.ct1), group.g1_from_bytes(r.ct2), group.g1_from_bytes(r.ct3))
         )
-    header_bytes = (tuple(bytes(b) for b in msg.ct0),) + tuple(
-        (bytes(r.ct1), bytes(r.ct2), bytes(r.ct3)) for r in msg.rows
+    header_bytes = (
+        tuple(bytes(b) for b in msg.ct0),
+        *((bytes(r.ct1), bytes(r.ct2), bytes(r.ct3)) for r in msg.rows),
     )
     return EnvelopeData(
         authority_id=msg.authority_id,

@@ -10,52 +10,86 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ehr_abe.paths import state_dir
 
+pytest_plugins = ["pytester"]  # tests/test_infra_minio.py checks the skip/require rule
+
+REQUIRE_MINIO = "EHR_ABE_REQUIRE_MINIO"
+REQUIRE_FABRIC = "EHR_ABE_REQUIRE_FABRIC"
+
 
 def infra_dir() -> Path:
+    """The state dir `ehr-abe infra up` uses by default (same rule as InfraConfig)."""
     override = os.environ.get("EHR_ABE_INFRA_DIR")
     return Path(override) if override else state_dir() / "infra"
 
 
-def _unavailable(what: str, env: str, reason: str) -> None:
-    if os.environ.get(env) == "1":
-        pytest.fail(f"{what} is required here ({env}=1) but unavailable: {reason}")
+def unavailable(what: str, require_env: str, reason: str) -> None:
+    """Skip the test, or fail it where the environment says `what` is required."""
+    if os.environ.get(require_env) == "1":
+        pytest.fail(f"{what} is required here ({require_env}=1) but unavailable: {reason}")
     pytest.skip(f"{what} unavailable: {reason}")
+
+
+def _connection_file(component: str, what: str, require_env: str) -> Path:
+    path = infra_dir() / component / "connection.json"
+    if not path.exists():
+        unavailable(what, require_env, f"{path} missing (run `ehr-abe infra up {component}`)")
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        unavailable(what, require_env, f"{path} unreadable: {exc}")
+    return path
 
 
 @pytest.fixture(scope="session")
 def minio_connection() -> Path:
-    path = infra_dir() / "minio" / "connection.json"
-    if not path.exists():
-        _unavailable("MinIO", "EHR_ABE_REQUIRE_MINIO", f"{path} missing (run `ehr-abe infra up minio`)")
+    """`<infra>/minio/connection.json` of a MinIO that answers its health check."""
+    path = _connection_file("minio", "MinIO", REQUIRE_MINIO)
     endpoint = json.loads(path.read_text())["endpoint"]
     try:
         with urllib.request.urlopen(f"http://{endpoint}/minio/health/ready", timeout=3):
             pass
     except OSError as exc:
-        _unavailable("MinIO", "EHR_ABE_REQUIRE_MINIO", f"not answering at {endpoint}: {exc}")
+        unavailable("MinIO", REQUIRE_MINIO, f"not answering at {endpoint}: {exc}")
     return path
 
 
 @pytest.fixture(scope="session")
 def fabric_connection() -> Path:
-    path = infra_dir() / "fabric" / "connection.json"
-    if not path.exists():
-        _unavailable("Fabric", "EHR_ABE_REQUIRE_FABRIC", f"{path} missing (run `ehr-abe infra up fabric`)")
+    """`<infra>/fabric/connection.json` of the Fabric network `ehr-abe infra up` started."""
+    return _connection_file("fabric", "Fabric", REQUIRE_FABRIC)
+
+
+@pytest.fixture(scope="session")
+def minio_binary() -> Path:
+    """The cached MinIO binary of the pinned version (tests never build it)."""
+    from ehr_abe.infra.config import minio_binary_path, pinned_minio_version
+
+    path = minio_binary_path(pinned_minio_version())
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        unavailable("MinIO", REQUIRE_MINIO, f"{path} not built (run `ehr-abe infra up minio`)")
     return path
 
 
 @pytest.fixture
-def minio_store(minio_connection: Path) -> Iterator[object]:
+def minio_store(minio_connection: Path) -> Iterator[Any]:
     from storage_service.objectstore.minio_store import MinioStore
 
     store = MinioStore.from_connection_file(minio_connection)
     yield store
     store.close()
+
+
+@pytest.fixture
+def unique_prefix() -> str:
+    """A key prefix of its own per test: MinIO objects are locked and outlive the test."""
+    return f"test/{secrets.token_hex(6)}/"

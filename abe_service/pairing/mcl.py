@@ -20,6 +20,7 @@ from ehr_abe.errors import DecodeError
 
 _FR_WORDS, _G1_WORDS, _G2_WORDS, _GT_WORDS = 4, 18, 36, 72
 MCL_BLS12_381 = 5
+_SIZE_32, _SIZE_48, _SIZE_96 = ctypes.c_size_t(32), ctypes.c_size_t(48), ctypes.c_size_t(96)
 
 
 class _Fr(ctypes.Structure):
@@ -38,20 +39,47 @@ class GTElement(ctypes.Structure):
     _fields_ = [("d", ctypes.c_uint64 * _GT_WORDS)]
 
 
-def _load() -> ctypes.CDLL:
+#: What the fast backend adds: MSM and Miller loops with one final exponentiation.
+FAST_SYMBOLS = ("mclBnG1_mulVec", "mclBnG2_mulVec", "mclBn_millerLoopVec", "mclBn_finalExp")
+#: What every backend needs from the library (our DST, encodings, GT validation).
+BASIC_SYMBOLS = (
+    "mclBnG1_hashAndMapToWithDst",
+    "mclBn_setETHserialization",
+    "mclBn_verifyOrderG1",
+    "mclBn_verifyOrderG2",
+    "mclBnGT_powGeneric",
+    "mclBnGT_isValid",
+    "mclBnFr_setBigEndianMod",
+)
+
+
+def _load(required: tuple[str, ...]) -> ctypes.CDLL:
     try:
         import pymcl
     except ImportError as exc:
         raise OSError(f"pymcl is not installed: {exc}") from None
     lib = ctypes.CDLL(pymcl._pymcl.__file__)
-    for sym in ("mclBnG1_mulVec", "mclBn_millerLoopVec", "mclBn_finalExp", "mclBnG1_hashAndMapToWithDst"):
+    for sym in required:
         if not hasattr(lib, sym):
             raise OSError(f"pymcl's library does not export {sym}")
     if lib.mclBn_getCurveType() != MCL_BLS12_381:
         raise OSError("pymcl is not initialised for BLS12-381")
     if lib.mclBn_getFrByteSize() != 32 or lib.mclBn_getG1ByteSize() != 48:
         raise OSError("unexpected mcl build (field sizes)")
+    # size_t results (lengths read or written); arguments of type size_t are
+    # passed as c_size_t at each call site.
+    for fn in (
+        "mclBnG1_serialize",
+        "mclBnG2_serialize",
+        "mclBnGT_serialize",
+        "mclBnG1_deserialize",
+        "mclBnG2_deserialize",
+        "mclBnGT_deserialize",
+    ):
+        getattr(lib, fn).restype = ctypes.c_size_t
     lib.mclBn_setETHserialization(1)
+    # With these on, G1/G2 deserialization checks the prime-order subgroup itself
+    # (and the curve equation, by decompression), so no second isValid pass is needed.
     lib.mclBn_verifyOrderG1(1)
     lib.mclBn_verifyOrderG2(1)
     return lib
@@ -64,14 +92,28 @@ class MclBackend:
     g2_bytes = 96
     gt_bytes = 576
     _instance: ClassVar[MclBackend | None] = None
+    _codec: ClassVar[MclBackend | None] = None
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     @classmethod
     def instance(cls) -> MclBackend:
+        """The fast backend; OSError if the library lacks MSM or multi-pairing."""
         with cls._lock:
             if cls._instance is None:
-                cls._instance = cls(_load())
+                cls._instance = cls(_load(BASIC_SYMBOLS + FAST_SYMBOLS))
             return cls._instance
+
+    @classmethod
+    def codec(cls) -> MclBackend:
+        """Hashing, encodings and validation only (needs just BASIC_SYMBOLS): what the
+        pymcl backend borrows, so it still works where the fast symbols are missing.
+        Calling g1_msm/pairing_product on it may fail."""
+        with cls._lock:
+            if cls._instance is not None:
+                return cls._instance
+            if cls._codec is None:
+                cls._codec = cls(_load(BASIC_SYMBOLS))
+            return cls._codec
 
     def __init__(self, lib: ctypes.CDLL):
         self._lib = lib
@@ -93,7 +135,7 @@ class MclBackend:
     def _fr(self, k: int) -> _Fr:
         fr = _Fr()
         data = (k % self.order).to_bytes(32, "big")
-        if self._lib.mclBnFr_setBigEndianMod(ctypes.byref(fr), data, 32) != 0:
+        if self._lib.mclBnFr_setBigEndianMod(ctypes.byref(fr), data, _SIZE_32) != 0:
             raise ValueError("scalar conversion failed")
         return fr
 
@@ -102,7 +144,7 @@ class MclBackend:
         lib = self._lib
         r = self.order
         for i, k in enumerate(scalars):
-            lib.mclBnFr_setBigEndianMod(ctypes.byref(arr[i]), (k % r).to_bytes(32, "big"), 32)
+            lib.mclBnFr_setBigEndianMod(ctypes.byref(arr[i]), (k % r).to_bytes(32, "big"), _SIZE_32)
         return arr
 
     # -- G1 -----------------------------------------------------------------------
@@ -111,7 +153,12 @@ class MclBackend:
 
     def hash_to_g1(self, data: bytes, dst: bytes) -> G1Point:
         p = G1Point()
-        if self._lib.mclBnG1_hashAndMapToWithDst(ctypes.byref(p), data, len(data), dst, len(dst)) != 0:
+        if (
+            self._lib.mclBnG1_hashAndMapToWithDst(
+                ctypes.byref(p), data, ctypes.c_size_t(len(data)), dst, ctypes.c_size_t(len(dst))
+            )
+            != 0
+        ):
             raise ValueError("hash to G1 failed")
         return p
 
@@ -138,7 +185,9 @@ class MclBackend:
         if n == 0:
             return out
         pts = (G1Point * n)(*points)
-        self._lib.mclBnG1_mulVec(ctypes.byref(out), pts, self._fr_array(scalars), n)
+        self._lib.mclBnG1_mulVec(
+            ctypes.byref(out), pts, self._fr_array(scalars), ctypes.c_size_t(n)
+        )
         return out
 
     def g1_is_identity(self, p: G1Point) -> bool:
@@ -161,6 +210,27 @@ class MclBackend:
         self._lib.mclBnG2_add(ctypes.byref(out), ctypes.byref(p), ctypes.byref(q))
         return out
 
+    def g2_neg(self, p: G2Point) -> G2Point:
+        out = G2Point()
+        self._lib.mclBnG2_neg(ctypes.byref(out), ctypes.byref(p))
+        return out
+
+    def g2_msm(self, points: Sequence[G2Point], scalars: Sequence[int]) -> G2Point:
+        n = len(points)
+        if n != len(scalars):
+            raise ValueError("points and scalars differ in length")
+        out = G2Point()
+        if n == 0:
+            return out
+        pts = (G2Point * n)(*points)
+        self._lib.mclBnG2_mulVec(
+            ctypes.byref(out), pts, self._fr_array(scalars), ctypes.c_size_t(n)
+        )
+        return out
+
+    def g2_is_identity(self, p: G2Point) -> bool:
+        return bool(self._lib.mclBnG2_isZero(ctypes.byref(p)))
+
     def g2_eq(self, p: G2Point, q: G2Point) -> bool:
         return bool(self._lib.mclBnG2_isEqual(ctypes.byref(p), ctypes.byref(q)))
 
@@ -178,7 +248,7 @@ class MclBackend:
             return out
         ps = (G1Point * n)(*(p for p, _ in pairs))
         qs = (G2Point * n)(*(q for _, q in pairs))
-        self._lib.mclBn_millerLoopVec(ctypes.byref(out), ps, qs, n)
+        self._lib.mclBn_millerLoopVec(ctypes.byref(out), ps, qs, ctypes.c_size_t(n))
         self._lib.mclBn_finalExp(ctypes.byref(out), ctypes.byref(out))
         return out
 
@@ -198,7 +268,7 @@ class MclBackend:
     # -- encodings ------------------------------------------------------------------------
     def _ser(self, fn: str, obj: ctypes.Structure, size: int) -> bytes:
         buf = ctypes.create_string_buffer(size)
-        n = getattr(self._lib, fn)(buf, size, ctypes.byref(obj))
+        n = getattr(self._lib, fn)(buf, ctypes.c_size_t(size), ctypes.byref(obj))
         if n != size:
             raise ValueError(f"{fn} wrote {n} bytes")
         return buf.raw
@@ -216,8 +286,8 @@ class MclBackend:
         if not isinstance(data, bytes | bytearray) or len(data) != 48:
             raise DecodeError("a G1 point is 48 bytes")
         p = G1Point()
-        read = self._lib.mclBnG1_deserialize(ctypes.byref(p), bytes(data), 48)
-        if read != 48 or not self._lib.mclBnG1_isValid(ctypes.byref(p)):
+        read = self._lib.mclBnG1_deserialize(ctypes.byref(p), bytes(data), _SIZE_48)
+        if read != 48:
             raise DecodeError("not a valid G1 point (encoding, curve or subgroup)")
         if not allow_identity and self._lib.mclBnG1_isZero(ctypes.byref(p)):
             raise DecodeError("the G1 identity is not allowed here")
@@ -227,8 +297,8 @@ class MclBackend:
         if not isinstance(data, bytes | bytearray) or len(data) != 96:
             raise DecodeError("a G2 point is 96 bytes")
         p = G2Point()
-        read = self._lib.mclBnG2_deserialize(ctypes.byref(p), bytes(data), 96)
-        if read != 96 or not self._lib.mclBnG2_isValid(ctypes.byref(p)):
+        read = self._lib.mclBnG2_deserialize(ctypes.byref(p), bytes(data), _SIZE_96)
+        if read != 96:
             raise DecodeError("not a valid G2 point (encoding, curve or subgroup)")
         if not allow_identity and self._lib.mclBnG2_isZero(ctypes.byref(p)):
             raise DecodeError("the G2 identity is not allowed here")
@@ -238,7 +308,7 @@ class MclBackend:
         if not isinstance(data, bytes | bytearray) or len(data) != 576:
             raise DecodeError("a GT element is 576 bytes")
         a = GTElement()
-        read = self._lib.mclBnGT_deserialize(ctypes.byref(a), bytes(data), 576)
+        read = self._lib.mclBnGT_deserialize(ctypes.byref(a), bytes(data), ctypes.c_size_t(576))
         if read != 576 or not self._lib.mclBnGT_isValid(ctypes.byref(a)):
             raise DecodeError("not a valid GT element")
         # Subgroup check with the generic (non-GLV) power: a^(r-1) * a == 1, and a != 1.

@@ -1,16 +1,15 @@
 """Compiling policies to monotone span programs (MSPs) for FAME.
 
-1. Integer comparisons become monotone formulas over bit attributes
-   (BSW07 / OpenABE): a key for `age = 42` holds, for each of 32 bits, the
-   label `age#<bit>=<0|1>`; `age >= 18` becomes a small and/or formula over
-   those labels. `#` cannot occur in user attributes, so no collision.
-2. The formula becomes an MSP with the Lewko–Waters construction (target
-   vector (1, 0, …, 0)): an OR gate copies its vector, an AND gate of k
-   children adds k-1 columns with entries ±1, and a k-of-n threshold gate adds
-   k-1 columns with Vandermonde entries (child j gets j, j², …, j^(k-1)), so
-   its shares reconstruct with Lagrange coefficients.
-3. Reconstruction coefficients are computed on the tree (not by elimination),
-   choosing the fewest rows: decryption cost grows with the rows used.
+1. The policy is put in normal form (language.normalize); envelopes store that
+   text, and compiling it again yields the identical MSP.
+2. Integer comparisons become monotone formulas over key labels (integers.py).
+3. The formula becomes an MSP with the Lewko-Waters construction, target vector
+   (1, 0, ..., 0): an OR gate gives its vector to every child; an AND gate of n
+   children adds n-1 columns, one child gets (v, 1), the next ones (0, -1, 1)
+   chained, the last (0, ..., -1); a k-of-n gate adds k-1 columns and child j
+   gets (v, j, j^2, ..., j^(k-1)), so its shares reconstruct by Lagrange at 0.
+4. Reconstruction coefficients come from the tree (no elimination), choosing
+   the fewest rows: decryption cost grows with the rows used.
 """
 
 from __future__ import annotations
@@ -19,78 +18,57 @@ from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
+from abe_service.policy.integers import compile_comparison, integer_labels
 from abe_service.policy.language import (
     INT_BITS,
     INT_MAX,
+    KEYWORDS,
+    MAX_ATTRIBUTE_CHARS,
+    MAX_POLICY_CHARS,
+    NAME_RE,
+    VALUE_RE,
     And,
     Attr,
     Compare,
-    Node,
     Or,
+    PolicyNode,
     Threshold,
-    _NAME_RE,
-    _VALUE_RE,
     mentioned,
     normalize,
     parse,
     render,
 )
-from ehr_abe.errors import PolicyError
+from ehr_abe.errors import InvalidArgument, PolicyError
 
-MAX_LEAVES = 1024
-
-
-def bit_label(name: str, bit: int, value: int) -> str:
-    return f"{name}#{bit}={value}"
+#: Most rows a compiled policy may have (each costs FAME three G1 elements and
+#: multi-exponentiations at encryption).
+MAX_ROWS = 1024
 
 
-def _bits(name: str, c: int, upto: int, want_ge: bool) -> Node | None:
-    """x[upto..0] >= c (want_ge) or x[upto..0] <= c, as a monotone formula; None = always true."""
-    node: Node | None = None  # formula for the bits below the current one
-    for i in range(0, upto + 1):
-        ci = (c >> i) & 1
-        if want_ge:
-            leaf = Attr(bit_label(name, i, 1))
-            if ci == 1:
-                node = leaf if node is None else And((leaf, node))
-            elif node is not None:
-                node = Or((leaf, node))
-        else:
-            leaf = Attr(bit_label(name, i, 0))
-            if ci == 0:
-                node = leaf if node is None else And((leaf, node))
-            elif node is not None:
-                node = Or((leaf, node))
-    return node
+# -- formula with row numbers ---------------------------------------------------------------
+@dataclass(frozen=True)
+class _Leaf:
+    row: int
+    label: str
 
 
-def _compare(cmp: Compare, text: str) -> Node:
-    name, c = cmp.name, cmp.value
-    top = INT_BITS - 1
-    if cmp.op == "==":
-        return And(tuple(Attr(bit_label(name, i, (c >> i) & 1)) for i in reversed(range(INT_BITS))))
-    if cmp.op in (">", ">="):
-        bound = c + 1 if cmp.op == ">" else c
-        if bound > INT_MAX:
-            raise PolicyError(f"'{render(cmp)}' can never be satisfied ({INT_BITS}-bit integers)")
-        node = _bits(name, bound, top, want_ge=True)
-    else:
-        bound = c - 1 if cmp.op == "<" else c
-        if bound < 0:
-            raise PolicyError(f"'{render(cmp)}' can never be satisfied (integers are non-negative)")
-        node = _bits(name, bound, top, want_ge=False)
-    if node is None:
-        raise PolicyError(f"'{render(cmp)}' is always true: remove it from the policy")
-    return node
+@dataclass(frozen=True)
+class _Gate:
+    k: int  # children needed: 1 = or, len(children) = and
+    children: tuple[_Leaf | _Gate, ...]
+    leaves: int
 
 
-def expand(node: Node, text: str = "") -> Node:
-    """Replace comparisons by formulas over bit attributes."""
+_Formula = _Leaf | _Gate
+
+
+def _expand(node: PolicyNode) -> PolicyNode:
+    """Replace comparisons by formulas over key labels; keep the shape otherwise."""
     if isinstance(node, Attr):
         return node
     if isinstance(node, Compare):
-        return _compare(node, text)
-    kids = tuple(expand(c, text) for c in node.children)
+        return compile_comparison(node)
+    kids = tuple(_expand(c) for c in node.children)
     if isinstance(node, And):
         return And(kids)
     if isinstance(node, Or):
@@ -98,217 +76,311 @@ def expand(node: Node, text: str = "") -> Node:
     return Threshold(node.k, kids)
 
 
-# -- MSP ----------------------------------------------------------------------------
-@dataclass
-class _Builder:
-    rows: list[list[int]] = field(default_factory=list)
-    labels: list[str] = field(default_factory=list)
-    cols: int = 1
+def _number(node: PolicyNode, next_row: list[int]) -> _Formula:
+    """Number leaves left to right (row i of the MSP is leaf i); flatten and/or
+    nested by the comparison expansion."""
+    if isinstance(node, Attr):
+        row = next_row[0]
+        if row >= MAX_ROWS:
+            raise PolicyError(
+                f"the policy needs more than {MAX_ROWS} span-program rows "
+                "(integer comparisons cost up to 33 each): split it or simplify it"
+            )
+        next_row[0] += 1
+        return _Leaf(row, node.label)
+    assert not isinstance(node, Compare)  # expanded before numbering
+    kids: list[_Formula] = []
+    for c in node.children:
+        sub = _number(c, next_row)
+        same_kind = isinstance(sub, _Gate) and (
+            (isinstance(node, Or) and sub.k == 1)
+            or (isinstance(node, And) and sub.k == len(sub.children))
+        )
+        kids.extend(sub.children if same_kind and isinstance(sub, _Gate) else (sub,))
+    k = 1 if isinstance(node, Or) else len(kids) if isinstance(node, And) else node.k
+    leaves = sum(1 if isinstance(c, _Leaf) else c.leaves for c in kids)
+    return _Gate(k, tuple(kids), leaves)
 
-    def build(self, node: Node, v: list[int]) -> None:
-        if isinstance(node, Attr):
-            if len(self.rows) >= MAX_LEAVES:
-                raise PolicyError(f"the policy has more than {MAX_LEAVES} leaves after expansion")
-            self.rows.append(v)
-            self.labels.append(node.label)
+
+def _leaf_count(f: _Formula) -> int:
+    return 1 if isinstance(f, _Leaf) else f.leaves
+
+
+@dataclass
+class _MspBuilder:
+    rows: dict[int, list[int]] = field(default_factory=dict)
+    columns: int = 1
+
+    def build(self, f: _Formula, v: list[int]) -> None:
+        if isinstance(f, _Leaf):
+            self.rows[f.row] = v
             return
-        if isinstance(node, Or):
-            for c in node.children:
-                self.build(c, list(v))
-            return
-        if isinstance(node, And):
-            k = len(node.children)
-            base = self.cols
-            self.cols += k - 1
-            for m, c in enumerate(node.children):
-                vec = [0] * self.cols
-                if m == 0:
+        n, k = len(f.children), f.k
+        if k == 1:  # OR: every child gets the parent's vector
+            for c in f.children:
+                self.build(c, v)
+        elif k == n:  # AND, Lewko-Waters; v goes to the smallest child (fewer nonzeros)
+            base = self.columns
+            self.columns += n - 1
+            carrier = min(range(n), key=lambda j: _leaf_count(f.children[j]))
+            order = [carrier, *(j for j in range(n) if j != carrier)]
+            for pos, j in enumerate(order):
+                vec = [0] * self.columns
+                if pos == 0:
                     vec[: len(v)] = v
-                    vec[base] = 1
                 else:
-                    vec[base + m - 1] = -1
-                    if m < k - 1:
-                        vec[base + m] = 1
+                    vec[base + pos - 1] = -1
+                if pos < n - 1:
+                    vec[base + pos] = 1
+                self.build(f.children[j], vec)
+        else:  # k of n: Vandermonde rows at the points 1..n
+            base = self.columns
+            self.columns += k - 1
+            for j, c in enumerate(f.children, start=1):
+                vec = [0] * self.columns
+                vec[: len(v)] = v
+                for e in range(1, k):
+                    vec[base + e - 1] = j**e
                 self.build(c, vec)
-            return
-        assert isinstance(node, Threshold)
-        base = self.cols
-        self.cols += node.k - 1
-        for j, c in enumerate(node.children, start=1):
-            vec = [0] * self.cols
-            vec[: len(v)] = v
-            for e in range(1, node.k):
-                vec[base + e - 1] = j**e
-            self.build(c, vec)
 
 
 def _lagrange_at_zero(xs: list[int], modulus: int) -> list[int]:
-    out = []
+    coefficients = []
     for i, xi in enumerate(xs):
         num, den = 1, 1
         for j, xj in enumerate(xs):
             if i != j:
-                num = num * (-xj) % modulus
+                num = num * -xj % modulus
                 den = den * (xi - xj) % modulus
-        out.append(num * pow(den, -1, modulus) % modulus)
-    return out
+        coefficients.append(num * pow(den, -1, modulus) % modulus)
+    return coefficients
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """Rows used and their coefficients (as a dict row → coeff, not yet reduced)."""
+def _satisfied(f: _Formula, labels: AbstractSet[str]) -> bool:
+    if isinstance(f, _Leaf):
+        return f.label in labels
+    needed = f.k
+    for c in f.children:
+        if _satisfied(c, labels):
+            needed -= 1
+            if needed == 0:
+                return True
+    return False
 
-    coeffs: dict[int, int]
+
+def _reconstruct(f: _Formula, labels: AbstractSet[str], modulus: int) -> dict[int, int] | None:
+    """Row -> coefficient with the fewest rows reconstructing f's vector, or None.
+
+    Children are disjoint subtrees, so the fewest rows is the sum over the k
+    cheapest satisfiable children (ties: leftmost), recursively."""
+    if isinstance(f, _Leaf):
+        return {f.row: 1} if f.label in labels else None
+    solved: list[tuple[int, int, dict[int, int]]] = []
+    for j, c in enumerate(f.children, start=1):
+        sub = _reconstruct(c, labels, modulus)
+        if sub is not None:
+            solved.append((len(sub), j, sub))
+        elif f.k == len(f.children):
+            return None  # AND: one failure is enough
+    if len(solved) < f.k:
+        return None
+    solved.sort(key=lambda t: (t[0], t[1]))
+    chosen = solved[: f.k]
+    if f.k == 1:
+        return chosen[0][2]
+    merged: dict[int, int] = {}
+    if f.k == len(f.children):  # AND: the shares add up, coefficients 1
+        for _, _, sub in chosen:
+            merged.update(sub)
+        return merged
+    lam = _lagrange_at_zero([j for _, j, _ in chosen], modulus)
+    for (_, _, sub), lj in zip(chosen, lam, strict=True):
+        for row, coefficient in sub.items():
+            merged[row] = coefficient * lj % modulus
+    return merged
 
 
 @dataclass(frozen=True, eq=False)
 class CompiledPolicy:
+    """A policy compiled to a monotone span program (M, rho).
+
+    Row i of `matrix` belongs to the key label `row_labels[i]`; a label set
+    satisfies the policy iff the rows it owns span (1, 0, ..., 0)."""
+
     source: str
     normal_form: str
     matrix: tuple[tuple[int, ...], ...]
     row_labels: tuple[str, ...]
-    tree: Node  # expanded tree whose leaves, left to right, are the rows
+    _formula: _Formula = field(repr=False)
+
+    @property
+    def rows(self) -> int:
+        return len(self.matrix)
+
+    @property
+    def columns(self) -> int:
+        return len(self.matrix[0]) if self.matrix else 0
+
+    @property
+    def nonzero_entries(self) -> int:
+        return sum(1 for row in self.matrix for m in row if m)
 
     def satisfied_by(self, labels: AbstractSet[str]) -> bool:
-        return _satisfied(self.tree, labels)
+        """Do these key labels (see expand_attributes) satisfy the policy?"""
+        return _satisfied(self._formula, labels)
 
     def reconstruction(self, labels: AbstractSet[str], modulus: int) -> dict[int, int] | None:
-        counter = [0]
-        plan = _reconstruct(self.tree, labels, modulus, counter)
-        if plan is None:
-            return None
-        return {row: c % modulus for row, c in plan[1].items()}
+        """Rows I and c_i (mod the prime `modulus`) with sum_i c_i * M_i = (1, 0, ..., 0),
+        using the fewest rows; None if the labels do not satisfy the policy."""
+        if modulus <= max(len(self.matrix), 2):
+            raise InvalidArgument("reconstruction needs a prime modulus larger than the policy")
+        return _reconstruct(self._formula, labels, modulus)
 
 
-def _satisfied(node: Node, labels: AbstractSet[str]) -> bool:
-    if isinstance(node, Attr):
-        return node.label in labels
-    if isinstance(node, And):
-        return all(_satisfied(c, labels) for c in node.children)
-    if isinstance(node, Or):
-        return any(_satisfied(c, labels) for c in node.children)
-    if isinstance(node, Threshold):
-        return sum(_satisfied(c, labels) for c in node.children) >= node.k
-    raise AssertionError(node)
-
-
-def _count_leaves(node: Node) -> int:
-    if isinstance(node, Attr):
-        return 1
-    if isinstance(node, Compare):
-        raise AssertionError("comparisons are expanded before compilation")
-    return sum(_count_leaves(c) for c in node.children)
-
-
-def _reconstruct(
-    node: Node, labels: AbstractSet[str], modulus: int, counter: list[int]
-) -> tuple[int, dict[int, int]] | None:
-    """(number of rows used, row → coefficient) reconstructing this node's vector,
-    or None. `counter` numbers the leaves left to right (the MSP's rows)."""
-    if isinstance(node, Attr):
-        row = counter[0]
-        counter[0] += 1
-        return (1, {row: 1}) if node.label in labels else None
-    kids = [_reconstruct(c, labels, modulus, counter) for c in node.children]
-    if isinstance(node, Or):
-        ok = [k for k in kids if k is not None]
-        return min(ok, key=lambda k: k[0]) if ok else None
-    if isinstance(node, And):
-        if any(k is None for k in kids):
-            return None
-        merged: dict[int, int] = {}
-        for k in kids:
-            assert k is not None
-            merged.update(k[1])
-        return len(merged), merged
-    assert isinstance(node, Threshold)
-    ok = sorted(((k[0], j) for j, k in enumerate(kids, start=1) if k is not None))
-    if len(ok) < node.k:
-        return None
-    chosen = [j for _, j in ok[: node.k]]
-    lam = _lagrange_at_zero(chosen, modulus)
-    merged = {}
-    for j, lj in zip(chosen, lam, strict=True):
-        sub = kids[j - 1]
-        assert sub is not None
-        for row, c in sub[1].items():
-            merged[row] = c * lj % modulus
-    return len(merged), merged
+def _node(text_or_node: str | PolicyNode) -> PolicyNode:
+    return parse(text_or_node) if isinstance(text_or_node, str) else text_or_node
 
 
 def compile_policy(text: str) -> CompiledPolicy:
+    """Parse, normalise and compile a policy. Raises PolicyError for bad policies."""
     tree = normalize(parse(text))
-    nf = render(tree)
-    expanded = expand(tree, text)
-    if _count_leaves(expanded) > MAX_LEAVES:
-        raise PolicyError(f"the policy has more than {MAX_LEAVES} leaves after expansion")
-    b = _Builder()
-    b.build(expanded, [1])
-    matrix = tuple(tuple(r + [0] * (b.cols - len(r))) for r in b.rows)
-    return CompiledPolicy(text, nf, matrix, tuple(b.labels), expanded)
+    formula = _number(_expand(tree), [0])
+    builder = _MspBuilder()
+    builder.build(formula, [1])
+    width = builder.columns
+    matrix = tuple(
+        tuple(builder.rows[i] + [0] * (width - len(builder.rows[i])))
+        for i in range(len(builder.rows))
+    )
+    labels = _row_labels(formula, len(matrix))
+    canonical = render(tree)
+    if len(canonical) > MAX_POLICY_CHARS:
+        # Envelopes store the normal form and decryption parses it again.
+        raise PolicyError(
+            f"the policy's normal form is longer than {MAX_POLICY_CHARS} characters: shorten it"
+        )
+    return CompiledPolicy(text, canonical, matrix, labels, formula)
 
 
-def normal_form(text_or_node: str | Node) -> str:
-    node = parse(text_or_node) if isinstance(text_or_node, str) else text_or_node
-    return render(normalize(node))
+def _row_labels(f: _Formula, count: int) -> tuple[str, ...]:
+    out = [""] * count
+    stack: list[_Formula] = [f]
+    while stack:
+        g = stack.pop()
+        if isinstance(g, _Leaf):
+            out[g.row] = g.label
+        else:
+            stack.extend(g.children)
+    return tuple(out)
 
 
-def attributes(text_or_node: str | Node) -> tuple[str, ...]:
-    node = parse(text_or_node) if isinstance(text_or_node, str) else text_or_node
-    return tuple(sorted(mentioned(node)))
+def normal_form(text_or_node: str | PolicyNode) -> str:
+    """Canonical policy text: lower-case keywords and names, `==` for `=`,
+    flattened and de-duplicated and/or, children sorted, `1 of` as `or` and
+    `n of n` as `and`. normal_form(normal_form(p)) == normal_form(p)."""
+    return render(normalize(_node(text_or_node)))
 
 
-# -- key side -------------------------------------------------------------------------
-def parse_attribute(s: str) -> tuple[str, str | int | None]:
-    """One key attribute: `name`, `name:value` or `name=integer`."""
-    if not isinstance(s, str) or not s:
-        raise PolicyError("an attribute must be non-empty text")
+def attributes(text_or_node: str | PolicyNode) -> tuple[str, ...]:
+    """Sorted user-facing attributes a policy mentions: `role:doctor`, and for
+    integer comparisons the name alone (`age`)."""
+    return tuple(sorted(mentioned(_node(text_or_node))))
+
+
+# -- key side -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KeyAttribute:
+    """One key attribute: `name` (value None), `name:value` (str) or `name=n` (int)."""
+
+    name: str
+    value: str | int | None = None
+
+    def labels(self) -> list[str]:
+        if isinstance(self.value, int):
+            return integer_labels(self.name, self.value)
+        return [self.name if self.value is None else f"{self.name}:{self.value}"]
+
+
+def _check_name(name: str, whole: str) -> str:
+    if not NAME_RE.fullmatch(name):
+        raise PolicyError(
+            f"invalid attribute {whole!r}: a name is ASCII letters, digits, '_', '.', '-', "
+            "not starting with a digit, '.' or '-'"
+        )
+    low = name.lower()
+    if low in KEYWORDS:
+        raise PolicyError(f"invalid attribute {whole!r}: {low!r} is a policy keyword")
+    return low
+
+
+def parse_attribute(s: str) -> KeyAttribute:
+    """Validate one key attribute: `name`, `name:value` or `name=integer`
+    (surrounding whitespace is ignored). Same grammar as policy attributes."""
+    if not isinstance(s, str):
+        raise PolicyError("an attribute must be text")
     text = s.strip()
-    if "=" in text:
-        name, _, num = text.partition("=")
-        name, num = name.strip(), num.strip()
-        if not _NAME_RE.fullmatch(name):
-            raise PolicyError(f"invalid attribute name {name!r}")
-        if not num.isdigit():
-            raise PolicyError(f"attribute {text!r}: integer attributes take a non-negative integer")
-        value = int(num)
-        if value > INT_MAX:
-            raise PolicyError(f"attribute {text!r}: {value} does not fit in {INT_BITS} bits")
-        return name.lower(), value
-    name, sep, val = text.partition(":")
-    if not _NAME_RE.fullmatch(name):
-        raise PolicyError(f"invalid attribute name {name!r}: letters, digits, '_', '.', '-'; not starting with a digit")
-    if name.lower() in {"and", "or", "of", "not"}:
-        raise PolicyError(f"{name!r} is a keyword, not an attribute name")
-    if sep:
-        if not _VALUE_RE.fullmatch(val):
-            raise PolicyError(f"invalid attribute value {val!r}: letters, digits and _ . @ / + -")
-        return name.lower(), val
-    return name.lower(), None
-
-
-def _labels_for(name: str, value: str | int | None) -> list[str]:
-    if isinstance(value, int):
-        return [bit_label(name, i, (value >> i) & 1) for i in range(INT_BITS)]
-    return [name if value is None else f"{name}:{value}"]
+    if not text:
+        raise PolicyError("an attribute must not be empty")
+    if len(text) > MAX_ATTRIBUTE_CHARS:
+        raise PolicyError(f"an attribute is longer than {MAX_ATTRIBUTE_CHARS} characters")
+    if "=" in text and ":" not in text.partition("=")[0]:
+        name, _, number = text.partition("=")
+        low = _check_name(name, text)
+        if not number.isascii() or not number.isdigit():
+            raise PolicyError(
+                f"invalid attribute {text!r}: an integer attribute takes a non-negative integer"
+            )
+        digits = number.lstrip("0") or "0"
+        if len(digits) > len(str(INT_MAX)) or int(digits) > INT_MAX:
+            raise PolicyError(
+                f"invalid attribute {text!r}: does not fit in {INT_BITS} bits (max {INT_MAX})"
+            )
+        return KeyAttribute(low, int(digits))
+    name, colon, value = text.partition(":")
+    low = _check_name(name, text)
+    if not colon:
+        return KeyAttribute(low)
+    if not VALUE_RE.fullmatch(value):
+        raise PolicyError(f"invalid attribute {text!r}: a value is letters, digits and _ . @ / + -")
+    return KeyAttribute(low, value)
 
 
 def expand_attributes(attrs: Iterable[str] | Mapping[str, str | int | bool]) -> frozenset[str]:
-    """Key-side attribute labels, in the label space of CompiledPolicy.row_labels."""
-    out: set[str] = set()
+    """Key-side labels, in the label space of CompiledPolicy.row_labels.
+
+    Accepts strings (`role:doctor`, `admin`, `age=42`) or a mapping
+    ({"role": "doctor", "age": 42, "admin": True}; False omits the attribute).
+    An integer attribute may have one value only: two values would let the key
+    mix their bit labels and satisfy comparisons neither value satisfies."""
+    parsed: list[KeyAttribute] = []
     if isinstance(attrs, Mapping):
         for name, value in attrs.items():
+            if not isinstance(name, str):
+                raise PolicyError("attribute names must be text")
             if isinstance(value, bool):
                 if value:
-                    out.update(_labels_for(*parse_attribute(name)))
-                continue
-            if isinstance(value, int):
-                out.update(_labels_for(*parse_attribute(f"{name}={value}")))
+                    parsed.append(parse_attribute(name))
+            elif isinstance(value, int):
+                if (
+                    not 0 <= value <= INT_MAX
+                ):  # checked before formatting: huge ints cannot be printed
+                    raise PolicyError(f"invalid attribute {name!r}: integers are 0 .. {INT_MAX}")
+                parsed.append(parse_attribute(f"{name}={value}"))
+            elif isinstance(value, str):
+                parsed.append(parse_attribute(f"{name}:{value}"))
             else:
-                out.update(_labels_for(*parse_attribute(f"{name}:{value}")))
-        return frozenset(out)
-    if isinstance(attrs, str):
+                raise PolicyError(f"attribute {name!r}: a value is text, an integer or a boolean")
+    elif isinstance(attrs, str | bytes):
         raise PolicyError("give a list of attributes, not a single string")
-    for a in attrs:
-        out.update(_labels_for(*parse_attribute(a)))
+    else:
+        parsed = [parse_attribute(a) for a in attrs]
+    integers: dict[str, int] = {}
+    out: set[str] = set()
+    for a in parsed:
+        if isinstance(a.value, int) and integers.setdefault(a.name, a.value) != a.value:
+            raise PolicyError(
+                f"integer attribute {a.name!r} given two values ({integers[a.name]} and {a.value}); "
+                "a key holds one value per integer attribute"
+            )
+        out.update(a.labels())
     return frozenset(out)

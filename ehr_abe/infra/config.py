@@ -122,7 +122,9 @@ def _validate(s: MinioSettings) -> None:
         raise ConfigError("minio timeouts must be positive")
 
 
-def load_infra_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> InfraConfig:
+def load_infra_config(
+    path: Path | None = None, env: Mapping[str, str] | None = None
+) -> InfraConfig:
     """Defaults, then the TOML file at `path` (if any), then the environment."""
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
@@ -135,7 +137,9 @@ def load_infra_config(path: Path | None = None, env: Mapping[str, str] | None = 
             raise ConfigError(f"infra config {path} is not valid TOML: {exc}") from None
     unknown_sections = set(data) - {"state_dir", "minio", "fabric"}
     if unknown_sections:
-        raise ConfigError(f"infra config {path}: unknown keys {', '.join(sorted(unknown_sections))}")
+        raise ConfigError(
+            f"infra config {path}: unknown keys {', '.join(sorted(unknown_sections))}"
+        )
 
     cfg = InfraConfig(state_dir=Path(env.get("EHR_ABE_INFRA_DIR") or state_dir() / "infra"))
     if "state_dir" in data and not env.get("EHR_ABE_INFRA_DIR"):
@@ -147,7 +151,11 @@ def load_infra_config(path: Path | None = None, env: Mapping[str, str] | None = 
         raise ConfigError(f"infra config {path}: [minio] and [fabric] must be tables")
     values: dict[str, object] = dict(minio_table)
     values.update(
-        {k[len(MINIO_ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(MINIO_ENV_PREFIX)}
+        {
+            k[len(MINIO_ENV_PREFIX) :].lower(): v
+            for k, v in env.items()
+            if k.startswith(MINIO_ENV_PREFIX)
+        }
     )
     known = {f.name for f in dataclasses.fields(MinioSettings)}
     for key, value in values.items():

@@ -14,6 +14,7 @@ credentials file) for clients and tests.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -92,6 +93,13 @@ def port_in_use(host: str, port: int) -> bool:
         return False
 
 
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
 class MinioServer:
     """The MinIO component of `ehr-abe infra` (see ehr_abe.infra.component.Component)."""
 
@@ -143,7 +151,8 @@ class MinioServer:
             return str(stored["access_key"]), str(stored["secret_key"])
         except (OSError, ValueError, KeyError, TypeError):
             raise InfraError(
-                NAME, f"credentials file {self.credentials_file} is unreadable; remove it to regenerate"
+                NAME,
+                f"credentials file {self.credentials_file} is unreadable; remove it to regenerate",
             ) from None
 
     # -- lifecycle --------------------------------------------------------------
@@ -229,14 +238,18 @@ class MinioServer:
             lock = client.get_object_lock_config(s.bucket)  # raises if the bucket has none
             mode = GOVERNANCE if s.retention_mode == "GOVERNANCE" else COMPLIANCE
             if (lock.mode, lock.duration, lock.duration_unit) != (mode, s.retention_days, DAYS):
-                client.set_object_lock_config(s.bucket, ObjectLockConfig(mode, s.retention_days, DAYS))
+                client.set_object_lock_config(
+                    s.bucket, ObjectLockConfig(mode, s.retention_days, DAYS)
+                )
         except MinioException as exc:
             code = getattr(exc, "code", type(exc).__name__)
             raise InfraError(
                 NAME, f"cannot set up bucket {s.bucket} with object lock: {code}", self.log
             ) from None
         except OSError as exc:
-            raise InfraError(NAME, f"cannot reach MinIO to set up the bucket: {exc}", self.log) from None
+            raise InfraError(
+                NAME, f"cannot reach MinIO to set up the bucket: {exc}", self.log
+            ) from None
 
     def connection_document(self) -> dict[str, Any]:
         """What clients need to connect (no secrets: the credentials stay in their own file)."""
@@ -259,7 +272,23 @@ class MinioServer:
     def down(self) -> None:
         # The connection file goes first: a client that finds it may rely on a live server.
         self.connection_file.unlink(missing_ok=True)
+        pid = self._pid()
         process.stop(self.pid_file, str(self.cfg.minio_binary))
+        if pid is not None:
+            self._wait_exited(pid)
+
+    def _wait_exited(self, pid: int, timeout_s: float = 15.0) -> None:
+        """Until the process is gone and its ports are free: its command line
+        empties while it is still exiting, and a `down` followed at once by `up`
+        must not find the port taken."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+            gone = not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+            if gone and not port_in_use(self.settings.host, self.settings.port):
+                return
+            time.sleep(0.05)
 
     def status(self) -> list[ComponentStatus]:
         if not self.cfg.minio_binary.exists():

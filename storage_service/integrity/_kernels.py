@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import warnings
 from typing import Any
 
 import numpy as np
 from numba import njit, prange, types
+from numba.core.errors import NumbaWarning
 from numba.extending import overload
 
-from storage_service.integrity._shani import sha_ni_block
+from storage_service.integrity._shani import sha_ni_block, sha_ni_block2
 from storage_service.integrity.constants import SHA256_IV, SHA256_K
 
 TAG_SHA_NI = np.empty(0, dtype=np.int8)
@@ -51,14 +53,22 @@ def _load_openssl_transform() -> Any:
 
 OPENSSL_TRANSFORM = _load_openssl_transform()
 
+# The OpenSSL specialisations embed a ctypes pointer, so numba cannot cache them
+# (it says so once per kernel); the other engines cache normally. Expected, not news.
+warnings.filterwarnings(
+    "ignore",
+    message=r'Cannot cache compiled function "(digest_records|find_mismatches|node_level|verify_proofs)"',
+    category=NumbaWarning,
+)
+
 
 # -- portable compression function -------------------------------------------------------
-@njit(inline="always")
+@njit
 def _rotr(x: Any, n: int) -> Any:
     return np.uint32((x >> np.uint32(n)) | (x << np.uint32(32 - n)))
 
 
-@njit(inline="always")
+@njit
 def _compress_portable(state: Any, src: Any, offset: int, w: Any) -> None:
     for t in range(16):
         o = offset + 4 * t
@@ -108,35 +118,83 @@ def _compress_portable(state: Any, src: Any, offset: int, w: Any) -> None:
 
 
 # -- engine dispatch ---------------------------------------------------------------------
-def _compress(tag: Any, state: Any, src: Any, offset: int, w: Any) -> None:
+def _compress(tag: Any, state: Any, src: Any, offset: Any, w: Any) -> Any:
     """Compress the 64-byte block src[offset:offset+64] into state (numba only)."""
     raise NotImplementedError("numba-only function")
 
 
-@overload(_compress, inline="always")
+@overload(_compress)
 def _compress_overload(tag: Any, state: Any, src: Any, offset: Any, w: Any) -> Any:
     if tag.dtype == types.int8:
 
-        def sha_ni(tag: Any, state: Any, src: Any, offset: int, w: Any) -> None:
-            sha_ni_block(state.ctypes.data, src.ctypes.data + offset)
+        def sha_ni(tag: Any, state: Any, src: Any, offset: Any, w: Any) -> Any:
+            sha_ni_block(state.ctypes.data, src.ctypes.data + offset)  # type: ignore[call-arg]
 
         return sha_ni
     if tag.dtype == types.int16:
         transform = OPENSSL_TRANSFORM
 
-        def openssl(tag: Any, state: Any, src: Any, offset: int, w: Any) -> None:
+        def openssl(tag: Any, state: Any, src: Any, offset: Any, w: Any) -> Any:
             transform(state.ctypes.data, src.ctypes.data + offset)
 
         return openssl
 
-    def portable(tag: Any, state: Any, src: Any, offset: int, w: Any) -> None:
+    def portable(tag: Any, state: Any, src: Any, offset: Any, w: Any) -> Any:
         _compress_portable(state, src, offset, w)
 
     return portable
 
 
+def _compress2(
+    tag: Any, state_a: Any, src_a: Any, off_a: Any, state_b: Any, src_b: Any, off_b: Any, w: Any
+) -> Any:
+    """Two independent compressions; SHA-NI interleaves them (numba only)."""
+    raise NotImplementedError("numba-only function")
+
+
+@overload(_compress2)
+def _compress2_overload(
+    tag: Any, state_a: Any, src_a: Any, off_a: Any, state_b: Any, src_b: Any, off_b: Any, w: Any
+) -> Any:
+    if tag.dtype == types.int8:
+
+        def sha_ni(
+            tag: Any,
+            state_a: Any,
+            src_a: Any,
+            off_a: Any,
+            state_b: Any,
+            src_b: Any,
+            off_b: Any,
+            w: Any,
+        ) -> Any:
+            sha_ni_block2(  # type: ignore[call-arg]
+                state_a.ctypes.data,
+                src_a.ctypes.data + off_a,
+                state_b.ctypes.data,
+                src_b.ctypes.data + off_b,
+            )
+
+        return sha_ni
+
+    def one_by_one(
+        tag: Any,
+        state_a: Any,
+        src_a: Any,
+        off_a: Any,
+        state_b: Any,
+        src_b: Any,
+        off_b: Any,
+        w: Any,
+    ) -> Any:
+        _compress(tag, state_a, src_a, off_a, w)
+        _compress(tag, state_b, src_b, off_b, w)
+
+    return one_by_one
+
+
 # -- one message ---------------------------------------------------------------------------
-@njit(inline="always")
+@njit
 def _hash_into(
     tag: Any,
     src: Any,
@@ -196,7 +254,7 @@ def _hash_into(
         out[row, 4 * j + 3] = np.uint8(v & np.uint32(0xFF))
 
 
-@njit(inline="always")
+@njit
 def _node_into(
     tag: Any,
     left: Any,
@@ -217,6 +275,104 @@ def _node_into(
     _hash_into(tag, pair, 0, 64, 1, state, block, w, out, row)
 
 
+@njit
+def _store_digest(state: Any, out: Any, row: int) -> None:
+    for j in range(8):
+        v = state[j]
+        out[row, 4 * j] = np.uint8(v >> np.uint32(24))
+        out[row, 4 * j + 1] = np.uint8((v >> np.uint32(16)) & np.uint32(0xFF))
+        out[row, 4 * j + 2] = np.uint8((v >> np.uint32(8)) & np.uint32(0xFF))
+        out[row, 4 * j + 3] = np.uint8(v & np.uint32(0xFF))
+
+
+@njit
+def _padded_tail(src: Any, start: int, length: int, block: Any) -> int:
+    """Write the last, padded block(s) of message src[start:start+length] into
+    block (128 bytes); returns how many (1 or 2). Whole blocks are not copied."""
+    whole = length // 64
+    rest = length - 64 * whole
+    for j in range(rest):
+        block[j] = src[start + 64 * whole + j]
+    block[rest] = 0x80
+    blocks = 1 if rest < 56 else 2
+    end = 64 * blocks
+    for j in range(rest + 1, end - 8):
+        block[j] = 0
+    bits = np.uint64(length) * np.uint64(8)
+    for j in range(8):
+        block[end - 1 - j] = np.uint8((bits >> np.uint64(8 * j)) & np.uint64(0xFF))
+    return blocks
+
+
+@njit
+def _hash_pair_into(
+    tag: Any,
+    src: Any,
+    start_a: int,
+    start_b: int,
+    length: int,
+    state_a: Any,
+    state_b: Any,
+    block_a: Any,
+    block_b: Any,
+    w: Any,
+    out: Any,
+    row_a: int,
+    row_b: int,
+) -> None:
+    """SHA-256 of two records of the same length, side by side."""
+    for j in range(8):
+        state_a[j] = _IV[j]
+        state_b[j] = _IV[j]
+    for k in range(length // 64):
+        _compress2(tag, state_a, src, start_a + 64 * k, state_b, src, start_b + 64 * k, w)
+    blocks = _padded_tail(src, start_a, length, block_a)
+    _padded_tail(src, start_b, length, block_b)
+    for k in range(blocks):
+        _compress2(tag, state_a, block_a, 64 * k, state_b, block_b, 64 * k, w)
+    _store_digest(state_a, out, row_a)
+    _store_digest(state_b, out, row_b)
+
+
+@njit
+def _node_blocks(left: Any, left_row: int, right: Any, right_row: int, block: Any) -> None:
+    """The two padded blocks (128 bytes) of 0x01 || left || right: 65 bytes, 520 bits."""
+    block[0] = 1
+    for j in range(32):
+        block[1 + j] = left[left_row, j]
+        block[33 + j] = right[right_row, j]
+    block[65] = 0x80
+    for j in range(66, 126):
+        block[j] = 0
+    block[126] = 0x02  # 520 = 0x0208
+    block[127] = 0x08
+
+
+@njit
+def _node_pair_into(
+    tag: Any,
+    children: Any,
+    row_a: int,
+    row_b: int,
+    state_a: Any,
+    state_b: Any,
+    block_a: Any,
+    block_b: Any,
+    w: Any,
+    out: Any,
+) -> None:
+    """out[row_a] and out[row_b] from children (2*row, 2*row+1), side by side."""
+    _node_blocks(children, 2 * row_a, children, 2 * row_a + 1, block_a)
+    _node_blocks(children, 2 * row_b, children, 2 * row_b + 1, block_b)
+    for j in range(8):
+        state_a[j] = _IV[j]
+        state_b[j] = _IV[j]
+    _compress2(tag, state_a, block_a, 0, state_b, block_b, 0, w)
+    _compress2(tag, state_a, block_a, 64, state_b, block_b, 64, w)
+    _store_digest(state_a, out, row_a)
+    _store_digest(state_b, out, row_b)
+
+
 # -- batch kernels -------------------------------------------------------------------------
 @njit(cache=True, nogil=True, parallel=True)
 def digest_records(tag: Any, buf: Any, offsets: Any, prefix: int, out: Any) -> None:
@@ -225,11 +381,24 @@ def digest_records(tag: Any, buf: Any, offsets: Any, prefix: int, out: Any) -> N
     tasks = (n + RECORDS_PER_TASK - 1) // RECORDS_PER_TASK
     for task in prange(tasks):
         state = np.zeros(_STATE_WORDS, dtype=np.uint32)
-        block = np.zeros(64, dtype=np.uint8)
+        state_b = np.zeros(_STATE_WORDS, dtype=np.uint32)
+        block = np.zeros(128, dtype=np.uint8)
+        block_b = np.zeros(128, dtype=np.uint8)
         w = np.zeros(64, dtype=np.uint32)
-        for i in range(task * RECORDS_PER_TASK, min(n, (task + 1) * RECORDS_PER_TASK)):
+        i = task * RECORDS_PER_TASK
+        stop = min(n, (task + 1) * RECORDS_PER_TASK)
+        while i < stop:
             start = offsets[i]
-            _hash_into(tag, buf, start, offsets[i + 1] - start, prefix, state, block, w, out, i)
+            length = offsets[i + 1] - start
+            if prefix < 0 and i + 1 < stop and offsets[i + 2] - offsets[i + 1] == length:
+                _hash_pair_into(
+                    tag, buf, start, start + length, length,
+                    state, state_b, block, block_b, w, out, i, i + 1,
+                )  # fmt: skip
+                i += 2
+            else:
+                _hash_into(tag, buf, start, length, prefix, state, block, w, out, i)
+                i += 1
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -239,16 +408,31 @@ def find_mismatches(tag: Any, buf: Any, offsets: Any, expected: Any, bad: Any) -
     tasks = (n + RECORDS_PER_TASK - 1) // RECORDS_PER_TASK
     for task in prange(tasks):
         state = np.zeros(_STATE_WORDS, dtype=np.uint32)
-        block = np.zeros(64, dtype=np.uint8)
+        state_b = np.zeros(_STATE_WORDS, dtype=np.uint32)
+        block = np.zeros(128, dtype=np.uint8)
+        block_b = np.zeros(128, dtype=np.uint8)
         w = np.zeros(64, dtype=np.uint32)
-        digest = np.empty((1, 32), dtype=np.uint8)
-        for i in range(task * RECORDS_PER_TASK, min(n, (task + 1) * RECORDS_PER_TASK)):
+        digests = np.empty((2, 32), dtype=np.uint8)
+        i = task * RECORDS_PER_TASK
+        stop = min(n, (task + 1) * RECORDS_PER_TASK)
+        while i < stop:
             start = offsets[i]
-            _hash_into(tag, buf, start, offsets[i + 1] - start, -1, state, block, w, digest, 0)
-            differs = 0
-            for j in range(32):
-                differs |= digest[0, j] ^ expected[i, j]
-            bad[i] = 1 if differs != 0 else 0
+            length = offsets[i + 1] - start
+            count = 1
+            if i + 1 < stop and offsets[i + 2] - offsets[i + 1] == length:
+                _hash_pair_into(
+                    tag, buf, start, start + length, length,
+                    state, state_b, block, block_b, w, digests, 0, 1,
+                )  # fmt: skip
+                count = 2
+            else:
+                _hash_into(tag, buf, start, length, -1, state, block, w, digests, 0)
+            for r in range(count):
+                differs = 0
+                for j in range(32):
+                    differs |= digests[r, j] ^ expected[i + r, j]
+                bad[i + r] = 1 if differs != 0 else 0
+            i += count
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -258,11 +442,22 @@ def node_level(tag: Any, children: Any, out: Any) -> None:
     tasks = (m + RECORDS_PER_TASK - 1) // RECORDS_PER_TASK
     for task in prange(tasks):
         state = np.zeros(_STATE_WORDS, dtype=np.uint32)
-        block = np.zeros(64, dtype=np.uint8)
+        state_b = np.zeros(_STATE_WORDS, dtype=np.uint32)
+        block = np.zeros(128, dtype=np.uint8)
+        block_b = np.zeros(128, dtype=np.uint8)
         w = np.zeros(64, dtype=np.uint32)
-        pair = np.empty(64, dtype=np.uint8)
-        for i in range(task * RECORDS_PER_TASK, min(m, (task + 1) * RECORDS_PER_TASK)):
-            _node_into(tag, children, 2 * i, children, 2 * i + 1, pair, state, block, w, out, i)
+        i = task * RECORDS_PER_TASK
+        stop = min(m, (task + 1) * RECORDS_PER_TASK)
+        while i + 1 < stop:
+            _node_pair_into(tag, children, i, i + 1, state, state_b, block, block_b, w, out)
+            i += 2
+        if i < stop:
+            _node_blocks(children, 2 * i, children, 2 * i + 1, block)
+            for j in range(8):
+                state[j] = _IV[j]
+            _compress(tag, state, block, 0, w)
+            _compress(tag, state, block, 64, w)
+            _store_digest(state, out, i)
 
 
 @njit(cache=True, nogil=True, parallel=True)

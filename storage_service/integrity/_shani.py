@@ -18,7 +18,6 @@ from typing import Any
 
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 from storage_service.integrity.constants import SHA256_K
@@ -39,50 +38,59 @@ def _shuffle(builder: ir.IRBuilder, x: Any, y: Any, lanes: list[int]) -> Any:
     return builder.shuffle_vector(x, y, mask)
 
 
-def _emit_block(builder: ir.IRBuilder, state_addr: Any, block_addr: Any) -> None:
-    module = builder.module
-    rnds2 = cgutils.get_or_insert_function(
-        module, ir.FunctionType(_V4, [_V4, _V4, _V4]), "llvm.x86.sha256rnds2"
-    )
-    msg1 = cgutils.get_or_insert_function(
-        module, ir.FunctionType(_V4, [_V4, _V4]), "llvm.x86.sha256msg1"
-    )
-    msg2 = cgutils.get_or_insert_function(
-        module, ir.FunctionType(_V4, [_V4, _V4]), "llvm.x86.sha256msg2"
-    )
-    state_ptr = builder.inttoptr(state_addr, _V4.as_pointer())
-    block_ptr = builder.inttoptr(block_addr, _V16.as_pointer())
-    low_ptr = state_ptr
-    high_ptr = builder.gep(state_ptr, [ir.Constant(_I32, 1)])
-    abcd = builder.load(low_ptr, align=4)
-    efgh = builder.load(high_ptr, align=4)
-    # Lane 0 is the lowest: ABEF holds (F, E, B, A), CDGH holds (H, G, D, C).
-    abef = _shuffle(builder, abcd, efgh, [5, 4, 1, 0])
-    cdgh = _shuffle(builder, abcd, efgh, [7, 6, 3, 2])
-    abef_in, cdgh_in = abef, cdgh
+def _declare(module: Any, name: str, fnty: Any) -> Any:
+    existing = module.globals.get(name)
+    return existing if existing is not None else ir.Function(module, fnty, name)
 
+
+def _emit_blocks(builder: ir.IRBuilder, lanes: list[tuple[Any, Any]]) -> None:
+    """Compress one block per (state_addr, block_addr) lane, the lanes interleaved
+    round by round: the rounds of one message are a serial chain, so independent
+    messages side by side fill the SHA unit's pipeline."""
+    module = builder.module
+    rnds2 = _declare(module, "llvm.x86.sha256rnds2", ir.FunctionType(_V4, [_V4, _V4, _V4]))
+    msg1 = _declare(module, "llvm.x86.sha256msg1", ir.FunctionType(_V4, [_V4, _V4]))
+    msg2 = _declare(module, "llvm.x86.sha256msg2", ir.FunctionType(_V4, [_V4, _V4]))
     undef16 = ir.Constant(_V16, ir.Undefined)
     undef4 = ir.Constant(_V4, ir.Undefined)
-    schedule: list[Any] = []
-    for i in range(4):
-        raw = builder.load(builder.gep(block_ptr, [ir.Constant(_I32, i)]), align=1)
-        schedule.append(builder.bitcast(_shuffle(builder, raw, undef16, _BSWAP_WORDS), _V4))
+    low_ptrs, high_ptrs, abefs, cdghs, inputs, schedules = [], [], [], [], [], []
+    for state_addr, block_addr in lanes:
+        state_ptr = builder.inttoptr(state_addr, _V4.as_pointer())
+        block_ptr = builder.inttoptr(block_addr, _V16.as_pointer())
+        high_ptr = builder.gep(state_ptr, [ir.Constant(_I32, 1)])
+        abcd = builder.load(state_ptr, align=4)
+        efgh = builder.load(high_ptr, align=4)
+        # Lane 0 is the lowest: ABEF holds (F, E, B, A), CDGH holds (H, G, D, C).
+        abef = _shuffle(builder, abcd, efgh, [5, 4, 1, 0])
+        cdgh = _shuffle(builder, abcd, efgh, [7, 6, 3, 2])
+        low_ptrs.append(state_ptr)
+        high_ptrs.append(high_ptr)
+        abefs.append(abef)
+        cdghs.append(cdgh)
+        inputs.append((abef, cdgh))
+        words = []
+        for i in range(4):
+            raw = builder.load(builder.gep(block_ptr, [ir.Constant(_I32, i)]), align=1)
+            words.append(builder.bitcast(_shuffle(builder, raw, undef16, _BSWAP_WORDS), _V4))
+        schedules.append(words)
     for i in range(16):
-        if i >= 4:
-            # W[t] = s1(W[t-2]) + W[t-7] + s0(W[t-15]) + W[t-16], four words at a time.
-            partial = builder.call(msg1, [schedule[i - 4], schedule[i - 3]])
-            w_minus_7 = _shuffle(builder, schedule[i - 2], schedule[i - 1], [1, 2, 3, 4])
-            partial = builder.add(partial, w_minus_7)
-            schedule.append(builder.call(msg2, [partial, schedule[i - 1]]))
         k = ir.Constant(_V4, [_signed32(x) for x in SHA256_K[4 * i : 4 * i + 4]])
-        wk = builder.add(schedule[i], k)
-        cdgh = builder.call(rnds2, [cdgh, abef, wk])
-        wk_high = _shuffle(builder, wk, undef4, [2, 3, 0, 0])
-        abef = builder.call(rnds2, [abef, cdgh, wk_high])
-    abef = builder.add(abef, abef_in)
-    cdgh = builder.add(cdgh, cdgh_in)
-    builder.store(_shuffle(builder, abef, cdgh, [3, 2, 7, 6]), low_ptr, align=4)
-    builder.store(_shuffle(builder, abef, cdgh, [1, 0, 5, 4]), high_ptr, align=4)
+        for lane, w in enumerate(schedules):
+            if i >= 4:
+                # W[t] = s1(W[t-2]) + W[t-7] + s0(W[t-15]) + W[t-16], four words at a time.
+                partial = builder.call(msg1, [w[i - 4], w[i - 3]])
+                w_minus_7 = _shuffle(builder, w[i - 2], w[i - 1], [1, 2, 3, 4])
+                partial = builder.add(partial, w_minus_7)
+                w.append(builder.call(msg2, [partial, w[i - 1]]))
+            wk = builder.add(w[i], k)
+            cdghs[lane] = builder.call(rnds2, [cdghs[lane], abefs[lane], wk])
+            wk_high = _shuffle(builder, wk, undef4, [2, 3, 0, 0])
+            abefs[lane] = builder.call(rnds2, [abefs[lane], cdghs[lane], wk_high])
+    for lane in range(len(lanes)):
+        abef = builder.add(abefs[lane], inputs[lane][0])
+        cdgh = builder.add(cdghs[lane], inputs[lane][1])
+        builder.store(_shuffle(builder, abef, cdgh, [3, 2, 7, 6]), low_ptrs[lane], align=4)
+        builder.store(_shuffle(builder, abef, cdgh, [1, 0, 5, 4]), high_ptrs[lane], align=4)
 
 
 @intrinsic
@@ -90,7 +98,19 @@ def sha_ni_block(typingctx: Any, state_addr: Any, block_addr: Any) -> Any:
     signature = types.void(types.intp, types.intp)
 
     def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> Any:
-        _emit_block(builder, args[0], args[1])
+        _emit_blocks(builder, [(args[0], args[1])])
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@intrinsic
+def sha_ni_block2(typingctx: Any, state_a: Any, block_a: Any, state_b: Any, block_b: Any) -> Any:
+    """Two independent compressions, interleaved (see `_emit_blocks`)."""
+    signature = types.void(types.intp, types.intp, types.intp, types.intp)
+
+    def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> Any:
+        _emit_blocks(builder, [(args[0], args[1]), (args[2], args[3])])
         return context.get_dummy_value()
 
     return signature, codegen

@@ -1,272 +1,190 @@
-"""Batch SHA-256 for the integrity core, in parallel with numba.
+"""Batch SHA-256 over many records packed in one buffer, in parallel with numba.
 
-Records are packed in one uint8 buffer with an int64 offsets array
-(record i = buf[offsets[i]:offsets[i+1]]). Padding and block scheduling are
-done in numba (`prange` over chunks of records); the compression function is
-one of two engines, chosen once at import:
+Records are packed in one contiguous uint8 buffer with an int64 offsets array
+of n+1 entries: record i is ``buf[offsets[i]:offsets[i+1]]``. Padding and the
+loop over records run in numba (`prange` over groups of records, GIL
+released); the compression function is one of three engines:
 
-* ``openssl``: OpenSSL's `SHA256_Transform`, called from nopython code as a
-  ctypes function (no Python, no GIL in the loop). OpenSSL picks the fastest
-  implementation the CPU offers — the SHA-NI instructions here, AVX2/SSSE3 or
-  plain x86-64 elsewhere — so this engine is both the fastest and portable
-  across x86 CPUs. (Measured here against a pure-numba compression function:
-  see bench/verify_bench.py --engines.)
-* ``numba``: a pure-numba compression function, used where libcrypto does not
-  export `SHA256_Transform` (it is deprecated in OpenSSL 3), and in tests as an
-  independent implementation. Force it with EHR_ABE_SHA256_ENGINE=numba.
+* ``sha-ni``: the x86 SHA extensions, emitted inline by a numba intrinsic
+  (`_shani`). The fastest here; only on CPUs with the `sha` feature.
+* ``openssl``: OpenSSL's `SHA256_Transform` called from nopython code through
+  ctypes. Portable (OpenSSL picks SHA-NI, AVX2, ARMv8 or plain code itself)
+  but a call per block, and numba cannot cache kernels that hold a ctypes
+  pointer, so it is compiled in every process.
+* ``portable``: the FIPS 180-4 compression function in plain numba. Slowest,
+  runs anywhere, and is an implementation independent of both others.
+
+The default is the first available of that list; `EHR_ABE_SHA256_ENGINE`
+(``sha-ni`` | ``openssl`` | ``portable``) forces one, e.g. to test a fallback.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 from collections.abc import Sequence
+from functools import cache
+from typing import Final, Literal
 
 import numba
 import numpy as np
-from numba import njit, prange
+import numpy.typing as npt
 
-from ehr_abe.errors import ConfigError
+from ehr_abe.errors import ConfigError, InvalidArgument
+from storage_service.integrity import _kernels
+from storage_service.integrity.constants import DIGEST_SIZE
 
-_K = np.array(
-    [
-        0x428A2F98, 0x71374491, 0xB5C0FBCF, 0xE9B5DBA5, 0x3956C25B, 0x59F111F1, 0x923F82A4, 0xAB1C5ED5,
-        0xD807AA98, 0x12835B01, 0x243185BE, 0x550C7DC3, 0x72BE5D74, 0x80DEB1FE, 0x9BDC06A7, 0xC19BF174,
-        0xE49B69C1, 0xEFBE4786, 0x0FC19DC6, 0x240CA1CC, 0x2DE92C6F, 0x4A7484AA, 0x5CB0A9DC, 0x76F988DA,
-        0x983E5152, 0xA831C66D, 0xB00327C8, 0xBF597FC7, 0xC6E00BF3, 0xD5A79147, 0x06CA6351, 0x14292967,
-        0x27B70A85, 0x2E1B2138, 0x4D2C6DFC, 0x53380D13, 0x650A7354, 0x766A0ABB, 0x81C2C92E, 0x92722C85,
-        0xA2BFE8A1, 0xA81A664B, 0xC24B8B70, 0xC76C51A3, 0xD192E819, 0xD6990624, 0xF40E3585, 0x106AA070,
-        0x19A4C116, 0x1E376C08, 0x2748774C, 0x34B0BCB5, 0x391C0CB3, 0x4ED8AA4A, 0x5B9CCA4F, 0x682E6FF3,
-        0x748F82EE, 0x78A5636F, 0x84C87814, 0x8CC70208, 0x90BEFFFA, 0xA4506CEB, 0xBEF9A3F7, 0xC67178F2,
-    ],
-    dtype=np.uint32,
-)  # fmt: skip
-_IV = np.array(
-    [0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19],
-    dtype=np.uint32,
-)
-CHUNK = 256  # records per parallel work item
+Engine = Literal["sha-ni", "openssl", "portable"]
+ENGINES: Final[tuple[Engine, ...]] = ("sha-ni", "openssl", "portable")
+ENGINE_ENV: Final = "EHR_ABE_SHA256_ENGINE"
+
+U8Array = npt.NDArray[np.uint8]
+I64Array = npt.NDArray[np.int64]
+
+_TAGS: Final[dict[Engine, npt.NDArray[np.generic]]] = {
+    "sha-ni": _kernels.TAG_SHA_NI,
+    "openssl": _kernels.TAG_OPENSSL,
+    "portable": _kernels.TAG_PORTABLE,
+}
 
 
-# -- engine 1: pure numba ---------------------------------------------------------------
-@njit(inline="always")
-def _rotr(x: np.uint32, n: int) -> np.uint32:
-    return np.uint32((x >> np.uint32(n)) | (x << np.uint32(32 - n)))
+@cache
+def cpu_has_sha_ni() -> bool:
+    """True if numba's code generator may emit the x86 SHA instructions.
+
+    Uses LLVM's view of the host CPU (what numba compiles for); when numba is
+    told to target another CPU (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, e.g. for
+    portable caches) only an explicit `+sha` there counts.
+    """
+    from llvmlite import binding as llvm
+
+    cpu_name = getattr(numba.config, "CPU_NAME", None)
+    cpu_features = getattr(numba.config, "CPU_FEATURES", None)
+    if cpu_name is not None or cpu_features is not None:
+        features = str(cpu_features or "")
+        return "+sha" in features.split(",")
+    host = llvm.get_host_cpu_features()
+    return bool(host.get("sha", False))
 
 
-@njit(cache=True)
-def _compress_numba(state: np.ndarray, block: np.ndarray, w: np.ndarray) -> None:
-    for t in range(16):
-        w[t] = (
-            (np.uint32(block[4 * t]) << np.uint32(24))
-            | (np.uint32(block[4 * t + 1]) << np.uint32(16))
-            | (np.uint32(block[4 * t + 2]) << np.uint32(8))
-            | np.uint32(block[4 * t + 3])
-        )
-    for t in range(16, 64):
-        x, y = w[t - 15], w[t - 2]
-        s0 = _rotr(x, 7) ^ _rotr(x, 18) ^ (x >> np.uint32(3))
-        s1 = _rotr(y, 17) ^ _rotr(y, 19) ^ (y >> np.uint32(10))
-        w[t] = np.uint32(w[t - 16] + s0 + w[t - 7] + s1)
-    a, b, c, d, e, f, g, h = (state[0], state[1], state[2], state[3], state[4], state[5], state[6], state[7])
-    for t in range(64):
-        S1 = _rotr(e, 6) ^ _rotr(e, 11) ^ _rotr(e, 25)
-        ch = (e & f) ^ (~e & g)
-        t1 = np.uint32(h + S1 + ch + _K[t] + w[t])
-        S0 = _rotr(a, 2) ^ _rotr(a, 13) ^ _rotr(a, 22)
-        maj = (a & b) ^ (a & c) ^ (b & c)
-        t2 = np.uint32(S0 + maj)
-        h, g, f, e, d, c, b, a = g, f, e, np.uint32(d + t1), c, b, a, np.uint32(t1 + t2)
-    state[0] += a
-    state[1] += b
-    state[2] += c
-    state[3] += d
-    state[4] += e
-    state[5] += f
-    state[6] += g
-    state[7] += h
+def available_engines() -> tuple[Engine, ...]:
+    """Engines that work on this machine, fastest first."""
+    usable: list[Engine] = []
+    if cpu_has_sha_ni():
+        usable.append("sha-ni")
+    if _kernels.OPENSSL_TRANSFORM is not None:
+        usable.append("openssl")
+    usable.append("portable")
+    return tuple(usable)
 
 
-# -- engine 2: OpenSSL's SHA256_Transform --------------------------------------------------
-def _load_transform() -> object | None:
-    name = ctypes.util.find_library("crypto")
-    if not name:
-        return None
-    try:
-        lib = ctypes.CDLL(name)
-        fn = lib.SHA256_Transform
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-    fn.restype = None
-    return fn
+def default_engine() -> Engine:
+    """The engine used when none is named: `EHR_ABE_SHA256_ENGINE`, else the fastest."""
+    forced = os.environ.get(ENGINE_ENV, "").strip().lower()
+    if not forced:
+        return available_engines()[0]
+    return check_engine(forced)
 
 
-_ssl_transform = _load_transform()
+def check_engine(name: str) -> Engine:
+    """`name` as an Engine if it is known and usable here; ConfigError otherwise."""
+    if name not in ENGINES:
+        raise ConfigError(f"{ENGINE_ENV} must be one of {', '.join(ENGINES)} (got {name!r})")
+    engine: Engine = name
+    if engine not in available_engines():
+        why = "the CPU has no SHA-NI" if engine == "sha-ni" else "libcrypto has no SHA256_Transform"
+        raise ConfigError(f"SHA-256 engine {engine!r} is unavailable on this machine: {why}")
+    return engine
 
 
-def _make_kernels(use_openssl: bool):  # type: ignore[no-untyped-def]
-    """Compile the batch kernels for one engine (the compression call is baked in)."""
-    transform = _ssl_transform
-
-    if use_openssl:
-
-        @njit(inline="always")
-        def compress(ctx: np.ndarray, block_ptr: int, w: np.ndarray, block: np.ndarray) -> None:
-            transform(ctx.ctypes.data, block_ptr)  # type: ignore[operator]
-
-    else:
-
-        @njit(inline="always")
-        def compress(ctx: np.ndarray, block_ptr: int, w: np.ndarray, block: np.ndarray) -> None:
-            _compress_numba(ctx[:8], block, w)
-
-    @njit(inline="always")
-    def hash_one(
-        buf: np.ndarray, start: int, length: int, prefix: int, ctx: np.ndarray,
-        blk: np.ndarray, w: np.ndarray, out: np.ndarray, row: int,
-    ) -> None:
-        """SHA-256(prefix? || buf[start:start+length]) into out[row]; prefix < 0 means none."""
-        for j in range(8):
-            ctx[j] = _IV[j]
-        plen = 1 if prefix >= 0 else 0
-        total = length + plen
-        pos = 0  # bytes of the (virtual) message consumed
-        # Whole blocks straight from the buffer when there is no prefix (zero copy).
-        if plen == 0:
-            nfull = length // 64
-            base = buf.ctypes.data + start
-            for k in range(nfull):
-                if use_openssl:
-                    compress(ctx, base + 64 * k, w, blk)
-                else:
-                    compress(ctx, 0, w, buf[start + 64 * k : start + 64 * k + 64])
-            pos = nfull * 64
-        # The rest goes through the block buffer: copy, pad, length.
-        fill = 0
-        while pos < total:
-            b = np.uint8(prefix) if (plen == 1 and pos == 0) else buf[start + pos - plen]
-            blk[fill] = b
-            fill += 1
-            pos += 1
-            if fill == 64:
-                compress(ctx, blk.ctypes.data, w, blk)
-                fill = 0
-        blk[fill] = 0x80
-        fill += 1
-        if fill > 56:
-            for j in range(fill, 64):
-                blk[j] = 0
-            compress(ctx, blk.ctypes.data, w, blk)
-            fill = 0
-        for j in range(fill, 56):
-            blk[j] = 0
-        bits = np.uint64(total) * np.uint64(8)
-        for j in range(8):
-            blk[63 - j] = np.uint8((bits >> np.uint64(8 * j)) & np.uint64(0xFF))
-        compress(ctx, blk.ctypes.data, w, blk)
-        for j in range(8):
-            v = ctx[j]
-            out[row, 4 * j] = np.uint8(v >> np.uint32(24))
-            out[row, 4 * j + 1] = np.uint8((v >> np.uint32(16)) & np.uint32(0xFF))
-            out[row, 4 * j + 2] = np.uint8((v >> np.uint32(8)) & np.uint32(0xFF))
-            out[row, 4 * j + 3] = np.uint8(v & np.uint32(0xFF))
-
-    @njit(parallel=True)
-    def batch(buf: np.ndarray, offsets: np.ndarray, prefix: int, out: np.ndarray) -> None:
-        n = offsets.shape[0] - 1
-        nchunks = (n + CHUNK - 1) // CHUNK
-        for c in prange(nchunks):
-            ctx = np.zeros(28, dtype=np.uint32)  # SHA256_CTX is 112 bytes; h[8] first
-            blk = np.zeros(64, dtype=np.uint8)
-            w = np.zeros(64, dtype=np.uint32)
-            for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
-                hash_one(buf, offsets[i], offsets[i + 1] - offsets[i], prefix, ctx, blk, w, out, i)
-
-    @njit(parallel=True)
-    def node_level(children: np.ndarray, out: np.ndarray) -> None:
-        """out[i] = SHA-256(0x01 || children[2i] || children[2i+1]) (RFC 6962 interior nodes)."""
-        m = out.shape[0]
-        nchunks = (m + CHUNK - 1) // CHUNK
-        for c in prange(nchunks):
-            ctx = np.zeros(28, dtype=np.uint32)
-            blk = np.zeros(64, dtype=np.uint8)
-            w = np.zeros(64, dtype=np.uint32)
-            msg = np.empty(65, dtype=np.uint8)
-            offs = np.array([0, 65], dtype=np.int64)
-            for i in range(c * CHUNK, min(m, (c + 1) * CHUNK)):
-                msg[0] = 1
-                for j in range(32):
-                    msg[1 + j] = children[2 * i, j]
-                    msg[33 + j] = children[2 * i + 1, j]
-                hash_one(msg, 0, 65, -1, ctx, blk, w, out, i)
-
-    return batch, node_level
+def engine_tag(engine: Engine | None) -> npt.NDArray[np.generic]:
+    """The compile-time selector passed to the kernels (see `_kernels`)."""
+    return _TAGS[check_engine(engine) if engine is not None else default_engine()]
 
 
-def _select_engine() -> str:
-    forced = os.environ.get("EHR_ABE_SHA256_ENGINE", "").strip().lower()
-    if forced and forced not in ("openssl", "numba"):
-        raise ConfigError("EHR_ABE_SHA256_ENGINE must be 'openssl' or 'numba'")
-    if forced == "openssl" and _ssl_transform is None:
-        raise ConfigError("EHR_ABE_SHA256_ENGINE=openssl but libcrypto has no SHA256_Transform")
-    if forced:
-        return forced
-    return "openssl" if _ssl_transform is not None else "numba"
+def check_packed(buf: U8Array, offsets: I64Array) -> None:
+    """InvalidArgument unless (buf, offsets) describe records inside buf."""
+    if not isinstance(buf, np.ndarray) or buf.dtype != np.uint8 or buf.ndim != 1:
+        raise InvalidArgument("records buffer must be a 1-d uint8 numpy array")
+    if not buf.flags.c_contiguous:
+        raise InvalidArgument("records buffer must be contiguous")
+    if not isinstance(offsets, np.ndarray) or offsets.dtype != np.int64 or offsets.ndim != 1:
+        raise InvalidArgument("offsets must be a 1-d int64 numpy array")
+    if offsets.shape[0] < 1:
+        raise InvalidArgument("offsets must have n+1 entries (at least one)")
+    if offsets[0] < 0 or offsets[-1] > buf.shape[0]:
+        raise InvalidArgument("offsets point outside the records buffer")
+    if offsets.shape[0] > 1 and bool(np.any(offsets[1:] < offsets[:-1])):
+        raise InvalidArgument("offsets must be non-decreasing")
 
 
-ENGINE = _select_engine()
-_kernels: dict[str, tuple[object, object]] = {}
+def check_digests(digests: U8Array, n: int, what: str = "expected digests") -> None:
+    if not isinstance(digests, np.ndarray) or digests.dtype != np.uint8:
+        raise InvalidArgument(f"{what} must be a uint8 numpy array")
+    if digests.shape != (n, DIGEST_SIZE):
+        raise InvalidArgument(f"{what} must have shape ({n}, {DIGEST_SIZE}), not {digests.shape}")
 
 
-def kernels(engine: str = ENGINE) -> tuple[object, object]:
-    if engine not in _kernels:
-        if engine == "openssl" and _ssl_transform is None:
-            raise ConfigError("the openssl engine is unavailable on this machine")
-        _kernels[engine] = _make_kernels(engine == "openssl")
-    return _kernels[engine]
+def _nonempty(buf: U8Array) -> U8Array:
+    # numba needs a real data pointer even when every record is empty.
+    return buf if buf.shape[0] > 0 else np.zeros(1, dtype=np.uint8)
 
 
 def sha256_packed(
-    buf: np.ndarray, offsets: np.ndarray, *, prefix: int = -1, engine: str = ENGINE
-) -> np.ndarray:
-    """Digests (n × 32 uint8) of the n records packed in `buf` by `offsets`.
-    `prefix` (0..255) is hashed before each record (RFC 6962 leaf: prefix=0)."""
-    if buf.dtype != np.uint8 or buf.ndim != 1 or not buf.flags.c_contiguous:
-        raise ValueError("buf must be a contiguous 1-d uint8 array")
-    if offsets.dtype != np.int64 or offsets.ndim != 1 or offsets.shape[0] < 1:
-        raise ValueError("offsets must be a 1-d int64 array of n+1 entries")
-    if offsets[0] < 0 or offsets[-1] > buf.shape[0] or np.any(np.diff(offsets) < 0):
-        raise ValueError("offsets must be non-decreasing and inside the buffer")
-    out = np.empty((offsets.shape[0] - 1, 32), dtype=np.uint8)
-    batch, _ = kernels(engine)
-    batch(buf, offsets, prefix, out)  # type: ignore[operator]
+    buf: U8Array, offsets: I64Array, *, prefix: int = -1, engine: Engine | None = None
+) -> U8Array:
+    """Digests (n x 32 uint8) of the n records packed in `buf` by `offsets`.
+
+    `prefix` (0..255) is one byte hashed before each record (an RFC 6962 leaf
+    hash is prefix=0); -1 means none.
+    """
+    check_packed(buf, offsets)
+    if not -1 <= prefix <= 255:
+        raise InvalidArgument("prefix must be a byte value (0..255) or -1 for none")
+    tag = engine_tag(engine)
+    out = np.empty((offsets.shape[0] - 1, DIGEST_SIZE), dtype=np.uint8)
+    _kernels.digest_records(tag, _nonempty(buf), offsets, prefix, out)
     return out
 
 
-def pack(records: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+def mismatched_packed(
+    buf: U8Array, offsets: I64Array, expected: U8Array, *, engine: Engine | None = None
+) -> I64Array:
+    """Indices i (ascending) where SHA-256(record i) differs from expected[i]."""
+    check_packed(buf, offsets)
+    n = offsets.shape[0] - 1
+    check_digests(expected, n)
+    bad = np.empty(n, dtype=np.uint8)
+    _kernels.find_mismatches(
+        engine_tag(engine), _nonempty(buf), offsets, np.ascontiguousarray(expected), bad
+    )
+    return np.flatnonzero(bad).astype(np.int64)
+
+
+def pack(records: Sequence[bytes]) -> tuple[U8Array, I64Array]:
     """Pack byte strings into (buffer, offsets)."""
     lengths = np.fromiter((len(r) for r in records), dtype=np.int64, count=len(records))
     offsets = np.zeros(len(records) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    buf = np.frombuffer(b"".join(records), dtype=np.uint8) if records else np.zeros(0, np.uint8)
-    if buf.shape[0] == 0:
-        buf = np.zeros(1, dtype=np.uint8)  # a valid pointer even for empty input
-    return np.ascontiguousarray(buf), offsets
+    joined = b"".join(records)
+    buf = np.frombuffer(joined, dtype=np.uint8).copy() if joined else np.zeros(0, np.uint8)
+    return buf, offsets
 
 
-def sha256_many(records: Sequence[bytes], *, prefix: int = -1, engine: str = ENGINE) -> np.ndarray:
+def sha256_many(
+    records: Sequence[bytes], *, prefix: int = -1, engine: Engine | None = None
+) -> U8Array:
+    """Digests (n x 32 uint8) of byte strings; see `sha256_packed`."""
     buf, offsets = pack(records)
     return sha256_packed(buf, offsets, prefix=prefix, engine=engine)
 
 
-def mismatches(digests: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    """Indices i where digests[i] != expected[i]."""
-    if digests.shape != expected.shape:
-        raise ValueError("digest arrays differ in shape")
-    return np.nonzero(np.any(digests != expected, axis=1))[0]
+def mismatches(digests: U8Array, expected: U8Array) -> I64Array:
+    """Indices i where digests[i] != expected[i] (both n x 32)."""
+    check_digests(digests, digests.shape[0] if digests.ndim == 2 else -1, "digests")
+    check_digests(expected, digests.shape[0])
+    return np.flatnonzero(np.any(digests != expected, axis=1)).astype(np.int64)
 
 
 def threads() -> int:
+    """Worker threads the kernels use (NUMBA_NUM_THREADS, default: all cores)."""
     return int(numba.get_num_threads())

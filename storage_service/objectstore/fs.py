@@ -84,7 +84,9 @@ class FilesystemStore:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise Unavailable(f"filesystem store: cannot create {self.root}: {exc.strerror}") from None
+            raise Unavailable(
+                f"filesystem store: cannot create {self.root}: {exc.strerror}"
+            ) from None
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fs-store")
 
     def _path(self, key: str) -> Path:
@@ -95,7 +97,7 @@ class FilesystemStore:
             path.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise InvalidArgument(
-                f"object key {key!r} conflicts with an existing object that is a prefix of it"
+                f"object key {key!r}: a prefix of it is an existing object"
             ) from None
 
     def put(self, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
@@ -147,7 +149,9 @@ class FilesystemStore:
         except FileNotFoundError:
             return {}
         except OSError as exc:
-            raise Unavailable(f"filesystem store: cannot read metadata of {key}: {exc.strerror}") from None
+            raise Unavailable(
+                f"filesystem store: cannot read metadata of {key}: {exc.strerror}"
+            ) from None
         decoded = json.loads(raw)
         return {str(k): str(v) for k, v in decoded.items()}
 

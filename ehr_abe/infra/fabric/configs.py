@@ -149,6 +149,23 @@ def configtx(settings: FabricSettings, layout: Layout) -> dict[str, Any]:
 PROFILE = "EhrChannel"
 
 
+def channel_fingerprint(settings: FabricSettings) -> dict[str, Any]:
+    """The settings baked into the genesis block and crypto material: an existing
+    network cannot follow a change of these (`up` refuses with a clear message)."""
+    return {
+        "domain": settings.domain,
+        "channel": settings.channel,
+        "host": settings.host,
+        "orderer_port": settings.orderer_port,
+        "orgs": [[o.name, o.msp_id, o.peer_port] for o in settings.orgs],
+        "raft_tick": settings.raft_tick,
+        "raft_election_tick": settings.raft_election_tick,
+        "raft_heartbeat_tick": settings.raft_heartbeat_tick,
+        "batch_timeout": settings.batch_timeout,
+        "batch_max_messages": settings.batch_max_messages,
+    }
+
+
 def peer_core_yaml(stock: str, settings: FabricSettings) -> str:
     """The stock core.yaml with the ccaas external builder and no Docker.
 

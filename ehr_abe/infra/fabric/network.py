@@ -66,7 +66,12 @@ def fabric_installed(settings: FabricSettings) -> tuple[bool, str]:
         f"config/{c}" for c in ("core.yaml", "orderer.yaml") if not (home / "config" / c).is_file()
     ]
     if missing:
-        return False, f"Fabric {SUPPORTED_RELEASE} not found ({', '.join(missing)} missing): {hint}"
+        what = (
+            "nothing of it is there"
+            if not settings.bin.is_dir()
+            else f"{', '.join(missing)} missing"
+        )
+        return False, f"Fabric {SUPPORTED_RELEASE} not found at {home} ({what}): {hint}"
     try:
         out = subprocess.run(
             [str(settings.bin / "peer"), "version"],
@@ -99,7 +104,15 @@ class _Proc:
 
 
 class FabricNetwork:
-    """`Component` for the Fabric network; state under `<state_dir>/fabric/`."""
+    """`Component` for the Fabric network; state under `<state_dir>/fabric/`:
+    `crypto/` (cryptogen, NodeOUs), `channel/genesis.block`, `orderer/` and `peers/`
+    (ledgers), `chaincode/` (package, chaincode servers' TLS), `config/core.yaml`,
+    `logs/<process>.log`, `run/<process>.pid`, and `connection.json` for clients.
+
+    One Raft orderer rather than SmartBFT: BFT needs four orderers to survive one
+    fault, which on a two-core machine quadruples ordering work and buys nothing
+    when every node shares one host. Each `up` appends one probe block per org.
+    """
 
     name = "fabric"
 
@@ -159,7 +172,10 @@ class FabricNetwork:
         ok, why = fabric_installed(self.settings)
         if not ok:
             raise InfraError(self.name, why)
-        for d in (self.layout.root, self.layout.logs, self.layout.run, self.layout.config):
+        if not self.layout.root.exists():
+            # holds the orgs' CA keys: private to this user
+            self.layout.root.mkdir(parents=True, mode=0o700)
+        for d in (self.layout.logs, self.layout.run, self.layout.config):
             d.mkdir(parents=True, exist_ok=True)
         self._ensure_crypto()
         self._write_peer_config()
@@ -175,7 +191,7 @@ class FabricNetwork:
             self._start_cc_server(org)
         self._ensure_committed()
         self._write_connection_file()
-        self._first_write()
+        self.probe_write()
 
     def down(self) -> None:
         # reverse order: chaincode servers, peers, orderer
@@ -186,7 +202,7 @@ class FabricNetwork:
     def status(self) -> list[ComponentStatus]:
         out: list[ComponentStatus] = []
         health: dict[str, Callable[[], str | None]] = {
-            self._orderer.name: lambda: self._http_health(self.settings.orderer_operations_port),
+            self._orderer.name: self._orderer_health,
             **{self._peer(o).name: self._peer_health(o) for o in self.settings.orgs},
             **{
                 self._cc_server(o).name: self._tcp_health(o.cc_server_port)
@@ -271,7 +287,20 @@ class FabricNetwork:
 
     def _ensure_genesis(self) -> None:
         block = self.layout.genesis_block
+        baked = configs.channel_fingerprint(self.settings)
+        recorded = block.with_name("settings.json")
         if block.is_file():
+            before = json.loads(recorded.read_text()) if recorded.is_file() else baked
+            changed = sorted(
+                k for k in baked.keys() | before.keys() if baked.get(k) != before.get(k)
+            )
+            if changed:
+                raise InfraError(
+                    self.name,
+                    f"the channel in {self.layout.root} was created with other settings "
+                    f"({', '.join(changed)}); they are fixed in its genesis block: use the "
+                    "old values, another state dir, or remove that directory to start afresh",
+                )
             return
         self._progress(f"creating the genesis block of channel {self.settings.channel}")
         (self.layout.config / "configtx.yaml").write_text(
@@ -293,6 +322,7 @@ class FabricNetwork:
                 str(self.layout.config),
             ],
         )
+        recorded.write_text(json.dumps(baked, indent=2))
         partial.rename(block)
 
     # -- environments ----------------------------------------------------------------
@@ -401,6 +431,13 @@ class FabricNetwork:
         """Start p unless it runs; True if it was started now."""
         if process.running(p.pid_file, p.marker) is not None:
             return False
+        port = int(p.endpoint.rsplit(":", 1)[1])
+        if self._tcp_health(port)() is None:
+            raise InfraError(
+                f"fabric-{p.name}",
+                f"port {port} is already in use by a process this network did not start "
+                "(another Fabric network?): stop it, or move this one with the port_offset setting",
+            )
         self._progress(f"starting {p.name}")
         process.start(args, pid_file=p.pid_file, log_file=p.log, env=env, cwd=cwd)
         return True
@@ -431,8 +468,17 @@ class FabricNetwork:
         except OSError as exc:
             return f"/healthz: {exc}"
 
+    def _orderer_health(self) -> str | None:
+        """/healthz, and both listeners: the admin one opens a little after /healthz."""
+        s = self.settings
+        return (
+            self._http_health(s.orderer_operations_port)
+            or self._tcp_health(s.orderer_port)()
+            or self._tcp_health(s.orderer_admin_port)()
+        )
+
     def _peer_health(self, org: OrgSettings) -> Callable[[], str | None]:
-        return lambda: self._http_health(org.operations_port)
+        return lambda: self._http_health(org.operations_port) or self._tcp_health(org.peer_port)()
 
     def _tcp_health(self, port: int) -> Callable[[], str | None]:
         def probe() -> str | None:
@@ -447,7 +493,7 @@ class FabricNetwork:
     def _start_orderer(self) -> None:
         p = self._orderer
         self._start(p, [str(self.settings.bin / "orderer")], self._orderer_env())
-        self._wait(p, lambda: self._http_health(self.settings.orderer_operations_port))
+        self._wait(p, self._orderer_health)
 
     def _start_peer(self, org: OrgSettings) -> None:
         p = self._peer(org)
@@ -657,6 +703,7 @@ class FabricNetwork:
     def _retry_until_leader(self, action: Callable[[], object]) -> None:
         """Run action, retrying while the orderer has no Raft leader yet (after a start)."""
         deadline = time.monotonic() + self.settings.first_write_timeout_s
+        waited = False
         while True:
             try:
                 action()
@@ -668,24 +715,21 @@ class FabricNetwork:
                 )
                 if not transient or time.monotonic() > deadline:
                     raise
+                if not waited:
+                    self._progress("waiting for the orderer's Raft leader")
+                    waited = True
             time.sleep(self.settings.poll_interval_s)
 
-    def _first_write(self) -> None:
-        """One transaction through endorsement, ordering and commit on every peer."""
+    def probe_write(self, orgs: Sequence[str] | None = None) -> None:
+        """One transaction through endorsement, ordering and commit, endorsed by each
+        named org's peer alone (default: every org), so each org's chaincode server
+        must answer its own peer and one org suffices under the endorsement policy."""
         s = self.settings
-        peers: list[str] = []
-        for org in s.orgs:
-            peers += [
-                "--peerAddresses",
-                f"{s.host}:{org.peer_port}",
-                "--tlsRootCertFiles",
-                str(self.layout.org_tls_ca(org)),
-            ]
-        for org in s.orgs:
-            # each org's chaincode server must answer its own peer
+        for org in [s.org(o) for o in orgs] if orgs is not None else s.orgs:
+            logs = f"{self._peer(org).log}, {self._cc_server(org).log}, {self._orderer.log}"
             self._retry_until_leader(
-                lambda org=org: self._run(  # type: ignore[misc]
-                    f"first transaction via {org.name} (chaincode-{org.name}, log: {self._cc_server(org).log})",
+                lambda org=org, logs=logs: self._run(  # type: ignore[misc]
+                    f"first transaction via {org.name} (logs: {logs})",
                     [
                         self._peer_cli(),
                         "chaincode",

@@ -2,7 +2,9 @@
 
 Everything a developer may want to change lives here, so the rest of the package
 has no magic numbers. `FabricSettings.from_env` applies the `[fabric]` section of
-the infra config file (flat keys named like the fields below) and `FABRIC_HOME`.
+the infra config file (flat keys named like the fields below, plus `port_offset`,
+which moves every port), then `EHR_ABE_FABRIC_<FIELD>` variables (e.g.
+`EHR_ABE_FABRIC_PORT_OFFSET=100`) and `FABRIC_HOME`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ehr_abe.errors import ConfigError
 from ehr_abe.paths import cache_dir
 
 SUPPORTED_RELEASE = "3.1.5"
+ENV_PREFIX = "EHR_ABE_FABRIC_"
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,10 @@ class FabricSettings:
             s.fabric_home = Path(env["FABRIC_HOME"])
         names = {f.name for f in dataclasses.fields(FabricSettings)} - {"orgs"}
         overrides = dict(overrides or {})
+        # then the environment, like MinIO's: EHR_ABE_FABRIC_PORT_OFFSET=100
+        for key, value in env.items():
+            if key.startswith(ENV_PREFIX):
+                overrides[key.removeprefix(ENV_PREFIX).lower()] = value
         offset = overrides.pop("port_offset", 0)
         for key, value in overrides.items():
             if key not in names:

@@ -1,0 +1,259 @@
+"""Benchmark of the integrity core: streaming verification and Merkle roots.
+
+    uv run python bench/verify_bench.py --quick          # volumes 10^3..10^5
+    uv run python bench/verify_bench.py --plot           # 10^3..10^7, PNG in bench/out/
+
+One JSON line per case on stdout:
+  {"record_bytes", "records", "records_per_s", "mb_per_s", "peak_rss_mb",
+   "vs_hashlib", "vs_bound", ...}
+and {"merkle_leaves", "seconds"} for Merkle roots from leaf hashes.
+
+How it is measured:
+* Every case runs in a fresh subprocess (so `peak_rss_mb` is that case's own
+  peak), through `StreamVerifier.verify_chunks` with `--chunk-bytes` chunks.
+  Records are generated once per case as one chunk template: a random buffer
+  with the record's counter in its first 8 bytes (so all digests in a chunk
+  differ), digests precomputed; the stream yields that chunk again and again
+  until the volume is reached, so 10^7 x 4 KiB (40 GB) streams in flat memory.
+* `vs_hashlib`: against `[hashlib.sha256(r).digest() for r in records]` over the
+  same record size, measured in this run on up to 64 MiB / 10^5 records and
+  extrapolated as a rate beyond that (`hashlib_sampled: true`).
+* `vs_bound`: against the hardware bound = OpenSSL SHA-256 on one 256 MiB
+  buffer (MB/s) x cores, in 64-byte blocks, divided by the padded blocks per
+  record, ceil((len + 9) / 64).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+RECORD_SIZES = (64, 256, 4096)
+OUT_DIR = Path(__file__).resolve().parent / "out"
+SAMPLE_BYTES = 64 << 20
+SAMPLE_RECORDS = 100_000
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss
+    over fork+exec, so a child would report its parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def blocks_per_record(record_bytes: int) -> int:
+    return math.ceil((record_bytes + 9) / 64)
+
+
+def chunk_template(record_bytes: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(record_bytes)
+    buf = rng.integers(0, 256, record_bytes * count, dtype=np.uint8)
+    if record_bytes >= 8:
+        rows = buf.reshape(count, record_bytes)
+        rows[:, :8] = np.arange(count, dtype=np.uint64).view(np.uint8).reshape(count, 8)
+    offsets = np.arange(count + 1, dtype=np.int64) * record_bytes
+    return buf, offsets
+
+
+def run_case(record_bytes: int, records: int, chunk_bytes: int) -> dict[str, object]:
+    from storage_service.integrity.sha256 import default_engine, mismatched_packed, sha256_packed
+    from storage_service.integrity.stream import PackedChunk, StreamVerifier
+
+    per_chunk = max(1, min(records, chunk_bytes // record_bytes))
+    buf, offsets = chunk_template(record_bytes, per_chunk)
+    expected = sha256_packed(buf, offsets)
+    # Load the verification kernel and start numba's threads outside the timing.
+    mismatched_packed(buf[:record_bytes], offsets[:2], expected[:1])
+
+    def chunks() -> Iterator[PackedChunk]:
+        left = records
+        while left > 0:
+            n = min(left, per_chunk)
+            yield PackedChunk(buf[: n * record_bytes], offsets[: n + 1], expected[:n])
+            left -= n
+
+    report = StreamVerifier(chunk_bytes=chunk_bytes).verify_chunks(chunks())
+    if not report.ok or report.checked != records:
+        raise SystemExit(f"benchmark data failed verification: {report.checked} checked")
+    return {
+        "record_bytes": record_bytes,
+        "records": records,
+        "records_per_s": records / report.seconds,
+        "mb_per_s": report.bytes / report.seconds / 1e6,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "seconds": report.seconds,
+        "engine": default_engine(),
+    }
+
+
+def run_merkle(leaves: int) -> dict[str, object]:
+    from storage_service.integrity.merkle import merkle_root
+    from storage_service.integrity.sha256 import default_engine
+
+    merkle_root(np.zeros((3, 32), dtype=np.uint8))  # load the kernels
+    hashes = np.random.default_rng(leaves).integers(0, 256, (leaves, 32), dtype=np.uint8)
+    start = time.perf_counter()
+    merkle_root(hashes)
+    seconds = time.perf_counter() - start
+    return {
+        "merkle_leaves": leaves,
+        "seconds": seconds,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "engine": default_engine(),
+    }
+
+
+def run_first_call() -> dict[str, object]:
+    start = time.perf_counter()
+    from storage_service.integrity.merkle import merkle_root
+    from storage_service.integrity.sha256 import default_engine, mismatched_packed, pack, sha256_many
+
+    imported = time.perf_counter()
+    sha256_many([b"abc"])
+    mismatched_packed(*pack([b"abc"]), sha256_many([b"abc"]))
+    merkle_root([bytes(32)] * 3)
+    done = time.perf_counter()
+    return {
+        "first_call": default_engine(),
+        "import_seconds": imported - start,
+        "first_call_seconds": done - imported,
+    }
+
+
+def child(args: list[str]) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, __file__, *args], check=True, capture_output=True, text=True
+    ).stdout
+    result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def hardware_bound_mb_s(cores: int) -> tuple[float, float]:
+    data = np.random.default_rng(0).integers(0, 256, 256 << 20, dtype=np.uint8).tobytes()
+    hashlib.sha256(data[: 1 << 20]).digest()
+    best = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        hashlib.sha256(data).digest()
+        best = min(best, time.perf_counter() - start)
+    single = len(data) / best / 1e6
+    return single, single * cores
+
+
+def hashlib_rate(record_bytes: int) -> tuple[float, int]:
+    count = min(SAMPLE_RECORDS, SAMPLE_BYTES // record_bytes)
+    buf, _ = chunk_template(record_bytes, count)
+    raw = buf.tobytes()
+    records = [raw[i * record_bytes : (i + 1) * record_bytes] for i in range(count)]
+    sha = hashlib.sha256
+    start = time.perf_counter()
+    digests = [sha(r).digest() for r in records]
+    seconds = time.perf_counter() - start
+    assert len(digests) == count
+    return count / seconds, count
+
+
+def plot(rows: list[dict[str, object]], bounds: dict[int, tuple[float, float]]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, size in enumerate(RECORD_SIZES):
+        case = [r for r in rows if r.get("record_bytes") == size]
+        if not case:
+            continue
+        color = f"C{i}"
+        xs = [float(str(r["records"])) for r in case]
+        ax.plot(xs, [float(str(r["records_per_s"])) for r in case], "o-", color=color,
+                label=f"{size} B records (numba)")  # fmt: skip
+        hashlib_rps, bound_rps = bounds[size]
+        ax.hlines(hashlib_rps, xs[0], xs[-1], colors=color, linestyles=":",
+                  label=f"{size} B hashlib loop")  # fmt: skip
+        ax.hlines(bound_rps, xs[0], xs[-1], colors=color, linestyles="--",
+                  label=f"{size} B hardware bound")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("records verified")
+    ax.set_ylabel("records / s")
+    ax.set_title("Streaming SHA-256 verification")
+    ax.legend(fontsize=7, ncol=3)
+    ax.grid(True, which="both", alpha=0.3)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    path = OUT_DIR / "verify_bench.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="volumes up to 10^5 only")
+    parser.add_argument("--plot", action="store_true", help="write bench/out/verify_bench.png")
+    parser.add_argument("--chunk-bytes", type=int, default=64 << 20)
+    parser.add_argument("--merkle-leaves", type=int, default=None)
+    parser.add_argument("--case", nargs=2, type=int, metavar=("RECORD_BYTES", "RECORDS"))
+    parser.add_argument("--merkle", type=int, metavar="LEAVES")
+    parser.add_argument("--first-call", action="store_true")
+    args = parser.parse_args()
+
+    if args.case:
+        print(json.dumps(run_case(args.case[0], args.case[1], args.chunk_bytes)))
+        return
+    if args.merkle:
+        print(json.dumps(run_merkle(args.merkle)))
+        return
+    if args.first_call:
+        print(json.dumps(run_first_call()))
+        return
+
+    import numba
+
+    cores = int(numba.config.NUMBA_NUM_THREADS)
+    single, bound = hardware_bound_mb_s(cores)
+    print(json.dumps({"openssl_single_mb_per_s": single, "cores": cores, "bound_mb_per_s": bound}))
+    print(json.dumps(child(["--first-call"])), flush=True)
+    top = 5 if args.quick else 7
+    rows: list[dict[str, object]] = []
+    lines: dict[int, tuple[float, float]] = {}
+    for size in RECORD_SIZES:
+        rate, sampled = hashlib_rate(size)
+        bound_rps = bound * 1e6 / 64 / blocks_per_record(size)
+        lines[size] = (rate, bound_rps)
+        for exponent in range(3, top + 1):
+            records = 10**exponent
+            row = child(["--case", str(size), str(records), "--chunk-bytes", str(args.chunk_bytes)])
+            rps = float(str(row["records_per_s"]))
+            row["vs_hashlib"] = rps / rate
+            row["vs_bound"] = rps / bound_rps
+            row["hashlib_records_per_s"] = rate
+            row["hashlib_sampled"] = records > sampled
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    leaves = args.merkle_leaves or (10**6 if args.quick else 10**7)
+    print(json.dumps(child(["--merkle", str(leaves)])), flush=True)
+    if args.plot:
+        print(json.dumps({"plot": str(plot(rows, lines))}))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
+    main()
