@@ -59,13 +59,18 @@ def run_backend(backend: str, puts: int, workers: int, per_record_n: int, batche
     cfg.storage.batch_max_records = 1000
     cfg.storage.batch_max_age_s = 3600  # anchoring is timed separately below
     if backend == "minio+fabric":
+        from ehr_abe.paths import state_dir
+
+        infra = Path(os.environ.get("EHR_ABE_INFRA_DIR") or state_dir() / "infra")
         cfg.storage.object_store = "minio"
         cfg.storage.ledger = "fabric"
+        cfg.storage.minio_connection = str(infra / "minio" / "connection.json")
+        cfg.storage.fabric_connection = str(infra / "fabric" / "connection.json")
     KeyAuthority.setup(cfg.authority_dir, passphrase=PASS)
     running = start_server(cfg, passphrase=PASS)
     out: list[dict[str, Any]] = []
     try:
-        core = running.closers[0]
+        core: Any = running.closers[0]
         channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
         stub = storage_pb2_grpc.StorageServiceStub(channel)
         payload = os.urandom(1024)

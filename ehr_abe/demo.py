@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import grpc
@@ -79,9 +80,9 @@ class Demo:
     def refused(self, text: str) -> None:
         self.console.print(f"  [yellow]✘[/] {text}")
 
-    def call(self, actor: Actor, method: object, request: object) -> object:
+    def call(self, actor: Actor, method: Any, request: Any) -> Any:
         try:
-            return method(request, metadata=actor.metadata, timeout=30)  # type: ignore[operator]
+            return method(request, metadata=actor.metadata, timeout=30)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
 

@@ -51,3 +51,28 @@ def test_policy_is_stored_in_normal_form(authority: KeyAuthority) -> None:
     sealed = envelope.encrypt(authority.public_params, "b:1 and a:1", b"x", b"")
     same = envelope.encrypt(authority.public_params, "a:1 and b:1", b"x", b"")
     assert envelope.envelope_policy(sealed) == envelope.envelope_policy(same)
+
+
+def test_every_byte_flip_in_an_or_envelope_is_rejected(authority: KeyAuthority) -> None:
+    """With an OR policy the key uses one row; bytes of the rows it does not use
+    are still authenticated (associated data), so changing them fails too."""
+    from abe_service.envelope import AbeDecryptor
+    from ehr_abe.errors import EhrAbeError
+
+    key = AbeDecryptor.from_user_key(authority.issue_key("p-17", ["patient:p-17"]).user_key)
+    sealed = envelope.encrypt(
+        authority.public_params, "role:doctor or dept:cardiology or patient:p-17", b"ok", b"c"
+    )
+    assert key.decrypt(sealed, b"c") == b"ok"
+    outcomes: set[str] = set()
+    for i in range(len(sealed)):
+        tampered = bytearray(sealed)
+        tampered[i] ^= 0x01
+        try:
+            key.decrypt(bytes(tampered), b"c")
+        except EhrAbeError as exc:
+            outcomes.add(type(exc).__name__)
+            continue
+        pytest.fail(f"flipping byte {i} still decrypted")
+    assert outcomes <= {"IntegrityError", "DecodeError", "PolicyNotSatisfied"}
+    assert {"IntegrityError", "DecodeError"} <= outcomes

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -27,7 +28,7 @@ from ehr_abe.infra.config import (
     minio_binary_path,
     pinned_minio_version,
 )
-from ehr_abe.infra.minio import MinioServer
+from ehr_abe.infra.minio import MinioServer, build_minio
 from storage_service.objectstore.minio_store import MinioStore
 
 
@@ -106,6 +107,19 @@ def test_bad_configuration_is_a_config_error(
     path.write_text(toml)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_infra_config(path, env=env)
+
+
+@pytest.mark.skipif(shutil.which("go") is None, reason="needs the Go toolchain")
+def test_a_failed_build_names_its_log_and_leaves_no_binary(tmp_path: Path) -> None:
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "go.mod").write_text("module broken\n\ngo 1.24\n")  # does not require minio
+    binary = tmp_path / "cache" / "v0" / "minio"
+    log = tmp_path / "build.log"
+    with pytest.raises(InfraError, match="build failed") as failed:
+        build_minio(binary, tools_dir=tools, log_file=log, timeout_s=120)
+    assert failed.value.log == log and "github.com/minio/minio" in log.read_text()
+    assert list(binary.parent.iterdir()) == []  # neither the binary nor a temporary
 
 
 # -- manager --------------------------------------------------------------------------

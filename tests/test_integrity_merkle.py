@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ehr_abe.errors import InvalidArgument
-from storage_service.integrity import merkle, reference
+from storage_service.integrity import _kernels, merkle, reference
 from storage_service.integrity.merkle import (
     EMPTY_ROOT,
     MerkleTree,
@@ -94,13 +94,21 @@ CT_PATHS = [
 CT_LEAF_HASHES = [leaf_hash(d) for d in CT_LEAVES]
 
 
+@pytest.fixture(params=["serial", "parallel"])
+def kernel_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Small batches on the calling thread (the default), or forced parallel."""
+    threshold = 0 if request.param == "parallel" else 1 << 62
+    monkeypatch.setattr(_kernels, "SERIAL_BELOW_BYTES", threshold)
+    return str(request.param)
+
+
 def test_empty_tree_is_hash_of_empty_string() -> None:
     assert merkle_root([]) == EMPTY_ROOT == hashlib.sha256(b"").digest()
     assert MerkleTree.build([]).root == EMPTY_ROOT
 
 
 @pytest.mark.parametrize("engine", ENGINE_PARAMS)
-def test_ct_reference_roots_for_sizes_1_to_8(engine: Engine) -> None:
+def test_ct_reference_roots_for_sizes_1_to_8(engine: Engine, kernel_mode: str) -> None:
     hashes = leaf_hashes(CT_LEAVES, engine=engine)
     assert [bytes(h) for h in hashes] == CT_LEAF_HASHES
     for size in range(1, 9):
@@ -122,7 +130,9 @@ def test_ct_reference_inclusion_paths(index: int, size: int, path: list[str]) ->
 
 
 @pytest.mark.parametrize("engine", ENGINE_PARAMS)
-def test_every_size_to_70_matches_the_recursive_definition(engine: Engine) -> None:
+def test_every_size_to_70_matches_the_recursive_definition(
+    engine: Engine, kernel_mode: str
+) -> None:
     hashes = [hashlib.sha256(bytes([i])).digest() for i in range(70)]
     for size in range(71):
         leaves = hashes[:size]
@@ -145,7 +155,10 @@ def _path_shape(index: int, size: int) -> list[bool] | None:
 
 
 def _leaves(count: int, seed: int) -> list[bytes]:
-    return [hashlib.sha256(seed.to_bytes(8, "big") + i.to_bytes(8, "big")).digest() for i in range(count)]
+    return [
+        hashlib.sha256(seed.to_bytes(8, "big") + i.to_bytes(8, "big")).digest()
+        for i in range(count)
+    ]
 
 
 @settings(max_examples=60, deadline=None)
@@ -241,7 +254,9 @@ def test_reference_verify_agrees_with_rfc9162_algorithm_on_all_small_cases() -> 
 def test_batch_rejects_out_of_range_and_empty_inputs() -> None:
     leaf = CT_LEAF_HASHES[0]
     root = bytes.fromhex(CT_ROOTS[0])
-    got = verify_inclusions_batch([leaf] * 4, [0, -1, 1, 0], [1, 1, 1, 0], [[], [], [], []], [root] * 4)
+    got = verify_inclusions_batch(
+        [leaf] * 4, [0, -1, 1, 0], [1, 1, 1, 0], [[], [], [], []], [root] * 4
+    )
     assert got.tolist() == [1, 2, 3]
     assert verify_inclusions_batch([], [], [], [], []).size == 0
 
@@ -267,7 +282,22 @@ def test_leaf_and_node_hashes_are_domain_separated() -> None:
     assert merkle.node_hash(a, b) == hashlib.sha256(b"\x01" + a + b).digest()
 
 
-def test_root_from_array_equals_root_from_bytes() -> None:
+def test_root_from_array_equals_root_from_bytes(kernel_mode: str) -> None:
     array = np.random.default_rng(1).integers(0, 256, (1001, 32), dtype=np.uint8)
     as_bytes = [bytes(row) for row in array]
     assert merkle_root(array) == merkle_root(as_bytes) == reference.root(as_bytes)
+
+
+@pytest.mark.parametrize("engine", ENGINE_PARAMS)
+def test_batch_verification_in_both_kernel_modes(engine: Engine, kernel_mode: str) -> None:
+    leaves = _leaves(1000, 3)
+    tree = MerkleTree.build(leaves, engine=engine)
+    indices = list(range(0, 1000, 7))
+    proofs = [tree.inclusion_proof(i) for i in indices]
+    claimed = [leaves[i] for i in indices]
+    claimed[5] = bytes(32)
+    roots = [tree.root] * len(indices)
+    failed = verify_inclusions_batch(
+        claimed, indices, [1000] * len(indices), proofs, roots, engine=engine
+    )
+    assert failed.tolist() == [5]

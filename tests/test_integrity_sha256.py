@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ehr_abe.errors import ConfigError, InvalidArgument
-from storage_service.integrity import sha256
+from storage_service.integrity import _kernels, sha256
 from storage_service.integrity.sha256 import (
     available_engines,
     mismatched_packed,
@@ -24,6 +24,18 @@ ENGINES = [
     )
     for e in sha256.ENGINES
 ]
+
+
+@pytest.fixture(params=["serial", "parallel"])
+def kernel_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with small batches on the calling thread (the default) and
+    with every batch forced through the parallel kernels."""
+    if request.param == "parallel":
+        monkeypatch.setattr(_kernels, "SERIAL_BELOW_BYTES", 0)
+    else:
+        monkeypatch.setattr(_kernels, "SERIAL_BELOW_BYTES", 1 << 62)
+    return str(request.param)
+
 
 # FIPS 180-4 / NIST CSRC example messages ("SHA256.pdf", "SHA2_Additional").
 FIPS_VECTORS = [
@@ -43,14 +55,16 @@ FIPS_VECTORS = [
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_fips_180_4_vectors(engine: sha256.Engine) -> None:
+def test_fips_180_4_vectors(engine: sha256.Engine, kernel_mode: str) -> None:
     digests = sha256_many([m for m, _ in FIPS_VECTORS], engine=engine)
     assert [bytes(d).hex() for d in digests] == [h for _, h in FIPS_VECTORS]
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("prefix", [-1, 0, 1, 255])
-def test_every_length_0_to_300_matches_hashlib(engine: sha256.Engine, prefix: int) -> None:
+def test_every_length_0_to_300_matches_hashlib(
+    engine: sha256.Engine, prefix: int, kernel_mode: str
+) -> None:
     rng = np.random.default_rng(300 + prefix)
     messages = [rng.bytes(n) for n in range(301)]
     head = b"" if prefix < 0 else bytes([prefix])
@@ -140,3 +154,35 @@ def test_wrong_expected_shape_is_invalid_argument() -> None:
         mismatched_packed(buf, offsets, np.zeros((3, 32), np.uint8))
     with pytest.raises(InvalidArgument):
         sha256_packed(buf, offsets, prefix=256)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("length", [0, 1, 55, 56, 63, 64, 119, 120, 128, 300])
+def test_equal_length_records_hashed_in_pairs(
+    engine: sha256.Engine, length: int, kernel_mode: str
+) -> None:
+    # Equal neighbours take the two-at-a-time path; 515 records leave odd ones
+    # at the end of a parallel task and of the batch.
+    rng = np.random.default_rng(length)
+    records = [rng.bytes(length) for _ in range(515)]
+    buf, offsets = pack(records)
+    expected_list = [hashlib.sha256(r).digest() for r in records]
+    assert [bytes(d) for d in sha256_packed(buf, offsets, engine=engine)] == expected_list
+    expected = np.array([list(d) for d in expected_list], dtype=np.uint8).reshape(-1, 32)
+    tampered = [0, 1, 254, 255, 256, 257, 514]
+    for i in tampered:
+        expected[i, 31] ^= 1
+    assert mismatched_packed(buf, offsets, expected, engine=engine).tolist() == tampered
+
+
+def test_concurrent_callers_get_their_own_correct_digests() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(seed: int) -> bool:
+        rng = np.random.default_rng(seed)
+        records = [rng.bytes(int(n)) for n in rng.integers(0, 2000, 3000)]
+        digests = sha256_many(records)
+        return [bytes(d) for d in digests] == [hashlib.sha256(r).digest() for r in records]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(work, range(8)))

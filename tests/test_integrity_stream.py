@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import tracemalloc
 from collections.abc import Hashable, Iterator
 
@@ -24,7 +25,9 @@ def _records(count: int, seed: int = 0, max_len: int = 300) -> list[tuple[str, b
 
 
 @pytest.mark.parametrize("engine", available_engines())
-@pytest.mark.parametrize(("chunk_bytes", "chunk_records"), [(1, 1), (500, 7), (4096, 1000), (1 << 20, 1 << 16)])
+@pytest.mark.parametrize(
+    ("chunk_bytes", "chunk_records"), [(1, 1), (500, 7), (4096, 1000), (1 << 20, 1 << 16)]
+)
 def test_tampered_records_are_found_whatever_the_chunking(
     engine: str, chunk_bytes: int, chunk_records: int
 ) -> None:
@@ -47,7 +50,7 @@ def test_tampered_records_are_found_whatever_the_chunking(
     assert report.bytes == sum(len(d) for _, d, _ in stream)
     assert not report.ok
     assert progress[-1] == (report.checked, report.bytes)
-    assert all(a[0] < b[0] and a[1] <= b[1] for a, b in zip(progress, progress[1:], strict=False))
+    assert all(a[0] < b[0] and a[1] <= b[1] for a, b in itertools.pairwise(progress))
 
 
 def test_all_good_and_empty_streams() -> None:

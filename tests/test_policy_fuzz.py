@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from abe_service.policy import (
+    MAX_ATTRIBUTE_CHARS,
     MAX_POLICY_CHARS,
     attributes,
     compile_policy,
@@ -15,7 +16,6 @@ from abe_service.policy import (
     normal_form,
     parse_attribute,
 )
-from abe_service.policy.language import MAX_ATTRIBUTE_CHARS
 from ehr_abe.errors import InvalidArgument, PolicyError
 
 # Pieces that reach every tokenizer branch, including non-ASCII look-alikes

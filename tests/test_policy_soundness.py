@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from abe_service.pairing.base import BLS12_381_ORDER as R
@@ -216,3 +216,77 @@ def test_the_span_checker_itself_can_say_no() -> None:
     assert spans_target([[2, 0]], 2)  # half of it, mod r
     assert not spans_target([[2, 4], [1, 2]], 2)  # collinear rows
     assert spans_target([[1, 2, 3], [0, 1, 1], [0, 0, 1]], 3)
+
+
+values = st.one_of(st.integers(0, 300), st.integers(0, INT_MAX), st.sampled_from([0, INT_MAX]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(op=st.sampled_from(list(OPS)), c=values, x=values, y=values)
+def test_labels_of_two_values_cannot_be_mixed_into_a_third(op: str, c: int, x: int, y: int) -> None:
+    """Keys are refused two values for one integer, but even the union of both
+    label sets only satisfies comparisons that x or y satisfies (each label
+    stands for one set of values). Plain bit labels fail this: 40 and 7 give 47."""
+    if (op == "<" and c == 0) or (op == ">" and c == INT_MAX):
+        return
+    compiled = compile_policy(f"age {op} {c}")
+    union = expand_attributes([f"age={x}"]) | expand_attributes([f"age={y}"])
+    owned = [
+        row
+        for row, label in zip(compiled.matrix, compiled.row_labels, strict=True)
+        if label in union
+    ]
+    expected = OPS[op](x, c) or OPS[op](y, c)
+    assert spans_target(owned, len(compiled.matrix[0])) == expected
+    assert compiled.satisfied_by(union) == expected
+
+
+def test_comparisons_in_one_and_become_one_range() -> None:
+    compiled = compile_policy("age >= 18 and role:doctor and age <= 65")
+    # [18, 65] = [18,20) + [20,24) + [24,32) + [32,64) + [64,66): 5 rows, one AND column
+    assert len(compiled.matrix) == 6 and len(compiled.matrix[0]) == 2
+    for age, ok in ((0, False), (17, False), (18, True), (40, True), (65, True), (66, False)):
+        labels = key_labels({"role:doctor"}, age)
+        owned = [
+            r for r, lb in zip(compiled.matrix, compiled.row_labels, strict=True) if lb in labels
+        ]
+        assert spans_target(owned, 2) == ok, age
+        rec = compiled.reconstruction(labels, R)
+        assert (rec is not None) == ok and (rec is None or len(rec) == 2)
+    assert compile_policy("age >= 0 and age <= 4294967295").row_labels == ("age#>>32=0",)
+
+
+def test_a_contradiction_compiles_to_a_policy_no_key_satisfies() -> None:
+    compiled = compile_policy("a or (age < 18 and age >= 18)")
+    for age in (0, 17, 18, 19, INT_MAX):
+        labels = key_labels(set(), age)
+        owned = [
+            r for r, lb in zip(compiled.matrix, compiled.row_labels, strict=True) if lb in labels
+        ]
+        assert not spans_target(owned, len(compiled.matrix[0]))
+    assert compiled.satisfied_by(key_labels({"a"}, None))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    first=st.tuples(st.sampled_from(list(OPS)), values),
+    second=st.tuples(st.sampled_from(list(OPS)), values),
+    x=values,
+)
+def test_a_merged_range_is_sound_on_the_matrix(
+    first: tuple[str, int], second: tuple[str, int], x: int
+) -> None:
+    (op1, c1), (op2, c2) = first, second
+    for op, c in first, second:  # refused on their own (test_policy_integers)
+        assume(not ((op == "<" and c == 0) or (op == ">" and c == INT_MAX)))
+    satisfiable = any(
+        OPS[op1](v, c1) and OPS[op2](v, c2)
+        for v in {0, INT_MAX, c1 - 1, c1, c1 + 1, c2 - 1, c2, c2 + 1}
+        if 0 <= v <= INT_MAX
+    )  # the ends of both ranges are the only candidates that matter
+    compiled = compile_policy(f"age {op1} {c1} and age {op2} {c2}")
+    # a non-empty range is one OR of range labels (one column)
+    assert (len(compiled.matrix[0]) == 1) == satisfiable
+    labels = key_labels(set(), x)
+    owned = [r for r, lb in zip(compiled.matrix, compiled.row_labels, strict=True) if lb in labels]
+    assert spans_target(owned, len(compiled.matrix[0])) == (OPS[op1](x, c1) and OPS[op2](x, c2))

@@ -16,6 +16,7 @@ from abe_service.policy.compiler import (
 from abe_service.policy.language import (
     INT_BITS,
     INT_MAX,
+    MAX_ATTRIBUTE_CHARS,
     MAX_DEPTH,
     MAX_LEAVES,
     MAX_POLICY_CHARS,
@@ -32,6 +33,7 @@ from abe_service.policy.language import (
 __all__ = [
     "INT_BITS",
     "INT_MAX",
+    "MAX_ATTRIBUTE_CHARS",
     "MAX_DEPTH",
     "MAX_LEAVES",
     "MAX_POLICY_CHARS",

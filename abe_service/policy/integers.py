@@ -1,18 +1,27 @@
-"""Integer comparisons as monotone formulas over key labels (BSW07 / OpenABE bit
-decomposition, plus a power-of-two ladder that keeps the formulas short).
+"""Integer comparisons as ORs of range labels (dyadic intervals).
 
 A key for the integer attribute `age = x` (0 <= x < 2^W, W = INT_BITS) holds
-    - W bit labels          `age#b<i>=<bit i of x>`          for i in 0..W-1
-    - W ladder labels       `age#<2^<k>` if x < 2^k, else `age#>=2^<k>`, for k in 0..W-1
-`#`, `<`, `>`, `=` and `^` cannot occur in policy attributes, so these labels
-never collide with user attributes. The ladder replaces the long chains over the
-high bits (for `age >= 18`: `b31=1 or ... or b5=1`) by one label: `age >= 18`
-compiles to 5 rows instead of 31, `age == 42` to 7 instead of 32.
+    - W + 1 prefix labels `age#>><j>=<x >> j>`   for j in 0..W   (j = W: `age#>>W=0`, "has an age")
+    - ladder labels       `age#>=2^<k>`          for every k with 2^k <= x
+Each label stands for a set of values: `age#>>j=v` for the aligned block
+[v*2^j, (v+1)*2^j), `age#>=2^k` for [2^k, 2^W). A comparison is an interval,
+and every interval is a disjoint union of a few such sets, so a comparison
+compiles to an OR of labels: no span-program columns at all, and decryption
+uses exactly one row per comparison. `==` is one label; `<= c` is popcount(c+1)
+labels; `>= c` is at most bitlen(c) labels (the aligned blocks up to the next
+power of two, then one ladder label). Comparisons on one attribute inside an
+`and` are merged into one range (compile_comparisons): `age >= 18 and age <= 65`
+is 5 labels, at most 2W - 2 for any range.
 
-Every formula is read-once (each label at most once), so rows <= W + 1.
+`#`, `>`, `=`, `^` cannot occur in policy attributes, so these labels never
+collide with user attributes. One label always means one set of values, so even
+a key holding two values could only satisfy comparisons one of them satisfies
+(keys are nevertheless refused two values: expand_attributes).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from abe_service.policy.language import (
     INT_BITS,
@@ -27,17 +36,13 @@ from abe_service.policy.language import (
 from ehr_abe.errors import PolicyError
 
 
-def bit_label(name: str, bit: int, value: int) -> str:
-    return f"{name}#b{bit}={value}"
-
-
-def below_label(name: str, k: int) -> str:
-    """Held iff the value is < 2^k."""
-    return f"{name}#<2^{k}"
+def prefix_label(name: str, shift: int, prefix: int) -> str:
+    """Held iff value >> shift == prefix."""
+    return f"{name}#>>{shift}={prefix}"
 
 
 def at_least_label(name: str, k: int) -> str:
-    """Held iff the value is >= 2^k."""
+    """Held iff value >= 2^k."""
     return f"{name}#>=2^{k}"
 
 
@@ -45,111 +50,97 @@ def integer_labels(name: str, value: int) -> list[str]:
     """All key labels for `name = value` (name already validated and lower-cased)."""
     if not 0 <= value <= INT_MAX:
         raise PolicyError(f"integer attribute {name}={value} does not fit in {INT_BITS} bits")
-    bits = [bit_label(name, i, (value >> i) & 1) for i in range(INT_BITS)]
-    ladder = [
-        below_label(name, k) if value < (1 << k) else at_least_label(name, k)
-        for k in range(INT_BITS)
-    ]
-    return bits + ladder
+    prefixes = [prefix_label(name, j, value >> j) for j in range(INT_BITS + 1)]
+    return prefixes + [at_least_label(name, k) for k in range(value.bit_length())]
 
 
-def _leaf(label: str) -> PolicyNode:
-    return Attr(label)
-
-
-def _and(a: PolicyNode | None, b: PolicyNode | None) -> PolicyNode | None:
-    """None stands for `true`."""
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return And(
-        (
-            *(a.children if isinstance(a, And) else (a,)),
-            *(b.children if isinstance(b, And) else (b,)),
-        )
-    )
-
-
-def _or(a: PolicyNode, b: PolicyNode) -> PolicyNode:
-    return Or(
-        (*(a.children if isinstance(a, Or) else (a,)), *(b.children if isinstance(b, Or) else (b,)))
-    )
-
-
-def _low_bits(name: str, c: int, width: int, at_least: bool) -> PolicyNode | None:
-    """x mod 2^width >= c (at_least) or <= c, over bit labels; None means always true.
-
-    Built from the least significant bit up: for `>=`, a 1 in c requires the bit
-    and the rest; a 0 in c is satisfied by the bit or by the rest. `<=` is the
-    mirror image with 0 and 1 swapped."""
-    want = 1 if at_least else 0
-    node: PolicyNode | None = None
-    for i in range(width):
-        leaf = _leaf(bit_label(name, i, want))
-        if (c >> i) & 1 == want:
-            node = _and(leaf, node)
-        elif node is not None:
-            node = _or(leaf, node)
-    return node
-
-
-def _holds_any_value(name: str) -> PolicyNode:
-    # Exactly one of the two is in every key with an integer `name`.
-    top = INT_BITS - 1
-    return Or((_leaf(bit_label(name, top, 0)), _leaf(bit_label(name, top, 1))))
-
-
-def _at_least(name: str, c: int) -> PolicyNode:
+def _at_least(name: str, c: int) -> list[str]:
     if c == 0:
-        return _holds_any_value(name)
-    h = c.bit_length()  # 2^(h-1) <= c < 2^h
-    if c == 1 << (h - 1):
-        return _leaf(at_least_label(name, h - 1))
-    low = _low_bits(name, c, h, at_least=True)
-    assert low is not None  # c has a 1 bit
-    return low if h == INT_BITS else _or(_leaf(at_least_label(name, h)), low)
+        return [prefix_label(name, INT_BITS, 0)]
+    labels: list[str] = []
+    start = c
+    while start <= INT_MAX:
+        if start & (start - 1) == 0:  # a power of two: the rest is one ladder label
+            labels.append(at_least_label(name, start.bit_length() - 1))
+            break
+        shift = (start & -start).bit_length() - 1  # largest aligned block starting here
+        labels.append(prefix_label(name, shift, start >> shift))
+        start += 1 << shift
+    return labels
 
 
-def _at_most(name: str, c: int) -> PolicyNode:
+def _at_most(name: str, c: int) -> list[str]:
     if c == INT_MAX:
-        return _holds_any_value(name)
-    h = c.bit_length()  # c < 2^h
-    if c == (1 << h) - 1:
-        return _leaf(below_label(name, h))
-    low = _low_bits(name, c, h, at_least=False)
-    assert low is not None  # c has a 0 bit below h
-    result = low if h == INT_BITS else _and(_leaf(below_label(name, h)), low)
-    assert result is not None
-    return result
+        return [prefix_label(name, INT_BITS, 0)]
+    end = c + 1  # [0, end) = one aligned block per 1 bit of end
+    return [
+        prefix_label(name, j, (end >> j) - 1) for j in reversed(range(INT_BITS)) if (end >> j) & 1
+    ]
 
 
-def _equal(name: str, c: int) -> PolicyNode:
-    h = c.bit_length()
-    bits: list[PolicyNode] = [_leaf(bit_label(name, i, (c >> i) & 1)) for i in reversed(range(h))]
-    if h < INT_BITS:
-        bits.insert(0, _leaf(below_label(name, h)))
-    return bits[0] if len(bits) == 1 else And(tuple(bits))
+def _interval(cmp: Compare) -> tuple[int, int]:
+    """The values satisfying `cmp`, as an inclusive range [low, high] (empty if low > high)."""
+    op, c = cmp.op, cmp.value
+    if not 0 <= c <= INT_MAX:
+        raise PolicyError(f"'{render(cmp)}': {c} does not fit in {INT_BITS} bits")
+    if op == "==":
+        return c, c
+    if op == ">=":
+        return c, INT_MAX
+    if op == ">":
+        return c + 1, INT_MAX
+    if op == "<=":
+        return 0, c
+    if op == "<":
+        return 0, c - 1
+    raise PolicyError(f"unknown comparison operator {op!r}")
+
+
+def _between(name: str, low: int, high: int) -> list[str]:
+    """Labels whose sets exactly cover [low, high] (0 <= low <= high <= INT_MAX)."""
+    if high == INT_MAX:
+        return _at_least(name, low)
+    if low == 0:
+        return _at_most(name, high)
+    labels: list[str] = []
+    start = low
+    while start <= high:  # greedy: the largest aligned block that starts here and fits
+        shift = (start & -start).bit_length() - 1
+        while start + (1 << shift) - 1 > high:
+            shift -= 1
+        labels.append(prefix_label(name, shift, start >> shift))
+        start += 1 << shift
+    return labels
+
+
+def _or_of(labels: list[str]) -> PolicyNode:
+    leaves = tuple(Attr(label) for label in labels)
+    return leaves[0] if len(leaves) == 1 else Or(leaves)
+
+
+def compile_comparisons(name: str, comparisons: Sequence[Compare]) -> PolicyNode:
+    """The conjunction of comparisons on one integer attribute. When their ranges
+    intersect, one OR of labels covering the intersection (`age >= 18 and age <= 65`
+    is the range [18, 65]); exact because a key holds one value per integer
+    attribute. A contradiction (`x < 2 and x >= 3`) stays an `and` of the separate
+    comparisons, which no key satisfies."""
+    low, high = 0, INT_MAX
+    for cmp in comparisons:
+        lo, hi = _interval(cmp)
+        low, high = max(low, lo), min(high, hi)
+    if low > high and len(comparisons) > 1:
+        return And(tuple(compile_comparison(cmp) for cmp in comparisons))
+    if low > high:
+        reason = (
+            "integers are non-negative"
+            if comparisons[0].op == "<"
+            else f"{INT_BITS}-bit integers stop at {INT_MAX}"
+        )
+        raise PolicyError(f"'{render(comparisons[0])}' can never be satisfied: {reason}")
+    return _or_of(_between(name, low, high))
 
 
 def compile_comparison(cmp: Compare) -> PolicyNode:
     """The monotone formula over key labels equivalent to `cmp` for every key
     holding an integer `cmp.name`. Unsatisfiable comparisons are refused."""
-    name, op, c = cmp.name, cmp.op, cmp.value
-    if op == "==":
-        return _equal(name, c)
-    if op == ">=":
-        return _at_least(name, c)
-    if op == ">":
-        if c >= INT_MAX:
-            raise PolicyError(
-                f"'{render(cmp)}' can never be satisfied: {INT_BITS}-bit integers stop at {INT_MAX}"
-            )
-        return _at_least(name, c + 1)
-    if op == "<=":
-        return _at_most(name, c)
-    if op == "<":
-        if c == 0:
-            raise PolicyError(f"'{render(cmp)}' can never be satisfied: integers are non-negative")
-        return _at_most(name, c - 1)
-    raise PolicyError(f"unknown comparison operator {op!r}")
+    return compile_comparisons(cmp.name, [cmp])

@@ -15,6 +15,7 @@ credentials file) for clients and tests.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -93,6 +94,10 @@ def port_in_use(host: str, port: int) -> bool:
         return False
 
 
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
@@ -121,13 +126,21 @@ class MinioServer:
     def ensure_binary(self) -> Path:
         """The cached binary of the pinned version; builds it the first time."""
         binary = self.cfg.minio_binary
-        if binary.is_file() and os.access(binary, os.X_OK):
+        if _executable(binary):
             return binary
-        self._progress(
-            f"building MinIO {pinned_minio_version()} from the Go module proxy "
-            f"(once per version, a few minutes; log {self.build_log})"
-        )
-        return build_minio(binary, log_file=self.build_log, timeout_s=self.settings.build_timeout_s)
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        # One build per version on this machine: a second `up` waits for the first.
+        with open(binary.parent / ".build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if _executable(binary):
+                return binary
+            self._progress(
+                f"building MinIO {pinned_minio_version()} from the Go module proxy "
+                f"(once per version, a few minutes; log {self.build_log})"
+            )
+            return build_minio(
+                binary, log_file=self.build_log, timeout_s=self.settings.build_timeout_s
+            )
 
     # -- credentials ------------------------------------------------------------
     def credentials(self) -> tuple[str, str]:

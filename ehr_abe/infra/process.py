@@ -72,6 +72,15 @@ def start(
     return proc.pid
 
 
+def _gone(pid: int) -> bool:
+    """True once the pid no longer runs (exited, or a zombie awaiting its reaper)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
 def stop(pid_file: Path, marker: str, timeout_s: float = 15.0) -> bool:
     """SIGTERM, then SIGKILL after timeout_s. True if a process was stopped."""
     pid = running(pid_file, marker)
@@ -80,11 +89,13 @@ def stop(pid_file: Path, marker: str, timeout_s: float = 15.0) -> bool:
         return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
+    # Wait for the process itself, not its command line: a program's cmdline
+    # empties while it is still exiting and holding its ports.
     while time.monotonic() < deadline:
-        if running(pid_file, marker) is None:
-            break
         _reap(pid)
-        time.sleep(0.1)
+        if _gone(pid):
+            break
+        time.sleep(0.05)
     else:
         try:
             os.kill(pid, signal.SIGKILL)

@@ -78,7 +78,7 @@ def _next_level(level: U8Array, tag: npt.NDArray[np.generic]) -> U8Array:
     pairs = m // 2
     parent = np.empty((pairs + (m & 1), DIGEST_SIZE), dtype=np.uint8)
     if pairs:
-        _kernels.node_level(tag, level, parent[:pairs])
+        _kernels.run(_kernels.node_level, 128 * pairs, tag, level, parent[:pairs])
     if m & 1:
         parent[pairs] = level[m - 1]  # the odd last node is carried up unchanged
     return parent
@@ -219,7 +219,16 @@ def verify_inclusions_batch(
     if nodes.shape[0] == 0:
         nodes = np.zeros((1, DIGEST_SIZE), dtype=np.uint8)  # numba needs a data pointer
     ok = np.empty(n, dtype=np.uint8)
-    _kernels.verify_proofs(
-        engine_tag(engine), leaf_array, index_array, size_array, nodes, offsets, root_array, ok
+    _kernels.run(
+        _kernels.verify_proofs,
+        128 * int(nodes.shape[0]),
+        engine_tag(engine),
+        leaf_array,
+        index_array,
+        size_array,
+        nodes,
+        offsets,
+        root_array,
+        ok,
     )
     return np.flatnonzero(ok == 0).astype(np.int64)
