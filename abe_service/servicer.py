@@ -43,33 +43,51 @@ class AbeServicer(pb_grpc.AbeServiceServicer):  # type: ignore[misc]
         self._msp = msp_id
         self._ledger = ledger  # optional LedgerClient: key issues are recorded for audit
 
-    def GetPublicParams(self, request: pb.GetPublicParamsRequest, context: Any) -> pb.GetPublicParamsResponse:
+    def GetPublicParams(
+        self, request: pb.GetPublicParamsRequest, context: Any
+    ) -> pb.GetPublicParamsResponse:
         return pb.GetPublicParamsResponse(
             public_params=self.authority.public_params,
             scheme=SCHEME_ID,
             authority_id=self.authority.authority_id,
         )
 
-    def IssueUserKey(self, request: pb.IssueUserKeyRequest, context: Any) -> pb.IssueUserKeyResponse:
+    def IssueUserKey(
+        self, request: pb.IssueUserKeyRequest, context: Any
+    ) -> pb.IssueUserKeyResponse:
         caller = caller_from_context(context, tls=self._tls, default_msp=self._msp)
         if AUTHORITY_ROLE not in caller.roles:
-            raise AccessDenied(f"{caller.subject} may not issue keys: needs the {AUTHORITY_ROLE!r} role")
+            raise AccessDenied(
+                f"{caller.subject} may not issue keys: needs the {AUTHORITY_ROLE!r} role"
+            )
         issued = self.authority.issue_key(request.subject_id, list(request.attributes))
         if self._ledger is not None:
             self._ledger.record_key_issue(
-                caller, request.subject_id, bytes.fromhex(issued.attribute_set_sha256),
-                self.authority.authority_id, issued.key_id,
+                caller,
+                request.subject_id,
+                bytes.fromhex(issued.attribute_set_sha256),
+                self.authority.authority_id,
+                issued.key_id,
             )
-        log.info("issued key %s for %s (%d attributes)", issued.key_id, request.subject_id, len(request.attributes))
+        log.info(
+            "issued key %s for %s (%d attributes)",
+            issued.key_id,
+            request.subject_id,
+            len(request.attributes),
+        )
         return pb.IssueUserKeyResponse(
-            user_key=issued.user_key, key_id=issued.key_id, attribute_set_sha256=issued.attribute_set_sha256
+            user_key=issued.user_key,
+            key_id=issued.key_id,
+            attribute_set_sha256=issued.attribute_set_sha256,
         )
 
     def Encrypt(self, request: pb.EncryptRequest, context: Any) -> pb.EncryptResponse:
         if len(request.plaintext) > MAX_PLAINTEXT:
             raise InvalidArgument(f"plaintext larger than {MAX_PLAINTEXT} bytes")
         compiled = compile_policy(request.policy)
-        envelope = self.authority.encryptor.encrypt(request.policy, request.plaintext, request.context)
+        envelope = self.authority.encryptor.encrypt(
+            request.policy, request.plaintext, request.context
+        )
         return pb.EncryptResponse(envelope=envelope, policy_normal_form=compiled.normal_form)
 
     def CheckPolicy(self, request: pb.CheckPolicyRequest, context: Any) -> pb.CheckPolicyResponse:
@@ -81,7 +99,9 @@ class AbeServicer(pb_grpc.AbeServiceServicer):  # type: ignore[misc]
             span_program_columns=max((len(r) for r in compiled.matrix), default=0),
         )
 
-    def EvaluatePolicy(self, request: pb.EvaluatePolicyRequest, context: Any) -> pb.EvaluatePolicyResponse:
+    def EvaluatePolicy(
+        self, request: pb.EvaluatePolicyRequest, context: Any
+    ) -> pb.EvaluatePolicyResponse:
         compiled = compile_policy(request.policy)
         ok = compiled.satisfied_by(expand_attributes(list(request.attributes)))
         return pb.EvaluatePolicyResponse(satisfied=ok, normal_form=compiled.normal_form)

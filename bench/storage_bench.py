@@ -26,13 +26,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import grpc  # noqa: E402
+import grpc
 
-from abe_service.authority import KeyAuthority  # noqa: E402
-from ehr_abe.api.v1 import storage_pb2, storage_pb2_grpc  # noqa: E402
-from ehr_abe.config import load_config  # noqa: E402
-from ehr_abe.server import start_server  # noqa: E402
-from storage_service.anchoring import AnchorPolicy  # noqa: E402
+from abe_service.authority import KeyAuthority
+from ehr_abe.api.v1 import storage_pb2, storage_pb2_grpc
+from ehr_abe.config import load_config
+from ehr_abe.server import start_server
+from storage_service.anchoring import AnchorPolicy
 
 POLICY = "role:doctor and dept:cardiology and site:hosp1 and clearance:2 and shift:day"
 PASS = b"storage bench passphrase"
@@ -43,7 +43,7 @@ READER = (("x-ehr-subject", PATIENT), ("x-ehr-roles", "patient"))
 
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
 def emit(**kv: Any) -> dict[str, Any]:
@@ -51,7 +51,9 @@ def emit(**kv: Any) -> dict[str, Any]:
     return kv
 
 
-def run_backend(backend: str, puts: int, workers: int, per_record_n: int, batched_n: int) -> list[dict[str, Any]]:
+def run_backend(
+    backend: str, puts: int, workers: int, per_record_n: int, batched_n: int
+) -> list[dict[str, Any]]:
     home = Path(tempfile.mkdtemp(prefix="ehr-bench-"))
     cfg = load_config(env={})
     cfg.home = str(home)
@@ -79,7 +81,8 @@ def run_backend(backend: str, puts: int, workers: int, per_record_n: int, batche
             t0 = time.perf_counter()
             r = stub.PutRecord(
                 storage_pb2.PutRecordRequest(
-                    patient_id=PATIENT, record_type="ecg",
+                    patient_id=PATIENT,
+                    record_type="ecg",
                     plain=storage_pb2.PlainContent(payload=payload, policy=POLICY),
                 ),
                 metadata=DEVICE,
@@ -93,8 +96,16 @@ def run_backend(backend: str, puts: int, workers: int, per_record_n: int, batche
             results = list(pool.map(put, range(puts)))
         wall = time.perf_counter() - t0
         lat = [r[0] * 1000 for r in results]
-        out.append(emit(backend=backend, op="put", mode=f"{workers}_clients", records_per_s=round(puts / wall, 1),
-                        p50_ms=round(pct(lat, 50), 2), p99_ms=round(pct(lat, 99), 2)))
+        out.append(
+            emit(
+                backend=backend,
+                op="put",
+                mode=f"{workers}_clients",
+                records_per_s=round(puts / wall, 1),
+                p50_ms=round(pct(lat, 50), 2),
+                p99_ms=round(pct(lat, 99), 2),
+            )
+        )
 
         core.flush()  # anchor them so reads verify against the ledger
         ids = [r[1] for r in results[: min(300, len(results))]]
@@ -103,16 +114,32 @@ def run_backend(backend: str, puts: int, workers: int, per_record_n: int, batche
             t1 = time.perf_counter()
             stub.GetRecord(storage_pb2.GetRecordRequest(record_id=rid), metadata=READER)
             lat.append((time.perf_counter() - t1) * 1000)
-        out.append(emit(backend=backend, op="get", mode="sequential_verified", records_per_s=round(1000 / statistics.mean(lat), 1),
-                        p50_ms=round(pct(lat, 50), 2), p99_ms=round(pct(lat, 99), 2)))
+        out.append(
+            emit(
+                backend=backend,
+                op="get",
+                mode="sequential_verified",
+                records_per_s=round(1000 / statistics.mean(lat), 1),
+                p50_ms=round(pct(lat, 50), 2),
+                p99_ms=round(pct(lat, 99), 2),
+            )
+        )
 
         # anchoring: the same storage core, pending records, timed flushes
         from storage_service.records import utc_now  # noqa: F401
 
         def pending(n: int) -> None:
-            for i in range(n):
-                core.put_record(core.service_caller.__class__("bench-device", cfg.storage.msp_id, frozenset({"device"})),
-                                patient_id=PATIENT, record_type="ecg", envelope=None, payload=b"x" * 64, policy="a or b")
+            for _i in range(n):
+                core.put_record(
+                    core.service_caller.__class__(
+                        "bench-device", cfg.storage.msp_id, frozenset({"device"})
+                    ),
+                    patient_id=PATIENT,
+                    record_type="ecg",
+                    envelope=None,
+                    payload=b"x" * 64,
+                    policy="a or b",
+                )
 
         for mode, n, size in (("batched", batched_n, 1000), ("per_record", per_record_n, 1)):
             core.anchorer._policy = AnchorPolicy(max_records=size, max_age_s=3600)
@@ -128,9 +155,45 @@ def run_backend(backend: str, puts: int, workers: int, per_record_n: int, batche
                 if got.records == 0:
                     break
             wall = time.perf_counter() - t1
-            out.append(emit(backend=backend, op="anchor", mode=mode, records_per_s=round(n / wall, 1),
-                            p50_ms=round(pct(lat, 50), 2), p99_ms=round(pct(lat, 99), 2), records=n,
-                            ledger_transactions=-(-n // size)))
+            out.append(
+                emit(
+                    backend=backend,
+                    op="anchor",
+                    mode=mode,
+                    records_per_s=round(n / wall, 1),
+                    p50_ms=round(pct(lat, 50), 2),
+                    p99_ms=round(pct(lat, 99), 2),
+                    records=n,
+                    ledger_transactions=-(-n // size),
+                )
+            )
+        # end-to-end verification of everything stored (issue: where does the time go)
+        t1 = time.perf_counter()
+        report = core.verify_records(core.service_caller)
+        wall = time.perf_counter() - t1
+        from storage_service.verification import verify_records_stream
+
+        stream = verify_records_stream(
+            core.index, core.store, root_of=lambda b: core.ledger.get_anchor(b).merkle_root
+        )
+        st = stream.stages
+        out.append(
+            emit(
+                backend=backend,
+                op="verify",
+                mode="all_records",
+                records_per_s=round(report.checked / wall, 1),
+                records=report.checked,
+                failed=len(report.failed_record_ids),
+                seconds={
+                    "fetch": round(st.fetch, 3),
+                    "hashing": round(st.hashing, 3),
+                    "proofs": round(st.proofs, 3),
+                    "ledger": round(st.ledger, 3),
+                    "index": round(st.index, 3),
+                },
+            )
+        )
         channel.close()
     finally:
         running.stop()
@@ -138,11 +201,15 @@ def run_backend(backend: str, puts: int, workers: int, per_record_n: int, batche
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--backend", choices=["embedded", "minio+fabric", "both"], default="both")
     ap.add_argument("--puts", type=int, default=500)
     ap.add_argument("--workers", type=int, default=8)
-    ap.add_argument("--per-record", type=int, default=40, help="records anchored one transaction each")
+    ap.add_argument(
+        "--per-record", type=int, default=40, help="records anchored one transaction each"
+    )
     ap.add_argument("--batched", type=int, default=2000, help="records anchored in batches of 1000")
     ap.add_argument("--plot", nargs="?", const="bench/out/storage_bench.png", default=None)
     args = ap.parse_args()
@@ -164,13 +231,23 @@ def main() -> int:
 
         labels = [f"{r['backend']}\n{r['op']}:{r['mode']}" for r in rows]
         fig, ax = plt.subplots(figsize=(10, 4.5))
-        bars = ax.bar(range(len(rows)), [r["records_per_s"] for r in rows], color=["#4c72b0" if r["backend"] == "embedded" else "#dd8452" for r in rows])
+        bars = ax.bar(
+            range(len(rows)),
+            [r["records_per_s"] for r in rows],
+            color=["#4c72b0" if r["backend"] == "embedded" else "#dd8452" for r in rows],
+        )
         ax.set_yscale("log")
         ax.set_xticks(range(len(rows)), labels, fontsize=7)
         ax.set_ylabel("records per second (log)")
         ax.set_title("ehr-abe storage: PutRecord, GetRecord, anchoring batched vs per record")
         for b, r in zip(bars, rows, strict=True):
-            ax.annotate(f"{r['records_per_s']:.0f}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=7)
+            ax.annotate(
+                f"{r['records_per_s']:.0f}",
+                (b.get_x() + b.get_width() / 2, b.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         fig.tight_layout()
         fig.savefig(args.plot, dpi=120)

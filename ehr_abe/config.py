@@ -136,7 +136,9 @@ def _apply(section: Any, values: dict[str, Any], where: str) -> None:
     names = {f.name for f in dataclasses.fields(section)}
     for key, value in values.items():
         if key not in names:
-            raise ConfigError(f"{where}: unknown setting {key!r} (known: {', '.join(sorted(names))})")
+            raise ConfigError(
+                f"{where}: unknown setting {key!r} (known: {', '.join(sorted(names))})"
+            )
         setattr(section, key, _coerce(value, hints[key], f"{where}.{key}"))
 
 
@@ -158,7 +160,11 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> 
                 cfg.home = str(value)
                 continue
             section = getattr(cfg, key, None)
-            if section is None or not dataclasses.is_dataclass(section) or not isinstance(value, dict):
+            if (
+                section is None
+                or not dataclasses.is_dataclass(section)
+                or not isinstance(value, dict)
+            ):
                 raise ConfigError(f"{path}: unknown section [{key}]")
             _apply(section, value, f"{path}: [{key}]")
     if env.get("EHR_ABE_HOME"):

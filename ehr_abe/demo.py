@@ -16,8 +16,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import grpc
 from rich.console import Console
@@ -50,7 +50,10 @@ class Actor:
 
 AUTHORITY = Actor("key-authority", ("authority",), (), "the key authority")
 CARDIOLOGIST = Actor(
-    "dr-heart", ("doctor",), ("role:doctor", "dept:cardiology", "clearance=3"), "Dr Heart, cardiologist"
+    "dr-heart",
+    ("doctor",),
+    ("role:doctor", "dept:cardiology", "clearance=3"),
+    "Dr Heart, cardiologist",
 )
 NURSE = Actor("nurse-joy", ("nurse",), ("role:nurse", "dept:cardiology"), "Nurse Joy, cardiology")
 OTHER_DOCTOR = Actor(
@@ -98,7 +101,9 @@ class Demo:
         c = self.console
         self.step("Key authority: public parameters")
         pp = self.call(AUTHORITY, self.abe.GetPublicParams, abe_pb2.GetPublicParamsRequest())
-        self.ok(f"scheme {pp.scheme}, authority {pp.authority_id[:16]}…, {len(pp.public_params)} bytes")
+        self.ok(
+            f"scheme {pp.scheme}, authority {pp.authority_id[:16]}…, {len(pp.public_params)} bytes"
+        )
 
         self.step("Issue attribute keys")
         for actor in (CARDIOLOGIST, NURSE, OTHER_DOCTOR, PATIENT_ACTOR):
@@ -113,7 +118,9 @@ class Demo:
         self.step("Check the policy a security team wrote")
         chk = self.call(AUTHORITY, self.abe.CheckPolicy, abe_pb2.CheckPolicyRequest(policy=POLICY))
         self.ok(f"normal form: {chk.normal_form}")
-        self.ok(f"attributes: {', '.join(chk.attributes)}; span program {chk.span_program_rows}×{chk.span_program_columns}")
+        self.ok(
+            f"attributes: {', '.join(chk.attributes)}; span program {chk.span_program_rows} x {chk.span_program_columns}"
+        )
 
         self.step(f"{DEVICE.label} streams readings, encrypted under the policy")
         record_ids = []
@@ -134,7 +141,9 @@ class Demo:
             )
             record_ids.append(resp.record_id)
         ms = (time.perf_counter() - started) * 1000
-        self.ok(f"{len(record_ids)} records stored in {ms:.0f} ms; receipts say PENDING until anchored")
+        self.ok(
+            f"{len(record_ids)} records stored in {ms:.0f} ms; receipts say PENDING until anchored"
+        )
         again = self.call(
             DEVICE,
             self.storage.PutRecord,
@@ -145,12 +154,16 @@ class Demo:
                 idempotency_key="ecg-monitor-7/0",
             ),
         )
-        self.ok(f"a retried upload (same idempotency key) returns {again.record_id} again: duplicate={again.duplicate}")
+        self.ok(
+            f"a retried upload (same idempotency key) returns {again.record_id} again: duplicate={again.duplicate}"
+        )
 
         self.step("Anchor the batch on the ledger (one transaction for all records)")
         fl = self.call(DEVICE, self.storage.FlushAnchors, storage_pb2.FlushAnchorsRequest())
         rec = self.call(
-            PATIENT_ACTOR, self.storage.GetReceipt, storage_pb2.GetReceiptRequest(record_id=record_ids[3])
+            PATIENT_ACTOR,
+            self.storage.GetReceipt,
+            storage_pb2.GetReceiptRequest(record_id=record_ids[3]),
         )
         self.ok(f"{fl.records} records in {fl.batches} batch(es); record {rec.record_id}:")
         self.ok(
@@ -171,36 +184,49 @@ class Demo:
             lambda: self.call(
                 OTHER_DOCTOR,
                 self.storage.GrantConsent,
-                storage_pb2.GrantConsentRequest(patient_id=PATIENT, subject_id=OTHER_DOCTOR.subject),
+                storage_pb2.GrantConsentRequest(
+                    patient_id=PATIENT, subject_id=OTHER_DOCTOR.subject
+                ),
             ),
         )
 
         self.step("The cardiologist reads a reading (consent ✔, policy ✔, integrity ✔)")
         got = self.call(
-            CARDIOLOGIST, self.storage.GetRecord, storage_pb2.GetRecordRequest(record_id=record_ids[3])
+            CARDIOLOGIST,
+            self.storage.GetRecord,
+            storage_pb2.GetRecordRequest(record_id=record_ids[3]),
         )
         plain = self.keys[CARDIOLOGIST.subject].decrypt(got.envelope, record_context(PATIENT))
         self.ok(f"verified against anchored root, decrypted: {plain.decode()}")
 
         self.step("The nurse: consent ✔ but the ABE policy refuses")
-        got = self.call(NURSE, self.storage.GetRecord, storage_pb2.GetRecordRequest(record_id=record_ids[3]))
+        got = self.call(
+            NURSE, self.storage.GetRecord, storage_pb2.GetRecordRequest(record_id=record_ids[3])
+        )
         self.expect_refusal(
-            "nurse decrypts", lambda: self.keys[NURSE.subject].decrypt(got.envelope, record_context(PATIENT))
+            "nurse decrypts",
+            lambda: self.keys[NURSE.subject].decrypt(got.envelope, record_context(PATIENT)),
         )
 
         self.step("Another doctor: the right attributes, but no consent on the ledger")
         self.expect_refusal(
             "Dr Other fetches",
             lambda: self.call(
-                OTHER_DOCTOR, self.storage.GetRecord, storage_pb2.GetRecordRequest(record_id=record_ids[3])
+                OTHER_DOCTOR,
+                self.storage.GetRecord,
+                storage_pb2.GetRecordRequest(record_id=record_ids[3]),
             ),
         )
 
         self.step("The patient reads their own record and revokes the cardiologist's consent")
         got = self.call(
-            PATIENT_ACTOR, self.storage.GetRecord, storage_pb2.GetRecordRequest(record_id=record_ids[5])
+            PATIENT_ACTOR,
+            self.storage.GetRecord,
+            storage_pb2.GetRecordRequest(record_id=record_ids[5]),
         )
-        self.ok(f"patient decrypts: {self.keys[PATIENT].decrypt(got.envelope, record_context(PATIENT)).decode()}")
+        self.ok(
+            f"patient decrypts: {self.keys[PATIENT].decrypt(got.envelope, record_context(PATIENT)).decode()}"
+        )
         self.call(
             PATIENT_ACTOR,
             self.storage.RevokeConsent,
@@ -210,7 +236,9 @@ class Demo:
         self.expect_refusal(
             "the cardiologist fetches again",
             lambda: self.call(
-                CARDIOLOGIST, self.storage.GetRecord, storage_pb2.GetRecordRequest(record_id=record_ids[3])
+                CARDIOLOGIST,
+                self.storage.GetRecord,
+                storage_pb2.GetRecordRequest(record_id=record_ids[3]),
             ),
         )
 
@@ -226,12 +254,16 @@ class Demo:
             self.expect_refusal(
                 "the patient fetches the tampered record",
                 lambda: self.call(
-                    PATIENT_ACTOR, self.storage.GetRecord, storage_pb2.GetRecordRequest(record_id=victim)
+                    PATIENT_ACTOR,
+                    self.storage.GetRecord,
+                    storage_pb2.GetRecordRequest(record_id=victim),
                 ),
             )
         else:
             c.print("  (skipped: the target server's storage is not on this machine)")
-        report = self.call(AUDITOR, self.storage.VerifyRecords, storage_pb2.VerifyRecordsRequest(all=True))
+        report = self.call(
+            AUDITOR, self.storage.VerifyRecords, storage_pb2.VerifyRecordsRequest(all=True)
+        )
         self.ok(
             f"auditor verifies everything: {report.checked} checked, {report.passed} passed, "
             f"failed: {', '.join(report.failed_record_ids) or 'none'} ({report.seconds * 1000:.0f} ms)"
@@ -240,15 +272,25 @@ class Demo:
         self.step("Audit trail on the ledger")
         self.call(DEVICE, self.storage.FlushAnchors, storage_pb2.FlushAnchorsRequest())
         trail = self.call(
-            AUDITOR, self.storage.GetAuditTrail, storage_pb2.GetAuditTrailRequest(record_id=record_ids[3])
+            AUDITOR,
+            self.storage.GetAuditTrail,
+            storage_pb2.GetAuditTrailRequest(record_id=record_ids[3]),
         )
         table = Table("when", "event", "subject", "record", "detail")
         for e in trail.events:
             table.add_row(
-                e.at.ToDatetime().strftime("%H:%M:%S.%f")[:-3], e.kind, e.subject_id, e.record_id, e.detail
+                e.at.ToDatetime().strftime("%H:%M:%S.%f")[:-3],
+                e.kind,
+                e.subject_id,
+                e.record_id,
+                e.detail,
             )
         c.print(table)
-        c.print(Panel.fit("[bold green]demo complete[/]: every refusal above came from the policy, the ledger or the integrity check"))
+        c.print(
+            Panel.fit(
+                "[bold green]demo complete[/]: every refusal above came from the policy, the ledger or the integrity check"
+            )
+        )
 
 
 @contextmanager

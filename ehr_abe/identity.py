@@ -57,7 +57,5 @@ def caller_from_context(context: Any, *, tls: bool, default_msp: str) -> Caller:
         raise Unauthenticated(
             f"development mode: send the caller's id in the {DEV_SUBJECT_HEADER!r} header"
         )
-    roles = frozenset(
-        r.strip() for r in str(md.get(DEV_ROLES_HEADER, "")).split(",") if r.strip()
-    )
+    roles = frozenset(r.strip() for r in str(md.get(DEV_ROLES_HEADER, "")).split(",") if r.strip())
     return Caller(subject=subject, msp_id=default_msp, roles=roles)

@@ -57,14 +57,16 @@ def _credentials(cfg: Config) -> grpc.ServerCredentials | None:
         ca = Path(s.client_ca).read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read TLS material: {exc}") from None
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=True
+    )
 
 
 def start_server(cfg: Config, *, passphrase: bytes | None = None) -> RunningServer:
     """Start the configured services; returns once the port is bound."""
     from abe_service.servicer import AbeServicer, load_authority_for_serving
-    from storage_service.wiring import build_storage_core
     from storage_service.servicer import StorageServicer
+    from storage_service.wiring import build_storage_core
 
     tls = cfg.tls_enabled
     if not tls:

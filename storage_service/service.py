@@ -31,7 +31,6 @@ from ehr_abe.errors import (
 from storage_service.anchoring import Anchorer, AnchorPolicy, FlushResult
 from storage_service.index import IndexedRecord, RecordIndex
 from storage_service.integrity import merkle
-from storage_service.verification import verify_records_stream
 from storage_service.ledger.base import Caller
 from storage_service.ledger.client import LedgerClient
 from storage_service.objectstore.base import ObjectStore
@@ -46,6 +45,7 @@ from storage_service.records import (
     validate_id,
     validate_record_type,
 )
+from storage_service.verification import verify_records_stream
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class StorageCore:
         ledger: LedgerClient,
         encryptor: Encryptor,
         service_caller: Caller,
-        anchor_policy: AnchorPolicy = AnchorPolicy(),
+        anchor_policy: AnchorPolicy | None = None,
         fetch_concurrency: int = 16,
     ):
         self.store = store
@@ -126,7 +126,7 @@ class StorageCore:
         self.encryptor = encryptor
         self.service_caller = service_caller
         instance = index.setting("instance_id", lambda: "s" + _rand_id())
-        self.anchorer = Anchorer(index, ledger, anchor_policy, instance)
+        self.anchorer = Anchorer(index, ledger, anchor_policy or AnchorPolicy(), instance)
         self._roots: dict[str, bytes] = {}  # anchored roots read from the ledger (immutable)
         self._roots_lock = threading.Lock()
         self._fetch_concurrency = fetch_concurrency
@@ -375,15 +375,22 @@ class StorageCore:
             for c in self.ledger.consent_history(patient):
                 entries.append(
                     AuditEntry(
-                        "consent-grant" if c.granted else "consent-revoke", "", patient,
-                        c.subject_id, c.at, c.tx_id, f"by {c.by_subject}",
+                        "consent-grant" if c.granted else "consent-revoke",
+                        "",
+                        patient,
+                        c.subject_id,
+                        c.at,
+                        c.tx_id,
+                        f"by {c.by_subject}",
                     )
                 )
         else:
             assert subject_id is not None
             validate_id("subject id", subject_id)
             if caller.subject != subject_id and not (caller.roles & AUDITOR_ROLES):
-                raise AccessDenied("only the subject or an auditor may read a subject's audit trail")
+                raise AccessDenied(
+                    "only the subject or an auditor may read a subject's audit trail"
+                )
         for e in self.ledger.access_log(record_id=record_id, subject_id=subject_id):
             entries.append(
                 AuditEntry(e.kind, e.record_id, e.patient_id, e.subject_id, e.at, e.tx_id, e.detail)

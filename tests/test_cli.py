@@ -12,9 +12,17 @@ import pytest
 PASS = "cli test passphrase"
 
 
-def run(*args: str, home: Path, input_: bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+def run(
+    *args: str, home: Path, input_: bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     e = {**os.environ, "EHR_ABE_HOME": str(home), "EHR_ABE_MASTER_PASSPHRASE": PASS, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "ehr_abe", *args], capture_output=True, input=input_, env=e, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ehr_abe", *args],
+        capture_output=True,
+        input=input_,
+        env=e,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -28,32 +36,84 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     r = run("--help", home=tmp_path)
     assert r.returncode == 0
-    for cmd in (b"authority", b"key", b"encrypt", b"decrypt", b"policy", b"serve", b"demo", b"verify", b"infra"):
+    for cmd in (
+        b"authority",
+        b"key",
+        b"encrypt",
+        b"decrypt",
+        b"policy",
+        b"serve",
+        b"demo",
+        b"verify",
+        b"infra",
+    ):
         assert cmd in r.stdout
 
 
 def test_encrypt_decrypt_and_exit_codes(home: Path, tmp_path: Path) -> None:
     doc, nurse = tmp_path / "doc.key", tmp_path / "nurse.key"
-    assert run("key", "issue", "dr-a", "role:doctor", "dept:cardiology", "-o", str(doc), home=home).returncode == 0
+    assert (
+        run(
+            "key", "issue", "dr-a", "role:doctor", "dept:cardiology", "-o", str(doc), home=home
+        ).returncode
+        == 0
+    )
     assert oct(doc.stat().st_mode & 0o777) == "0o600"
     assert run("key", "issue", "nurse-b", "role:nurse", "-o", str(nurse), home=home).returncode == 0
     (tmp_path / "in.txt").write_bytes(b"ECG 72 bpm")
-    r = run("encrypt", "-p", "role:doctor and dept:cardiology", "--context", "r-1", str(tmp_path / "in.txt"), "-o", str(tmp_path / "e.env"), home=home)
+    r = run(
+        "encrypt",
+        "-p",
+        "role:doctor and dept:cardiology",
+        "--context",
+        "r-1",
+        str(tmp_path / "in.txt"),
+        "-o",
+        str(tmp_path / "e.env"),
+        home=home,
+    )
     assert r.returncode == 0, r.stderr
-    r = run("decrypt", "-k", str(doc), "--context", "r-1", str(tmp_path / "e.env"), "-o", "-", home=home)
+    r = run(
+        "decrypt", "-k", str(doc), "--context", "r-1", str(tmp_path / "e.env"), "-o", "-", home=home
+    )
     assert r.returncode == 0 and r.stdout == b"ECG 72 bpm"
-    r = run("decrypt", "-k", str(nurse), "--context", "r-1", str(tmp_path / "e.env"), "-o", "-", home=home)
+    r = run(
+        "decrypt",
+        "-k",
+        str(nurse),
+        "--context",
+        "r-1",
+        str(tmp_path / "e.env"),
+        "-o",
+        "-",
+        home=home,
+    )
     assert r.returncode == 3 and b"does not satisfy" in r.stderr and b"Traceback" not in r.stderr
     data = bytearray((tmp_path / "e.env").read_bytes())
     data[-3] ^= 1
     (tmp_path / "bad.env").write_bytes(bytes(data))
-    r = run("decrypt", "-k", str(doc), "--context", "r-1", str(tmp_path / "bad.env"), "-o", "-", home=home)
+    r = run(
+        "decrypt",
+        "-k",
+        str(doc),
+        "--context",
+        "r-1",
+        str(tmp_path / "bad.env"),
+        "-o",
+        "-",
+        home=home,
+    )
     assert r.returncode == 4 and b"Traceback" not in r.stderr
 
 
 def test_policy_check_and_eval(tmp_path: Path) -> None:
-    r = run("policy", "check", "--json", "patient:p-1 OR (role:doctor AND age >= 18)", home=tmp_path)
-    assert r.returncode == 0 and b'"normal_form": "(age >= 18 and role:doctor) or patient:p-1"' in r.stdout
+    r = run(
+        "policy", "check", "--json", "patient:p-1 OR (role:doctor AND age >= 18)", home=tmp_path
+    )
+    assert (
+        r.returncode == 0
+        and b'"normal_form": "(age >= 18 and role:doctor) or patient:p-1"' in r.stdout
+    )
     r = run("policy", "check", "role:doctor and (", home=tmp_path)
     assert r.returncode == 2 and b"position" in r.stderr and b"Traceback" not in r.stderr
     assert run("policy", "eval", "age >= 18", "age=40", home=tmp_path).returncode == 0
@@ -63,12 +123,23 @@ def test_policy_check_and_eval(tmp_path: Path) -> None:
 def test_errors_are_one_line_not_tracebacks(tmp_path: Path) -> None:
     r = run("key", "issue", "x", "role:a", "-o", str(tmp_path / "k"), home=tmp_path / "nowhere")
     assert r.returncode == 7 and b"authority setup" in r.stderr and b"Traceback" not in r.stderr
-    r = run("authority", "setup", home=tmp_path / "weak", env={"EHR_ABE_MASTER_PASSPHRASE": "short"})
+    r = run(
+        "authority", "setup", home=tmp_path / "weak", env={"EHR_ABE_MASTER_PASSPHRASE": "short"}
+    )
     assert r.returncode == 2 and b"at least" in r.stderr
 
 
 def test_wrong_passphrase_and_refusal_to_overwrite(home: Path, tmp_path: Path) -> None:
-    r = run("key", "issue", "x", "role:a", "-o", str(tmp_path / "k"), home=home, env={"EHR_ABE_MASTER_PASSPHRASE": "not the passphrase"})
+    r = run(
+        "key",
+        "issue",
+        "x",
+        "role:a",
+        "-o",
+        str(tmp_path / "k"),
+        home=home,
+        env={"EHR_ABE_MASTER_PASSPHRASE": "not the passphrase"},
+    )
     assert r.returncode == 3 and b"wrong passphrase" in r.stderr
     r = run("authority", "setup", home=home)
     assert r.returncode == 6 and b"refusing to overwrite" in r.stderr

@@ -6,6 +6,7 @@ The same scenarios run against both pairs of real backends: the embedded pair
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import time
@@ -102,7 +103,9 @@ def _tamper_minio(core: StorageCore, record_id: str) -> None:
     store: Any = core.store
     data = bytearray(store.get(envelope_key(record_id)))
     data[len(data) // 2] ^= 0x01
-    store.client.put_object(store.bucket, envelope_key(record_id), io.BytesIO(bytes(data)), len(data))
+    store.client.put_object(
+        store.bucket, envelope_key(record_id), io.BytesIO(bytes(data)), len(data)
+    )
 
 
 def _embedded(tmp: Path) -> Backends:
@@ -153,10 +156,8 @@ def make_core(backends: Backends, authority: KeyAuthority, tmp_path: Path) -> It
 
     yield make
     for c in cores:
-        try:
+        with contextlib.suppress(Exception):
             c.close()
-        except Exception:
-            pass
 
 
 def _key(authority: KeyAuthority, subject: str, attrs: list[str]) -> AbeKeyring:
@@ -168,11 +169,15 @@ def _patient(backends: Backends) -> tuple[str, Caller]:
     return pid, Caller(pid, "Hosp1MSP", frozenset({"patient"}))
 
 
-def test_put_anchor_get_decrypt(make_core: Any, authority: KeyAuthority, backends: Backends) -> None:
+def test_put_anchor_get_decrypt(
+    make_core: Any, authority: KeyAuthority, backends: Backends
+) -> None:
     core = make_core()
     patient, me = _patient(backends)
     policy = f"(role:doctor and dept:cardiology) or patient:{patient}"
-    put = core.put_record(DEVICE, patient_id=patient, record_type="ecg", payload=b"hr=72", policy=policy)
+    put = core.put_record(
+        DEVICE, patient_id=patient, record_type="ecg", payload=b"hr=72", policy=policy
+    )
     assert not put.receipt.anchored and not put.duplicate
     flushed = core.flush()
     assert flushed.records >= 1
@@ -182,17 +187,30 @@ def test_put_anchor_get_decrypt(make_core: Any, authority: KeyAuthority, backend
     anchored_root = core.ledger.get_anchor(receipt.batch_id).merkle_root
     assert anchored_root == receipt.merkle_root
     assert merkle.verify_inclusion(
-        receipt.leaf_hash, receipt.leaf_index, receipt.tree_size, receipt.inclusion_proof, anchored_root
+        receipt.leaf_hash,
+        receipt.leaf_index,
+        receipt.tree_size,
+        receipt.inclusion_proof,
+        anchored_root,
     )
-    assert _key(authority, patient, [f"patient:{patient}"]).decrypt(envelope, record_context(patient)) == b"hr=72"
+    assert (
+        _key(authority, patient, [f"patient:{patient}"]).decrypt(envelope, record_context(patient))
+        == b"hr=72"
+    )
     with pytest.raises(PolicyNotSatisfied):
-        _key(authority, "nurse", ["role:nurse", "dept:cardiology"]).decrypt(envelope, record_context(patient))
+        _key(authority, "nurse", ["role:nurse", "dept:cardiology"]).decrypt(
+            envelope, record_context(patient)
+        )
 
 
-def test_reads_are_gated_by_consent_on_the_ledger(make_core: Any, authority: KeyAuthority, backends: Backends) -> None:
+def test_reads_are_gated_by_consent_on_the_ledger(
+    make_core: Any, authority: KeyAuthority, backends: Backends
+) -> None:
     core = make_core()
     patient, me = _patient(backends)
-    rid = core.put_record(DEVICE, patient_id=patient, record_type="ecg", payload=b"x", policy=POLICY).meta.record_id
+    rid = core.put_record(
+        DEVICE, patient_id=patient, record_type="ecg", payload=b"x", policy=POLICY
+    ).meta.record_id
     core.flush()
     with pytest.raises(AccessDenied, match="no consent"):
         core.get_record(DOCTOR, rid)
@@ -220,8 +238,22 @@ def test_retried_put_is_not_duplicated(make_core: Any, backends: Backends) -> No
     core = make_core()
     patient, me = _patient(backends)
     key = f"dev-7/{secrets.token_hex(4)}"
-    a = core.put_record(DEVICE, patient_id=patient, record_type="ecg", payload=b"1", policy=POLICY, idempotency_key=key)
-    b = core.put_record(DEVICE, patient_id=patient, record_type="ecg", payload=b"1", policy=POLICY, idempotency_key=key)
+    a = core.put_record(
+        DEVICE,
+        patient_id=patient,
+        record_type="ecg",
+        payload=b"1",
+        policy=POLICY,
+        idempotency_key=key,
+    )
+    b = core.put_record(
+        DEVICE,
+        patient_id=patient,
+        record_type="ecg",
+        payload=b"1",
+        policy=POLICY,
+        idempotency_key=key,
+    )
     assert a.meta.record_id == b.meta.record_id and b.duplicate and not a.duplicate
     records, _ = core.list_records(me, patient, 100, "")
     assert [r.record_id for r in records].count(a.meta.record_id) == 1
@@ -231,7 +263,9 @@ def test_tampered_object_is_never_served(make_core: Any, backends: Backends) -> 
     core = make_core()
     patient, me = _patient(backends)
     rids = [
-        core.put_record(DEVICE, patient_id=patient, record_type="ecg", payload=b"v%d" % i, policy=POLICY).meta.record_id
+        core.put_record(
+            DEVICE, patient_id=patient, record_type="ecg", payload=b"v%d" % i, policy=POLICY
+        ).meta.record_id
         for i in range(3)
     ]
     core.flush()
@@ -248,15 +282,25 @@ def test_tampered_object_is_never_served(make_core: Any, backends: Backends) -> 
 def test_bad_input_is_refused_and_leaves_data_intact(make_core: Any, backends: Backends) -> None:
     core = make_core()
     patient, me = _patient(backends)
-    rid = core.put_record(DEVICE, patient_id=patient, record_type="ecg", payload=b"ok", policy=POLICY).meta.record_id
+    rid = core.put_record(
+        DEVICE, patient_id=patient, record_type="ecg", payload=b"ok", policy=POLICY
+    ).meta.record_id
     with pytest.raises(PolicyError):
-        core.put_record(DEVICE, patient_id=patient, record_type="ecg", payload=b"x", policy="role:doctor and")
+        core.put_record(
+            DEVICE, patient_id=patient, record_type="ecg", payload=b"x", policy="role:doctor and"
+        )
     with pytest.raises(InvalidArgument):
         core.put_record(DEVICE, patient_id="../etc", record_type="ecg", payload=b"x", policy=POLICY)
     with pytest.raises(InvalidArgument):
         core.put_record(DEVICE, patient_id=patient, record_type="ecg", envelope=b"not an envelope")
     with pytest.raises(AccessDenied):
-        core.put_record(OTHER.__class__("random", "Hosp1MSP", frozenset()), patient_id=patient, record_type="ecg", payload=b"x", policy=POLICY)
+        core.put_record(
+            OTHER.__class__("random", "Hosp1MSP", frozenset()),
+            patient_id=patient,
+            record_type="ecg",
+            payload=b"x",
+            policy=POLICY,
+        )
     with pytest.raises(NotFound):
         core.get_record(me, "r-doesnotexist")
     records, _ = core.list_records(me, patient, 100, "")
@@ -268,7 +312,12 @@ def test_bad_input_is_refused_and_leaves_data_intact(make_core: Any, backends: B
 def test_paging(make_core: Any, backends: Backends) -> None:
     core = make_core()
     patient, me = _patient(backends)
-    ids = [core.put_record(DEVICE, patient_id=patient, record_type="vitals", payload=b"%d" % i, policy=POLICY).meta.record_id for i in range(7)]
+    ids = [
+        core.put_record(
+            DEVICE, patient_id=patient, record_type="vitals", payload=b"%d" % i, policy=POLICY
+        ).meta.record_id
+        for i in range(7)
+    ]
     seen, token = [], ""
     while True:
         page, token = core.list_records(me, patient, 3, token)
@@ -283,7 +332,9 @@ def test_paging(make_core: Any, backends: Backends) -> None:
 def test_pending_leaves_survive_a_restart(make_core: Any, backends: Backends) -> None:
     first = make_core()
     patient, me = _patient(backends)
-    rid = first.put_record(DEVICE, patient_id=patient, record_type="ecg", payload=b"p", policy=POLICY).meta.record_id
+    rid = first.put_record(
+        DEVICE, patient_id=patient, record_type="ecg", payload=b"p", policy=POLICY
+    ).meta.record_id
     first.close()  # the service stops before anchoring
     second = make_core(AnchorPolicy(max_records=1000, max_age_s=0.1, retry_s=0.2))
     second.start()  # the background anchorer picks the leaf up
@@ -314,7 +365,9 @@ def test_nothing_is_lost_while_the_ledger_is_down(make_core: Any, backends: Back
     try:
         core.start()
         rids = [
-            core.put_record(DEVICE, patient_id=patient, record_type="ecg", payload=b"%d" % i, policy=POLICY).meta.record_id
+            core.put_record(
+                DEVICE, patient_id=patient, record_type="ecg", payload=b"%d" % i, policy=POLICY
+            ).meta.record_id
             for i in range(5)
         ]
         time.sleep(0.5)

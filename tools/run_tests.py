@@ -20,8 +20,8 @@ def _ehr_abe(*args: str) -> int:
 
 
 def main() -> int:
-    from ehr_abe.infra.fabric.settings import FabricSettings
     from ehr_abe.infra.fabric import fabric_installed
+    from ehr_abe.infra.fabric.settings import FabricSettings
 
     env = os.environ
     installed, why = fabric_installed(FabricSettings.from_env())

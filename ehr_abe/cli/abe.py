@@ -12,12 +12,17 @@ import typer
 from ehr_abe.cli.common import ConfigOption, HomeOption, config_from, console, read_passphrase
 from ehr_abe.errors import ConfigError
 
-authority_app = typer.Typer(help="Set up and inspect the CP-ABE key authority.", no_args_is_help=True)
+authority_app = typer.Typer(
+    help="Set up and inspect the CP-ABE key authority.", no_args_is_help=True
+)
 key_app = typer.Typer(help="Issue user keys (needs the master key).", no_args_is_help=True)
 
 KeyFileOption = Annotated[
     Path | None,
-    typer.Option("--key-file", help="Seal the master key with this file's bytes (≥32) instead of a passphrase."),
+    typer.Option(
+        "--key-file",
+        help="Seal the master key with this file's bytes (≥32) instead of a passphrase.",
+    ),
 ]
 
 
@@ -45,15 +50,23 @@ def authority_setup(
     config: ConfigOption = None,
     home: HomeOption = None,
     key_file: KeyFileOption = None,
-    force: Annotated[bool, typer.Option(help="Replace an existing authority (invalidates all keys).")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Replace an existing authority (invalidates all keys).")
+    ] = False,
 ) -> None:
     """Create public parameters and a master key sealed at rest (0600)."""
     from abe_service.authority import KeyAuthority
 
     cfg = config_from(config, home)
     key_file = key_file or (Path(cfg.authority.key_file) if cfg.authority.key_file else None)
-    passphrase = None if key_file else read_passphrase(cfg.authority.passphrase_env, prompt=True, confirm=True)
-    auth = KeyAuthority.setup(cfg.authority_dir, passphrase=passphrase, key_file=key_file, force=force)
+    passphrase = (
+        None
+        if key_file
+        else read_passphrase(cfg.authority.passphrase_env, prompt=True, confirm=True)
+    )
+    auth = KeyAuthority.setup(
+        cfg.authority_dir, passphrase=passphrase, key_file=key_file, force=force
+    )
     console.print(f"key authority [bold]{auth.authority_id}[/] created in {cfg.authority_dir}")
 
 
@@ -65,7 +78,9 @@ def authority_info(config: ConfigOption = None, home: HomeOption = None) -> None
 
     cfg = config_from(config, home)
     auth = KeyAuthority.open(cfg.authority_dir, public_only=True)
-    console.print(f"authority id  {auth.authority_id}\nscheme        {SCHEME_ID}\ndirectory     {cfg.authority_dir}")
+    console.print(
+        f"authority id  {auth.authority_id}\nscheme        {SCHEME_ID}\ndirectory     {cfg.authority_dir}"
+    )
 
 
 @authority_app.command("export-params")
@@ -84,7 +99,10 @@ def export_params(
 @key_app.command("issue")
 def key_issue(
     subject: Annotated[str, typer.Argument(help="Subject id, e.g. dr-heart.")],
-    attributes: Annotated[list[str], typer.Argument(metavar="ATTRIBUTE...", help="role:doctor dept:cardiology age=42 …")],
+    attributes: Annotated[
+        list[str],
+        typer.Argument(metavar="ATTRIBUTE...", help="role:doctor dept:cardiology age=42 …"),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the user key (0600).")],
     config: ConfigOption = None,
     home: HomeOption = None,
@@ -103,11 +121,22 @@ def key_issue(
 
 
 def encrypt(
-    policy: Annotated[str, typer.Option("--policy", "-p", help="e.g. '(role:doctor and dept:cardiology) or patient:p-17'")],
-    input_: Annotated[Path, typer.Argument(metavar="INPUT", help="Plaintext file, or - for stdin.")],
+    policy: Annotated[
+        str,
+        typer.Option(
+            "--policy", "-p", help="e.g. '(role:doctor and dept:cardiology) or patient:p-17'"
+        ),
+    ],
+    input_: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="Plaintext file, or - for stdin.")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Envelope file, or - for stdout.")],
-    context: Annotated[str, typer.Option(help="Associated data the decryptor must repeat (e.g. a record id).")] = "",
-    params: Annotated[Path | None, typer.Option(help="Public parameters file (default: the local authority's).")] = None,
+    context: Annotated[
+        str, typer.Option(help="Associated data the decryptor must repeat (e.g. a record id).")
+    ] = "",
+    params: Annotated[
+        Path | None, typer.Option(help="Public parameters file (default: the local authority's).")
+    ] = None,
     config: ConfigOption = None,
     home: HomeOption = None,
 ) -> None:
@@ -125,7 +154,9 @@ def encrypt(
 
 def decrypt(
     key: Annotated[Path, typer.Option("--key", "-k", help="Your user key file.")],
-    input_: Annotated[Path, typer.Argument(metavar="ENVELOPE", help="Envelope file, or - for stdin.")],
+    input_: Annotated[
+        Path, typer.Argument(metavar="ENVELOPE", help="Envelope file, or - for stdin.")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Plaintext file, or - for stdout.")],
     context: Annotated[str, typer.Option(help="The context given at encryption.")] = "",
 ) -> None:

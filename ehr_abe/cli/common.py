@@ -19,13 +19,17 @@ err_console = Console(stderr=True)
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
-        "--config", "-c", help="TOML configuration file (else $EHR_ABE_CONFIG, else defaults).",
+        "--config",
+        "-c",
+        help="TOML configuration file (else $EHR_ABE_CONFIG, else defaults).",
         exists=False,
     ),
 ]
 HomeOption = Annotated[
     Path | None,
-    typer.Option("--home", help="State directory (default $EHR_ABE_HOME or ~/.local/state/ehr-abe)."),
+    typer.Option(
+        "--home", help="State directory (default $EHR_ABE_HOME or ~/.local/state/ehr-abe)."
+    ),
 ]
 
 

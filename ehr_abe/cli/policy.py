@@ -14,7 +14,9 @@ app = typer.Typer(help="Check, normalise and evaluate attribute policies.", no_a
 
 @app.command("check")
 def check(
-    policy: Annotated[str, typer.Argument(help="e.g. '(role:doctor and dept:cardiology) or patient:p-17'")],
+    policy: Annotated[
+        str, typer.Argument(help="e.g. '(role:doctor and dept:cardiology) or patient:p-17'")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Parse a policy: print its normal form, the attributes it mentions and its size."""
@@ -25,18 +27,28 @@ def check(
     rows = len(compiled.matrix)
     cols = len(compiled.matrix[0]) if rows else 0
     if as_json:
-        print(json.dumps({"normal_form": compiled.normal_form, "attributes": attrs, "rows": rows, "columns": cols}))
+        print(
+            json.dumps(
+                {
+                    "normal_form": compiled.normal_form,
+                    "attributes": attrs,
+                    "rows": rows,
+                    "columns": cols,
+                }
+            )
+        )
         return
     console.print(f"[bold]normal form[/]  {compiled.normal_form}", highlight=False)
     console.print(f"[bold]attributes[/]   {', '.join(attrs)}", highlight=False)
-    console.print(f"[bold]span program[/] {rows} rows × {cols} columns", highlight=False)
+    console.print(f"[bold]span program[/] {rows} rows x {cols} columns", highlight=False)
 
 
 @app.command("eval")
 def evaluate(
     policy: Annotated[str, typer.Argument(help="The policy.")],
     attributes_: Annotated[
-        list[str], typer.Argument(metavar="ATTRIBUTE...", help="e.g. role:doctor dept:cardiology age=42")
+        list[str],
+        typer.Argument(metavar="ATTRIBUTE...", help="e.g. role:doctor dept:cardiology age=42"),
     ],
 ) -> None:
     """Dry run: does this attribute set satisfy the policy? Exit code 0 if yes, 3 if not."""

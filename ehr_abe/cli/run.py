@@ -29,14 +29,19 @@ def serve(
         chosen = tuple(s.strip() for s in services.split(",") if s.strip())
         unknown = set(chosen) - {"abe", "storage"}
         if unknown or not chosen:
-            raise typer.BadParameter(f"unknown service(s): {', '.join(sorted(unknown))}", param_hint="--services")
+            raise typer.BadParameter(
+                f"unknown service(s): {', '.join(sorted(unknown))}", param_hint="--services"
+            )
         cfg.server.services = chosen
     serve_forever(cfg)
 
 
 def demo(
     target: Annotated[
-        str | None, typer.Option(help="host:port of a running server in development mode; default: in-process.")
+        str | None,
+        typer.Option(
+            help="host:port of a running server in development mode; default: in-process."
+        ),
     ] = None,
     keep: Annotated[bool, typer.Option(help="Keep the demo's temporary state directory.")] = False,
 ) -> None:
@@ -59,15 +64,22 @@ def verify(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from storage_service.index import RecordIndex
+    from storage_service.ledger.base import Caller
     from storage_service.ledger.client import LedgerClient
     from storage_service.verification import verify_records_stream
-    from storage_service.wiring import SERVICE_ROLES, SERVICE_SUBJECT, build_ledger, build_object_store
-    from storage_service.ledger.base import Caller
+    from storage_service.wiring import (
+        SERVICE_ROLES,
+        SERVICE_SUBJECT,
+        build_ledger,
+        build_object_store,
+    )
 
     cfg = config_from(config, home)
     index = RecordIndex(cfg.storage_dir / "index.sqlite")
     store = build_object_store(cfg)
-    ledger = LedgerClient(build_ledger(cfg), Caller(SERVICE_SUBJECT, cfg.storage.msp_id, SERVICE_ROLES))
+    ledger = LedgerClient(
+        build_ledger(cfg), Caller(SERVICE_SUBJECT, cfg.storage.msp_id, SERVICE_ROLES)
+    )
     total = index.count()
     try:
         with Progress(
@@ -78,7 +90,9 @@ def verify(
             TimeElapsedColumn(),
             console=console,
         ) as progress:
-            task = progress.add_task("verify", total=total if not (patient or batch) else None, mb=0.0)
+            task = progress.add_task(
+                "verify", total=total if not (patient or batch) else None, mb=0.0
+            )
             report = verify_records_stream(
                 index,
                 store,

@@ -6,6 +6,7 @@ executable we started, so a recycled pid is never killed by mistake.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -47,7 +48,11 @@ def running(pid_file: Path, marker: str) -> int | None:
 
 
 def start(
-    args: Sequence[str], *, pid_file: Path, log_file: Path, env: Mapping[str, str] | None = None,
+    args: Sequence[str],
+    *,
+    pid_file: Path,
+    log_file: Path,
+    env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> int:
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -97,10 +102,8 @@ def stop(pid_file: Path, marker: str, timeout_s: float = 15.0) -> bool:
             break
         time.sleep(0.05)
     else:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         time.sleep(0.2)
     _reap(pid)
     pid_file.unlink(missing_ok=True)
@@ -108,7 +111,5 @@ def stop(pid_file: Path, marker: str, timeout_s: float = 15.0) -> bool:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

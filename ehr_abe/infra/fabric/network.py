@@ -701,7 +701,8 @@ class FabricNetwork:
         )
 
     def _retry_until_leader(self, action: Callable[[], object]) -> None:
-        """Run action, retrying while the orderer has no Raft leader yet (after a start)."""
+        """Run action, retrying while the orderer has no Raft leader yet (after a start)
+        or while a concurrent transaction wins a read conflict."""
         deadline = time.monotonic() + self.settings.first_write_timeout_s
         waited = False
         while True:
@@ -711,7 +712,14 @@ class FabricNetwork:
             except InfraError as exc:
                 transient = any(
                     m in str(exc)
-                    for m in ("no Raft leader", "SERVICE_UNAVAILABLE", "not found leader")
+                    for m in (
+                        "no Raft leader",
+                        "SERVICE_UNAVAILABLE",
+                        "not found leader",
+                        # a concurrent transaction committed first: retry the probe
+                        "PHANTOM_READ_CONFLICT",
+                        "MVCC_READ_CONFLICT",
+                    )
                 )
                 if not transient or time.monotonic() > deadline:
                     raise
