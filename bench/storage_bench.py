@@ -229,7 +229,7 @@ def main() -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        labels = [f"{r['backend']}\n{r['op']}:{r['mode']}" for r in rows]
+        labels = [f"{r['backend']} {r['op']} ({r['mode'].replace('_', ' ')})" for r in rows]
         fig, ax = plt.subplots(figsize=(10, 4.5))
         bars = ax.bar(
             range(len(rows)),
@@ -237,7 +237,7 @@ def main() -> int:
             color=["#4c72b0" if r["backend"] == "embedded" else "#dd8452" for r in rows],
         )
         ax.set_yscale("log")
-        ax.set_xticks(range(len(rows)), labels, fontsize=7)
+        ax.set_xticks(range(len(rows)), labels, fontsize=7, rotation=35, ha="right")
         ax.set_ylabel("records per second (log)")
         ax.set_title("ehr-abe storage: PutRecord, GetRecord, anchoring batched vs per record")
         for b, r in zip(bars, rows, strict=True):
