@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_policy_strategies import policy_texts
 
 from abe_service.authority import KeyAuthority
 from abe_service.envelope import AbeDecryptor, AbeEncryptor, envelope_policy
@@ -194,19 +195,7 @@ UNIVERSE = ["role:doctor", "role:nurse", "dept:cardiology", "ward:7", "patient:p
 
 
 def _policies() -> st.SearchStrategy[str]:
-    leaf = st.sampled_from([*UNIVERSE, "clearance >= 3", "clearance < 2"])
-
-    def extend(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
-        kids = st.lists(children, min_size=2, max_size=3)
-        return st.one_of(
-            kids.map(lambda k: "(" + " and ".join(k) + ")"),
-            kids.map(lambda k: "(" + " or ".join(k) + ")"),
-            kids.flatmap(
-                lambda k: st.integers(1, len(k)).map(lambda t: f"{t} of ({', '.join(k)})")
-            ),
-        )
-
-    return st.recursive(leaf, extend, max_leaves=5)
+    return policy_texts([*UNIVERSE, "clearance >= 3", "clearance < 2"])
 
 
 @settings(

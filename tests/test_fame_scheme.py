@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_policy_strategies import policy_texts
 
 from abe_service.fame import AttributeKey, Ciphertext, Fame, MasterKey, PublicKey, SecretKey
 from abe_service.pairing.base import get_backend
@@ -29,19 +30,7 @@ def keys(fame: Fame) -> Keys:
 
 
 def _policy_strategy() -> st.SearchStrategy[str]:
-    leaf = st.sampled_from([*UNIVERSE, "lvl >= 3", "lvl < 2", "lvl == 5", "lvl > 6"])
-
-    def extend(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
-        kids = st.lists(children, min_size=2, max_size=3)
-        return st.one_of(
-            kids.map(lambda k: "(" + " and ".join(k) + ")"),
-            kids.map(lambda k: "(" + " or ".join(k) + ")"),
-            kids.flatmap(
-                lambda k: st.integers(1, len(k)).map(lambda t: f"{t} of ({', '.join(k)})")
-            ),
-        )
-
-    return st.recursive(leaf, extend, max_leaves=5)
+    return policy_texts([*UNIVERSE, "lvl >= 3", "lvl < 2", "lvl == 5", "lvl > 6"])
 
 
 @settings(

@@ -97,3 +97,19 @@ def evaluate(node: PolicyNode, attrs: set[str], ints: dict[str, int]) -> bool:
 
 def key_strings(attrs: set[str], ints: dict[str, int]) -> list[str]:
     return [*sorted(attrs), *(f"{n}={v}" for n, v in sorted(ints.items()))]
+
+
+def policy_texts(leaf_texts: list[str], max_leaves: int = 5) -> st.SearchStrategy[str]:
+    """Random policy texts over the given leaves: and, or and k-of-n gates."""
+
+    def extend(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        kids = st.lists(children, min_size=2, max_size=3)
+        return st.one_of(
+            kids.map(lambda k: "(" + " and ".join(k) + ")"),
+            kids.map(lambda k: "(" + " or ".join(k) + ")"),
+            kids.flatmap(
+                lambda k: st.integers(1, len(k)).map(lambda t: f"{t} of ({', '.join(k)})")
+            ),
+        )
+
+    return st.recursive(st.sampled_from(leaf_texts), extend, max_leaves=max_leaves)
