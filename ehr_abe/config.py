@@ -60,6 +60,7 @@ class StorageConfig:
     batch_max_age_s: float = 2.0
     #: retry interval while the ledger is unreachable
     ledger_retry_s: float = 1.0
+    #: objects fetched at once by verification (the object store's read pool)
     fetch_concurrency: int = 16
 
 

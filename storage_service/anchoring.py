@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from ehr_abe.errors import AlreadyExists, EhrAbeError, IntegrityError
 from storage_service.index import RecordIndex
@@ -166,7 +166,3 @@ class Anchorer:
                 return True
             time.sleep(0.05)
         return False
-
-
-def as_datetime(value: datetime | None) -> datetime:
-    return value if value is not None else utc_now()

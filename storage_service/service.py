@@ -118,7 +118,6 @@ class StorageCore:
         encryptor: Encryptor,
         service_caller: Caller,
         anchor_policy: AnchorPolicy | None = None,
-        fetch_concurrency: int = 16,
     ):
         self.store = store
         self.index = index
@@ -129,7 +128,6 @@ class StorageCore:
         self.anchorer = Anchorer(index, ledger, anchor_policy or AnchorPolicy(), instance)
         self._roots: dict[str, bytes] = {}  # anchored roots read from the ledger (immutable)
         self._roots_lock = threading.Lock()
-        self._fetch_concurrency = fetch_concurrency
 
     def start(self) -> None:
         self.anchorer.start()
@@ -249,12 +247,13 @@ class StorageCore:
         except NotFound:
             self._integrity_failure(rec, "the stored object is missing")
             raise IntegrityError(f"record {record_id} is missing from the object store") from None
-        problem = self._verify_one(rec, envelope)
+        receipt = self._receipt(rec)  # its proof serves the check and the answer
+        problem = self._verify_one(rec, envelope, receipt)
         if problem:
             self._integrity_failure(rec, problem)
             raise IntegrityError(f"record {record_id} failed its integrity check: {problem}")
         self.index.queue_access(record_id, rec.meta.patient_id, caller.subject, utc_now())
-        return envelope, rec.meta, self._receipt(rec)
+        return envelope, rec.meta, receipt
 
     def get_receipt(self, caller: Caller, record_id: str) -> Receipt:
         rec = self._record(record_id)
@@ -286,22 +285,21 @@ class StorageCore:
                 self._roots[batch_id] = root
         return root
 
-    def _verify_one(self, rec: IndexedRecord, envelope: bytes) -> str:
-        """'' if the record is what was stored and anchored; else what is wrong."""
+    def _verify_one(self, rec: IndexedRecord, envelope: bytes, receipt: Receipt) -> str:
+        """'' if the record is what was stored and anchored; else what is wrong.
+        The receipt's inclusion proof is checked against the root read from the ledger."""
         if hashlib.sha256(envelope).digest() != rec.meta.content_sha256:
             return "the stored ciphertext does not match its recorded hash"
         leaf = merkle.leaf_hash(rec.meta.leaf_bytes())
         if leaf != rec.leaf_hash:
             return "the record's metadata does not match its leaf"
-        if rec.batch_id is None:
-            return ""  # pending: durable locally, not yet anchored
-        batch = self.index.batch(rec.batch_id)
-        if batch is None or batch.tx_id is None or rec.leaf_index is None:
-            return ""  # batch closed but not yet on the ledger
-        proof = merkle.inclusion_proof(self.index.batch_leaf_hashes(rec.batch_id), rec.leaf_index)
-        root = self._anchored_root(rec.batch_id)
-        if not merkle.verify_inclusion(leaf, rec.leaf_index, batch.tree_size, proof, root):
-            return f"its leaf is not in the Merkle root anchored for batch {rec.batch_id}"
+        if not receipt.anchored:
+            return ""  # pending: durable locally, not yet on the ledger
+        root = self._anchored_root(receipt.batch_id)
+        if not merkle.verify_inclusion(
+            leaf, receipt.leaf_index, receipt.tree_size, receipt.inclusion_proof, root
+        ):
+            return f"its leaf is not in the Merkle root anchored for batch {receipt.batch_id}"
         return ""
 
     def _integrity_failure(self, rec: IndexedRecord, detail: str) -> None:
@@ -331,7 +329,6 @@ class StorageCore:
             root_of=self._anchored_root,
             patient_id=patient_id,
             batch_id=batch_id,
-            concurrency=self._fetch_concurrency,
             on_progress=on_progress,
         )
         for rid in report.failed_record_ids:

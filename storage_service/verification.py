@@ -15,9 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from storage_service.index import IndexedRecord, RecordIndex
+from storage_service.index import RecordIndex
 from storage_service.integrity import merkle
 from storage_service.integrity.sha256 import sha256_many
 from storage_service.objectstore.base import ObjectStore
@@ -50,13 +48,13 @@ def verify_records_stream(
     root_of: Callable[[str], bytes],
     patient_id: str | None = None,
     batch_id: str | None = None,
-    concurrency: int = 16,
     chunk_records: int = 4096,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> StreamReport:
-    del concurrency  # the store's get_many decides its own pool size
     report = StreamReport()
-    batch_leaves: dict[str, list[bytes]] = {}
+    # Per batch, looked up once: None = not anchored yet; [] = the leaves in the index
+    # do not hash to the anchored root; else the leaf hashes, checked against it.
+    batches: dict[str, list[bytes] | None] = {}
     t = report.stages
     scan = index.scan(patient_id=patient_id, batch_id=batch_id, chunk=chunk_records)
     while True:
@@ -75,56 +73,57 @@ def verify_records_stream(
         ]
         missing = [r for r, (_, data) in zip(chunk, fetched, strict=True) if data is None]
         digests = sha256_many([data for _, data in present])
-        leaves = sha256_many([b"\x00" + r.meta.leaf_bytes() for r, _ in present])
+        leaves = merkle.leaf_hashes([r.meta.leaf_bytes() for r, _ in present])
         t.hashing += time.perf_counter() - t0
-
-        ok = np.ones(len(present), dtype=bool)
-        for i, (r, _) in enumerate(present):
-            if bytes(digests[i]) != r.meta.content_sha256 or bytes(leaves[i]) != r.leaf_hash:
-                ok[i] = False
 
         t0 = time.perf_counter()
         for i, (r, data) in enumerate(present):
             report.bytes += len(data)
-            if not ok[i]:
+            report.checked += 1
+            leaf = bytes(leaves[i])
+            if bytes(digests[i]) != r.meta.content_sha256 or leaf != r.leaf_hash:
+                report.failed_record_ids.append(r.meta.record_id)
                 continue
-            if not _is_anchored(index, r):
+            if r.batch_id is None or r.leaf_index is None:
+                report.passed += 1
                 report.pending += 1
                 continue
-            assert r.batch_id is not None and r.leaf_index is not None
-            if r.batch_id not in batch_leaves:
-                tl = time.perf_counter()
-                batch_leaves[r.batch_id] = index.batch_leaf_hashes(r.batch_id)
-                t.index += time.perf_counter() - tl
-                tl = time.perf_counter()
-                root = root_of(r.batch_id)
-                t.ledger += time.perf_counter() - tl
-                # One root recomputation checks every leaf of the batch at once.
-                if merkle.merkle_root(batch_leaves[r.batch_id]) != root:
-                    batch_leaves[r.batch_id] = []
-            leaves_of_batch = batch_leaves[r.batch_id]
-            if not leaves_of_batch or leaves_of_batch[r.leaf_index] != bytes(leaves[i]):
-                ok[i] = False
-        t.proofs += time.perf_counter() - t0
-
-        for i, (r, _) in enumerate(present):
-            report.checked += 1
-            if ok[i]:
+            if r.batch_id not in batches:
+                batches[r.batch_id] = _anchored_leaves(index, r.batch_id, root_of, t)
+            batch_leaves = batches[r.batch_id]
+            if batch_leaves is None:
+                report.passed += 1
+                report.pending += 1
+            elif batch_leaves and batch_leaves[r.leaf_index] == leaf:
                 report.passed += 1
             else:
                 report.failed_record_ids.append(r.meta.record_id)
+        t.proofs += time.perf_counter() - t0
+
         for r in missing:
             report.checked += 1
             report.failed_record_ids.append(r.meta.record_id)
-        if len(batch_leaves) > 64:  # keep memory flat across many batches
-            batch_leaves.clear()
+        if len(batches) > 64:  # keep memory flat across many batches
+            batches.clear()
         if on_progress is not None:
             on_progress(report.checked, report.bytes)
     return report
 
 
-def _is_anchored(index: RecordIndex, r: IndexedRecord) -> bool:
-    if r.batch_id is None or r.leaf_index is None:
-        return False
-    batch = index.batch(r.batch_id)
-    return batch is not None and batch.tx_id is not None
+def _anchored_leaves(
+    index: RecordIndex, batch_id: str, root_of: Callable[[str], bytes], t: StageTimes
+) -> list[bytes] | None:
+    """The batch's leaf hashes if they hash to the root anchored on the ledger
+    (one root recomputation checks every leaf of the batch at once); [] if they
+    do not; None if the batch is not anchored yet."""
+    tl = time.perf_counter()
+    batch = index.batch(batch_id)
+    if batch is None or batch.tx_id is None:
+        t.index += time.perf_counter() - tl
+        return None
+    leaves = index.batch_leaf_hashes(batch_id)
+    t.index += time.perf_counter() - tl
+    tl = time.perf_counter()
+    root = root_of(batch_id)
+    t.ledger += time.perf_counter() - tl
+    return leaves if merkle.merkle_root(leaves) == root else []

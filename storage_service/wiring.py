@@ -22,7 +22,7 @@ def build_object_store(cfg: Config) -> ObjectStore:
     if cfg.storage.object_store == "filesystem":
         from storage_service.objectstore.fs import FilesystemStore
 
-        return FilesystemStore(cfg.storage_dir / "objects")
+        return FilesystemStore(cfg.storage_dir / "objects", workers=cfg.storage.fetch_concurrency)
     from storage_service.objectstore.minio_store import MinioStore
 
     path = cfg.minio_connection_path
@@ -31,7 +31,7 @@ def build_object_store(cfg: Config) -> ObjectStore:
             f"object_store = minio but {path} does not exist: run `ehr-abe infra up minio` "
             "or set storage.minio_connection"
         )
-    return MinioStore.from_connection_file(path)
+    return MinioStore.from_connection_file(path, workers=cfg.storage.fetch_concurrency)
 
 
 def build_ledger(cfg: Config) -> Ledger:
@@ -73,5 +73,4 @@ def build_storage_core(cfg: Config, authority: Any | None) -> StorageCore:
         anchor_policy=AnchorPolicy(
             max_records=s.batch_max_records, max_age_s=s.batch_max_age_s, retry_s=s.ledger_retry_s
         ),
-        fetch_concurrency=s.fetch_concurrency,
     )
