@@ -8,23 +8,19 @@ contract API's reflection and serializer add nothing but quirks.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC
 from typing import Any
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 from fabric_chaincode_python.fabric_shim.interfaces import Chaincode
 from fabric_chaincode_python.fabric_shim.response import error, success
 
 from chaincode import core
 from ehr_abe.errors import EhrAbeError, Unauthenticated
+from ehr_abe.fabric_ca import subject_and_roles
 
 log = logging.getLogger("ehr.chaincode")
-
-#: Fabric-CA puts enrollment attributes in this extension, as JSON {"attrs": {...}}.
-FABRIC_ATTRS_OID = x509.ObjectIdentifier("1.2.3.4.5.6.7.8.1")
 
 
 def identity_from_creator(msp_id: str, cert_pem: bytes) -> core.Identity:
@@ -36,20 +32,9 @@ def identity_from_creator(msp_id: str, cert_pem: bytes) -> core.Identity:
         cert = x509.load_pem_x509_certificate(cert_pem)
     except ValueError:
         raise Unauthenticated("the creator's certificate cannot be parsed") from None
-    attrs: dict[str, Any] = {}
-    try:
-        ext = cert.extensions.get_extension_for_oid(FABRIC_ATTRS_OID)
-        if isinstance(ext.value, x509.UnrecognizedExtension):
-            parsed = json.loads(ext.value.value)
-            if isinstance(parsed, dict) and isinstance(parsed.get("attrs"), dict):
-                attrs = parsed["attrs"]
-    except (x509.ExtensionNotFound, ValueError):
-        attrs = {}
-    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    subject = str(attrs.get("ehr.subject") or (cns[0].value if cns else ""))
+    subject, roles = subject_and_roles(cert)
     if not subject:
         raise Unauthenticated("the creator's certificate names no subject")
-    roles = frozenset(r.strip() for r in str(attrs.get("ehr.roles", "")).split(",") if r.strip())
     return core.Identity(subject=subject, msp_id=msp_id, roles=roles)
 
 

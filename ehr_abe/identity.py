@@ -9,16 +9,14 @@ both in the JSON attribute extension OID 1.2.3.4.5.6.7.8.1.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 
 from ehr_abe.errors import Unauthenticated
+from ehr_abe.fabric_ca import fabric_attributes, subject_and_roles
 from storage_service.ledger.base import Caller
 
-FABRIC_ATTRS_OID = x509.ObjectIdentifier("1.2.3.4.5.6.7.8.1")
 DEV_SUBJECT_HEADER = "x-ehr-subject"
 DEV_ROLES_HEADER = "x-ehr-roles"
 
@@ -28,19 +26,11 @@ def caller_from_certificate(pem: bytes, default_msp: str) -> Caller:
         cert = x509.load_pem_x509_certificate(pem)
     except ValueError:
         raise Unauthenticated("client certificate could not be parsed") from None
-    attrs: dict[str, Any] = {}
-    try:
-        ext = cert.extensions.get_extension_for_oid(FABRIC_ATTRS_OID)
-        raw = ext.value.value if isinstance(ext.value, x509.UnrecognizedExtension) else b""
-        attrs = dict(json.loads(raw).get("attrs", {}))
-    except (x509.ExtensionNotFound, ValueError, AttributeError):
-        attrs = {}
-    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    subject = str(attrs.get("ehr.subject") or (cns[0].value if cns else ""))
+    subject, roles = subject_and_roles(cert)
     if not subject:
         raise Unauthenticated("client certificate names no subject")
-    roles = frozenset(r.strip() for r in str(attrs.get("ehr.roles", "")).split(",") if r.strip())
-    return Caller(subject=subject, msp_id=str(attrs.get("ehr.msp") or default_msp), roles=roles)
+    msp = fabric_attributes(cert).get("ehr.msp")
+    return Caller(subject=subject, msp_id=str(msp or default_msp), roles=roles)
 
 
 def caller_from_context(context: Any, *, tls: bool, default_msp: str) -> Caller:

@@ -21,8 +21,9 @@ from fabric_protos.ledger.queryresult import kv_query_result_pb2
 from fabric_protos.peer import chaincode_pb2, chaincode_shim_pb2
 
 from chaincode import core
-from chaincode.contract import FABRIC_ATTRS_OID, EhrChaincode, identity_from_creator
+from chaincode.contract import EhrChaincode, identity_from_creator
 from ehr_abe.errors import Unauthenticated
+from ehr_abe.fabric_ca import FABRIC_ATTRS_OID
 from storage_service.fabric_gateway.signing import SigningIdentity, build_proposal
 
 

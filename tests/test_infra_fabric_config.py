@@ -23,9 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ehr_abe.errors import ConfigError, InvalidArgument
+from ehr_abe.fabric_ca import FABRIC_ATTRS_OID
 from ehr_abe.infra.fabric import FabricNetwork, FabricSettings, configs, fabric_installed
 from ehr_abe.infra.fabric.identities import (
-    FABRIC_ATTRS_OID,
     issue_identity,
     mint_client_identity,
     mint_tls_server_cert,

@@ -21,14 +21,8 @@ import json
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ehr_abe.errors import ConfigError, Unavailable
 from storage_service.fabric_gateway.client import GatewayConnection, Timeouts
@@ -36,9 +30,6 @@ from storage_service.fabric_gateway.errors import GatewayTimeout, GatewayUnavail
 from storage_service.fabric_gateway.protos import common_pb2
 from storage_service.fabric_gateway.signing import SigningIdentity
 from storage_service.ledger.base import Caller, TxResult
-
-#: Fabric-CA puts enrollment attributes in this extension, as JSON {"attrs": {...}}.
-FABRIC_ATTRS_OID = x509.ObjectIdentifier("1.2.3.4.5.6.7.8.1")
 
 
 @dataclass(frozen=True)
@@ -240,48 +231,6 @@ class DevIdentityIssuer(_CachedIdentities):
         return _as_pems(issued)
 
 
-def mint_identity(
-    ca_cert_pem: bytes, ca_key_pem: bytes, subject: str, roles: list[str], *, days: int = 365
-) -> tuple[bytes, bytes]:
-    """A client certificate in the Fabric-CA convention (OU=client; attributes
-    ehr.subject and ehr.roles in extension 1.2.3.4.5.6.7.8.1) and its new P-256 key."""
-    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
-    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise ConfigError("the development CA key must be an ECDSA key")
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
-    attrs = {"attrs": {"ehr.subject": subject, "ehr.roles": ",".join(roles)}}
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "client"),
-                    x509.NameAttribute(NameOID.COMMON_NAME, subject),
-                ]
-            )
-        )
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, False, False, False, False), True
-        )
-        .add_extension(
-            x509.UnrecognizedExtension(FABRIC_ATTRS_OID, json.dumps(attrs).encode()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
-
-
 class CaKeyIssuer(_CachedIdentities):
     """Development: mint identities with each organisation's CA key (named in the
     connection file under "ca"), cached under `cache_dir`."""
@@ -294,7 +243,9 @@ class CaKeyIssuer(_CachedIdentities):
         org = self._orgs.get(caller.msp_id)
         if org is None or org.ca_cert is None or org.ca_key is None:
             raise ConfigError(f"no development CA for {caller.msp_id} in the connection file")
-        return mint_identity(
+        from ehr_abe.infra.fabric.identities import mint_client_identity
+
+        return mint_client_identity(
             org.ca_cert.read_bytes(), org.ca_key.read_bytes(), caller.subject, roles
         )
 
@@ -467,5 +418,4 @@ __all__ = [
     "OrgGateway",
     "StaticIdentities",
     "default_identity_source",
-    "mint_identity",
 ]

@@ -23,11 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ehr_abe.errors import ConfigError, InvalidArgument
+from ehr_abe.fabric_ca import FABRIC_ATTRS_OID, ROLES_ATTR, SUBJECT_ATTR
 
-#: Fabric-CA's extension for enrollment attributes, JSON {"attrs": {...}}
-FABRIC_ATTRS_OID = x509.ObjectIdentifier("1.2.3.4.5.6.7.8.1")
-SUBJECT_ATTR = "ehr.subject"
-ROLES_ATTR = "ehr.roles"
 #: X.509 upper bound for a common name
 MAX_SUBJECT_LEN = 64
 VALIDITY = timedelta(days=365)
@@ -81,7 +78,13 @@ def _builder(
     key: ec.EllipticCurvePrivateKey,
 ) -> x509.CertificateBuilder:
     now = datetime.now(UTC)
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    # The authority key id must equal the CA's own subject key id when it has one
+    # (cryptogen's are SHA-256 based); a CA without one gets the standard derivation.
+    try:
+        ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
+    except x509.ExtensionNotFound:
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
     return (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -92,9 +95,7 @@ def _builder(
         .not_valid_after(now + VALIDITY)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-        )
+        .add_extension(aki, critical=False)
     )
 
 
