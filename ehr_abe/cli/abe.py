@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from ehr_abe.cli.common import ConfigOption, HomeOption, config_from, console, read_passphrase
+from ehr_abe.config import Config
 from ehr_abe.errors import ConfigError
 
 authority_app = typer.Typer(
@@ -24,6 +25,17 @@ KeyFileOption = Annotated[
         help="Seal the master key with this file's bytes (≥32) instead of a passphrase.",
     ),
 ]
+
+
+def _master_secret(
+    cfg: Config, key_file: Path | None, *, confirm: bool
+) -> tuple[bytes | None, Path | None]:
+    """(passphrase, key file) for the master key: the --key-file option, else the
+    configured key file, else the passphrase from its variable or a prompt."""
+    key_file = key_file or (Path(cfg.authority.key_file) if cfg.authority.key_file else None)
+    if key_file is not None:
+        return None, key_file
+    return read_passphrase(cfg.authority.passphrase_env, prompt=True, confirm=confirm), None
 
 
 def _read_input(path: Path) -> bytes:
@@ -58,12 +70,7 @@ def authority_setup(
     from abe_service.authority import KeyAuthority
 
     cfg = config_from(config, home)
-    key_file = key_file or (Path(cfg.authority.key_file) if cfg.authority.key_file else None)
-    passphrase = (
-        None
-        if key_file
-        else read_passphrase(cfg.authority.passphrase_env, prompt=True, confirm=True)
-    )
+    passphrase, key_file = _master_secret(cfg, key_file, confirm=True)
     auth = KeyAuthority.setup(
         cfg.authority_dir, passphrase=passphrase, key_file=key_file, force=force
     )
@@ -112,8 +119,7 @@ def key_issue(
     from abe_service.authority import KeyAuthority
 
     cfg = config_from(config, home)
-    key_file = key_file or (Path(cfg.authority.key_file) if cfg.authority.key_file else None)
-    passphrase = None if key_file else read_passphrase(cfg.authority.passphrase_env, prompt=True)
+    passphrase, key_file = _master_secret(cfg, key_file, confirm=False)
     auth = KeyAuthority.open(cfg.authority_dir, passphrase=passphrase, key_file=key_file)
     issued = auth.issue_key(subject, attributes)
     _write_output(out, issued.user_key, 0o600)
