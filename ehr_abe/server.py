@@ -82,7 +82,8 @@ def start_server(cfg: Config, *, passphrase: bytes | None = None) -> RunningServ
     names = [reflection.SERVICE_NAME, health.SERVICE_NAME]
     closers: list[object] = []
     authority = None
-    if "abe" in cfg.server.services or "storage" in cfg.server.services:
+    # A StorageService that encrypts through a remote AbeService needs no local authority.
+    if "abe" in cfg.server.services or not cfg.server.abe_endpoint:
         authority = load_authority_for_serving(cfg, passphrase=passphrase)
     core = None
     if "storage" in cfg.server.services:
