@@ -34,8 +34,8 @@ from abe_service.serialization import (
     public_params_to_bytes,
     user_key_to_bytes,
 )
-from ehr_abe.api.v1 import formats_pb2 as fpb
-from ehr_abe.errors import AccessDenied, AlreadyExists, ConfigError, DecodeError, InvalidArgument
+from ehr_common.api.v1 import formats_pb2 as fpb
+from ehr_common.errors import AccessDenied, AlreadyExists, ConfigError, DecodeError, InvalidArgument
 
 PUBLIC_PARAMS_FILE = "public_params.bin"
 SEALED_MASTER_KEY_FILE = "master_key.sealed"

@@ -13,9 +13,9 @@ from pathlib import Path
 import grpc
 
 from abe_service.envelope import AbeDecryptor, AbeEncryptor, envelope_policy
-from ehr_abe.api.v1 import abe_pb2, abe_pb2_grpc
-from ehr_abe.errors import ConfigError
-from ehr_abe.grpc_errors import error_from_rpc
+from ehr_common.api.v1 import abe_pb2, abe_pb2_grpc
+from ehr_common.errors import ConfigError
+from ehr_common.grpc_errors import error_from_rpc
 
 
 class AbeKeyring:

@@ -34,7 +34,7 @@ from abe_service.serialization import (
     public_params_from_bytes,
     user_key_from_bytes,
 )
-from ehr_abe.errors import DecodeError, IntegrityError, InvalidArgument, PolicyNotSatisfied
+from ehr_common.errors import DecodeError, IntegrityError, InvalidArgument, PolicyNotSatisfied
 
 KDF_INFO = f"ehr-abe/{SCHEME_ID}/envelope/aes-256-gcm/v1".encode()
 AD_PREFIX = b"ehr-abe/envelope/v1\x00"

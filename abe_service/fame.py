@@ -48,7 +48,7 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from abe_service.pairing.base import PairingBackend
-from ehr_abe.errors import DecodeError, InvalidArgument, PolicyNotSatisfied
+from ehr_common.errors import DecodeError, InvalidArgument, PolicyNotSatisfied
 
 SCHEME_ID = "fame-bls12381-v1"
 HASH_DST = b"EHR-ABE-V01-CS01-with-BLS12381G1_XMD:SHA-256_SSWU_RO_FAME_"

@@ -18,8 +18,8 @@ from google.protobuf.message import Message
 
 from abe_service.fame import SCHEME_ID, AttributeKey, Ciphertext, MasterKey, PublicKey, SecretKey
 from abe_service.pairing.base import PairingBackend
-from ehr_abe.api.v1 import formats_pb2 as fpb
-from ehr_abe.errors import DecodeError
+from ehr_common.api.v1 import formats_pb2 as fpb
+from ehr_common.errors import DecodeError
 
 FORMAT_VERSION = 1
 MAX_ROWS = 4096

@@ -8,11 +8,11 @@ from typing import Any
 from abe_service.authority import KeyAuthority
 from abe_service.fame import SCHEME_ID
 from abe_service.policy import attributes, compile_policy, expand_attributes
-from ehr_abe.api.v1 import abe_pb2 as pb
-from ehr_abe.api.v1 import abe_pb2_grpc as pb_grpc
-from ehr_abe.config import Config
-from ehr_abe.errors import AccessDenied, InvalidArgument
-from ehr_abe.identity import caller_from_context
+from ehr_common.api.v1 import abe_pb2 as pb
+from ehr_common.api.v1 import abe_pb2_grpc as pb_grpc
+from ehr_common.config import Config
+from ehr_common.errors import AccessDenied, InvalidArgument
+from ehr_common.identity import caller_from_context
 
 log = logging.getLogger(__name__)
 MAX_PLAINTEXT = 64 * 1024 * 1024

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import grpc
 
 from abe_service.authority import KeyAuthority
-from ehr_abe.api.v1 import storage_pb2, storage_pb2_grpc
-from ehr_abe.config import load_config
 from ehr_abe.server import start_server
+from ehr_common.api.v1 import storage_pb2, storage_pb2_grpc
+from ehr_common.config import load_config
 from storage_service.anchoring import AnchorPolicy
 
 POLICY = "role:doctor and dept:cardiology and site:hosp1 and clearance:2 and shift:day"
@@ -61,7 +61,7 @@ def run_backend(
     cfg.storage.batch_max_records = 1000
     cfg.storage.batch_max_age_s = 3600  # anchoring is timed separately below
     if backend == "minio+fabric":
-        from ehr_abe.paths import state_dir
+        from ehr_common.paths import state_dir
 
         infra = Path(os.environ.get("EHR_ABE_INFRA_DIR") or state_dir() / "infra")
         cfg.storage.object_store = "minio"

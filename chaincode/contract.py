@@ -17,8 +17,8 @@ from fabric_chaincode_python.fabric_shim.interfaces import Chaincode
 from fabric_chaincode_python.fabric_shim.response import error, success
 
 from chaincode import core
-from ehr_abe.errors import EhrAbeError, Unauthenticated
-from ehr_abe.fabric_ca import subject_and_roles
+from ehr_common.errors import EhrAbeError, Unauthenticated
+from ehr_common.fabric_ca import subject_and_roles
 
 log = logging.getLogger("ehr.chaincode")
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from ehr_abe.errors import AccessDenied, AlreadyExists, InvalidArgument, NotFound
+from ehr_common.errors import AccessDenied, AlreadyExists, InvalidArgument, NotFound
 
 # -- roles the contract names ---------------------------------------------------------
 ROLE_AUTHORITY = "authority"  # records key issuance

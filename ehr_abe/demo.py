@@ -25,11 +25,11 @@ from rich.panel import Panel
 from rich.table import Table
 
 from abe_service.client import AbeKeyring
-from ehr_abe.api.v1 import abe_pb2, abe_pb2_grpc, storage_pb2, storage_pb2_grpc
-from ehr_abe.config import Config, load_config
-from ehr_abe.errors import EhrAbeError
-from ehr_abe.grpc_errors import error_from_rpc
-from ehr_abe.identity import DEV_ROLES_HEADER, DEV_SUBJECT_HEADER
+from ehr_common.api.v1 import abe_pb2, abe_pb2_grpc, storage_pb2, storage_pb2_grpc
+from ehr_common.config import Config, load_config
+from ehr_common.errors import EhrAbeError
+from ehr_common.grpc_errors import error_from_rpc
+from ehr_common.identity import DEV_ROLES_HEADER, DEV_SUBJECT_HEADER
 from storage_service.records import envelope_key, record_context
 
 POLICY = "(role:doctor and dept:cardiology) or patient:p-17"

@@ -13,10 +13,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ehr_abe.api.v1 import abe_pb2, abe_pb2_grpc, storage_pb2, storage_pb2_grpc
-from ehr_abe.config import Config
-from ehr_abe.errors import ConfigError
-from ehr_abe.grpc_errors import ErrorMappingInterceptor
+from ehr_common.api.v1 import abe_pb2, abe_pb2_grpc, storage_pb2, storage_pb2_grpc
+from ehr_common.config import Config
+from ehr_common.errors import ConfigError
+from ehr_common.grpc_errors import ErrorMappingInterceptor
 
 log = logging.getLogger(__name__)
 

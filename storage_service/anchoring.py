@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from ehr_abe.errors import AlreadyExists, EhrAbeError, IntegrityError
+from ehr_common.errors import AlreadyExists, EhrAbeError, IntegrityError
 from storage_service.index import RecordIndex
 from storage_service.integrity import merkle
 from storage_service.ledger.client import LedgerClient

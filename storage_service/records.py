@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ehr_abe.errors import InvalidArgument
+from ehr_common.errors import InvalidArgument
 
 LEAF_DOMAIN = b"ehr-abe/record-leaf/v1\x00"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$")

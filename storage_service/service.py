@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from ehr_abe.errors import (
+from ehr_common.errors import (
     AccessDenied,
     AlreadyExists,
     DecodeError,

@@ -1,7 +1,7 @@
 """StorageService over gRPC: translation between protobuf and `StorageCore` only.
 
 Errors are raised as typed EhrAbeError and mapped to status codes by
-`ehr_abe.grpc_errors.ErrorMappingInterceptor`.
+`ehr_common.grpc_errors.ErrorMappingInterceptor`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from ehr_abe.api.v1 import storage_pb2 as pb
-from ehr_abe.api.v1 import storage_pb2_grpc as pb_grpc
-from ehr_abe.errors import DeadlineExceeded
-from ehr_abe.identity import caller_from_context
+from ehr_common.api.v1 import storage_pb2 as pb
+from ehr_common.api.v1 import storage_pb2_grpc as pb_grpc
+from ehr_common.errors import DeadlineExceeded
+from ehr_common.identity import caller_from_context
 from storage_service.ledger.base import Caller
 from storage_service.records import RecordMeta
 from storage_service.service import Receipt, StorageCore

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ehr_abe.config import Config
-from ehr_abe.errors import ConfigError
+from ehr_common.config import Config
+from ehr_common.errors import ConfigError
 from storage_service.anchoring import AnchorPolicy
 from storage_service.index import RecordIndex
 from storage_service.ledger.base import Caller, Ledger

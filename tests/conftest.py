@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ehr_abe.paths import state_dir
+from ehr_common.paths import state_dir
 
 pytest_plugins = ["pytester"]  # tests/test_infra_minio.py checks the skip/require rule
 

@@ -14,7 +14,7 @@ from abe_service.authority import (
     KeyAuthority,
     _write_file,
 )
-from ehr_abe.errors import AlreadyExists
+from ehr_common.errors import AlreadyExists
 
 PASSPHRASE = b"correct horse battery staple"
 

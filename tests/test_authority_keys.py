@@ -17,8 +17,8 @@ from abe_service.authority import (
 )
 from abe_service.envelope import AbeDecryptor
 from abe_service.serialization import master_key_to_bytes, user_key_from_bytes
-from ehr_abe.api.v1 import formats_pb2 as fpb
-from ehr_abe.errors import (
+from ehr_common.api.v1 import formats_pb2 as fpb
+from ehr_common.errors import (
     AccessDenied,
     AlreadyExists,
     ConfigError,

@@ -22,8 +22,8 @@ from fabric_protos.peer import chaincode_pb2, chaincode_shim_pb2
 
 from chaincode import core
 from chaincode.contract import EhrChaincode, identity_from_creator
-from ehr_abe.errors import Unauthenticated
-from ehr_abe.fabric_ca import FABRIC_ATTRS_OID
+from ehr_common.errors import Unauthenticated
+from ehr_common.fabric_ca import FABRIC_ATTRS_OID
 from storage_service.fabric_gateway.signing import SigningIdentity, build_proposal
 
 

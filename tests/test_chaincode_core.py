@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from chaincode import core
 from chaincode.core import DictState, Identity, TxContext, run_sync
-from ehr_abe.errors import AccessDenied, AlreadyExists, InvalidArgument, NotFound
+from ehr_common.errors import AccessDenied, AlreadyExists, InvalidArgument, NotFound
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 ROOT = "ab" * 32

@@ -30,7 +30,7 @@ from fabric_protos.peer import (
     proposal_response_pb2,
 )
 
-from ehr_abe.fabric_ca import FABRIC_ATTRS_OID
+from ehr_common.fabric_ca import FABRIC_ATTRS_OID
 from storage_service.fabric_gateway.signing import SigningIdentity, build_proposal
 
 Msg = chaincode_shim_pb2.ChaincodeMessage

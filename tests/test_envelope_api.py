@@ -8,7 +8,7 @@ import pytest
 
 from abe_service import envelope
 from abe_service.authority import KeyAuthority
-from ehr_abe.errors import DecodeError, IntegrityError, PolicyError, PolicyNotSatisfied
+from ehr_common.errors import DecodeError, IntegrityError, PolicyError, PolicyNotSatisfied
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_every_byte_flip_in_an_or_envelope_is_rejected(authority: KeyAuthority) 
     """With an OR policy the key uses one row; bytes of the rows it does not use
     are still authenticated (associated data), so changing them fails too."""
     from abe_service.envelope import AbeDecryptor
-    from ehr_abe.errors import EhrAbeError
+    from ehr_common.errors import EhrAbeError
 
     key = AbeDecryptor.from_user_key(authority.issue_key("p-17", ["patient:p-17"]).user_key)
     sealed = envelope.encrypt(

@@ -18,8 +18,8 @@ from test_policy_strategies import policy_texts
 from abe_service.authority import KeyAuthority
 from abe_service.envelope import AbeDecryptor, AbeEncryptor, envelope_policy
 from abe_service.policy import compile_policy, normal_form
-from ehr_abe.api.v1 import formats_pb2 as fpb
-from ehr_abe.errors import DecodeError, EhrAbeError, IntegrityError, PolicyNotSatisfied
+from ehr_common.api.v1 import formats_pb2 as fpb
+from ehr_common.errors import DecodeError, EhrAbeError, IntegrityError, PolicyNotSatisfied
 
 PASSPHRASE = b"correct horse battery staple"
 POLICY = "role:doctor and dept:cardiology"

@@ -12,7 +12,7 @@ from test_policy_strategies import policy_texts
 from abe_service.fame import AttributeKey, Ciphertext, Fame, MasterKey, PublicKey, SecretKey
 from abe_service.pairing.base import get_backend
 from abe_service.policy import compile_policy, expand_attributes
-from ehr_abe.errors import InvalidArgument, PolicyNotSatisfied
+from ehr_common.errors import InvalidArgument, PolicyNotSatisfied
 
 Keys = tuple[PublicKey, MasterKey]
 
@@ -235,7 +235,7 @@ def test_policies_too_large_for_the_row_cache_still_work(fame: Fame, keys: Keys)
 
 
 def test_header_with_the_wrong_number_of_rows_is_a_decode_error(fame: Fame, keys: Keys) -> None:
-    from ehr_abe.errors import DecodeError
+    from ehr_common.errors import DecodeError
 
     pk, msk = keys
     compiled = compile_policy("a and b")

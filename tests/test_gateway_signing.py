@@ -22,7 +22,7 @@ from google.protobuf import any_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ehr_abe import errors
+from ehr_common import errors
 from storage_service.fabric_gateway import errors as gw_errors
 from storage_service.fabric_gateway.client import _result_payload
 from storage_service.fabric_gateway.protos import (

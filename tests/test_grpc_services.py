@@ -19,10 +19,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from abe_service.authority import KeyAuthority
 from abe_service.client import AbeKeyring
-from ehr_abe.api.v1 import abe_pb2, abe_pb2_grpc, storage_pb2, storage_pb2_grpc
-from ehr_abe.config import load_config
 from ehr_abe.infra.fabric.identities import mint_client_identity as mint_identity
 from ehr_abe.server import RunningServer, start_server
+from ehr_common.api.v1 import abe_pb2, abe_pb2_grpc, storage_pb2, storage_pb2_grpc
+from ehr_common.config import load_config
 from storage_service.records import envelope_key, record_context
 
 PASS = b"grpc test passphrase"

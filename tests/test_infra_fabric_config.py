@@ -22,8 +22,6 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ehr_abe.errors import ConfigError, InvalidArgument
-from ehr_abe.fabric_ca import FABRIC_ATTRS_OID
 from ehr_abe.infra.fabric import FabricNetwork, FabricSettings, configs, fabric_installed
 from ehr_abe.infra.fabric.identities import (
     issue_identity,
@@ -31,6 +29,8 @@ from ehr_abe.infra.fabric.identities import (
     mint_tls_server_cert,
 )
 from ehr_abe.infra.fabric.layout import layout_for
+from ehr_common.errors import ConfigError, InvalidArgument
+from ehr_common.fabric_ca import FABRIC_ATTRS_OID
 
 
 # -- a stand-in CA (what cryptogen makes: a self-signed P-256 CA with an SKI) -----------------

@@ -20,7 +20,7 @@ import pytest
 
 from ehr_abe.infra import process
 from ehr_abe.infra.fabric import FabricNetwork, FabricSettings, fabric_installed
-from ehr_abe.paths import state_dir
+from ehr_common.paths import state_dir
 
 pytestmark = pytest.mark.fabric
 

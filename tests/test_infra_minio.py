@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from minio.error import S3Error
 
-from ehr_abe.errors import AlreadyExists, ConfigError
 from ehr_abe.infra import manager
 from ehr_abe.infra.component import InfraError
 from ehr_abe.infra.config import (
@@ -29,6 +28,7 @@ from ehr_abe.infra.config import (
     pinned_minio_version,
 )
 from ehr_abe.infra.minio import MinioServer, build_minio
+from ehr_common.errors import AlreadyExists, ConfigError
 from storage_service.objectstore.minio_store import MinioStore
 
 

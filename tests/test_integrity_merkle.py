@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ehr_abe.errors import InvalidArgument
+from ehr_common.errors import InvalidArgument
 from storage_service.integrity import _kernels, merkle, reference
 from storage_service.integrity.merkle import (
     EMPTY_ROOT,

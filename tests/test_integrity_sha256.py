@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from ehr_abe.errors import ConfigError, InvalidArgument
+from ehr_common.errors import ConfigError, InvalidArgument
 from storage_service.integrity import _kernels, sha256
 from storage_service.integrity.sha256 import (
     available_engines,

@@ -10,7 +10,7 @@ from collections.abc import Hashable, Iterator
 import numpy as np
 import pytest
 
-from ehr_abe.errors import InvalidArgument
+from ehr_common.errors import InvalidArgument
 from storage_service.integrity.sha256 import available_engines, pack, sha256_packed
 from storage_service.integrity.stream import PackedChunk, StreamVerifier
 

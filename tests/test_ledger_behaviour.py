@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ehr_abe.errors import AccessDenied, AlreadyExists, InvalidArgument, NotFound
+from ehr_common.errors import AccessDenied, AlreadyExists, InvalidArgument, NotFound
 from storage_service.ledger.base import Caller, Ledger
 from storage_service.ledger.client import LedgerClient
 

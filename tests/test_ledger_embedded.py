@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chaincode import core
-from ehr_abe.errors import AlreadyExists, EhrAbeError, IntegrityError, InvalidArgument
+from ehr_common.errors import AlreadyExists, EhrAbeError, IntegrityError, InvalidArgument
 from storage_service.ledger.base import Caller, Ledger
 from storage_service.ledger.client import LedgerClient
 from storage_service.ledger.embedded import EmbeddedLedger

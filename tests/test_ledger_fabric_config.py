@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ehr_abe.errors import ConfigError, Unavailable
+from ehr_common.errors import ConfigError, Unavailable
 from storage_service.fabric_gateway.client import Timeouts
 from storage_service.ledger.base import Caller, Ledger
 from storage_service.ledger.fabric import (

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from ehr_abe.errors import AccessDenied, AlreadyExists, EhrAbeError
+from ehr_common.errors import AccessDenied, AlreadyExists, EhrAbeError
 from storage_service.ledger.base import Caller
 from storage_service.ledger.client import LedgerClient
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ehr_abe.errors import AlreadyExists, InvalidArgument, NotFound
+from ehr_common.errors import AlreadyExists, InvalidArgument, NotFound
 from storage_service.objectstore.base import ObjectStore
 from storage_service.objectstore.fs import FilesystemStore
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ehr_abe.errors import AlreadyExists, InvalidArgument
+from ehr_common.errors import AlreadyExists, InvalidArgument
 from storage_service.objectstore.fs import META_SUFFIX, FilesystemStore, validate_key
 
 
@@ -50,7 +50,7 @@ def test_a_failed_write_leaves_nothing(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "link", disk_full)
-    from ehr_abe.errors import Unavailable
+    from ehr_common.errors import Unavailable
 
     with pytest.raises(Unavailable, match="No space left"):
         fs.put("records/r3.env", b"data", {"k": "v"})

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from minio.error import S3Error
 
-from ehr_abe.errors import ConfigError, NotFound, Unavailable
+from ehr_common.errors import ConfigError, NotFound, Unavailable
 from storage_service.objectstore.minio_store import MinioStore
 
 

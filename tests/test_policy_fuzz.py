@@ -16,7 +16,7 @@ from abe_service.policy import (
     normal_form,
     parse_attribute,
 )
-from ehr_abe.errors import InvalidArgument, PolicyError
+from ehr_common.errors import InvalidArgument, PolicyError
 
 # Pieces that reach every tokenizer branch, including non-ASCII look-alikes
 # (Arabic-Indic and superscript digits, accented and full-width letters).

@@ -16,7 +16,7 @@ from abe_service.policy import (
     expand_attributes,
     parse_attribute,
 )
-from ehr_abe.errors import InvalidArgument, PolicyError
+from ehr_common.errors import InvalidArgument, PolicyError
 
 CONSTANTS = sorted(
     {0, 1, 2, 3, 17, 18, 42, 127, 128, 129, 2029, 2030, 1 << 16, (1 << 16) - 1, 1 << 31}

@@ -24,7 +24,7 @@ from abe_service.policy import (
     parse,
 )
 from abe_service.policy.integers import compile_comparison
-from ehr_abe.errors import InvalidArgument, PolicyError
+from ehr_common.errors import InvalidArgument, PolicyError
 
 
 def test_precedence_and_binds_tighter_than_or() -> None:

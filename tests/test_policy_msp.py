@@ -30,7 +30,7 @@ from abe_service.policy import (
     expand_attributes,
     normal_form,
 )
-from ehr_abe.errors import InvalidArgument, PolicyError
+from ehr_common.errors import InvalidArgument, PolicyError
 
 
 def combination(compiled: CompiledPolicy, coefficients: dict[int, int]) -> list[int]:

@@ -25,7 +25,7 @@ from abe_service.serialization import (
     public_params_to_bytes,
     user_key_from_bytes,
 )
-from ehr_abe.errors import DecodeError
+from ehr_common.errors import DecodeError
 
 PASSPHRASE = b"correct horse battery staple"
 
@@ -101,7 +101,7 @@ def test_reordered_fields_are_refused(objects: dict[str, bytes], parser: str) ->
 
 
 def test_unknown_field_inside_a_nested_row_is_refused(objects: dict[str, bytes]) -> None:
-    from ehr_abe.api.v1 import formats_pb2 as fpb
+    from ehr_common.api.v1 import formats_pb2 as fpb
 
     fields = fpb.Envelope.FromString(objects["envelope"])
     head = fpb.Envelope(

@@ -40,8 +40,8 @@ from abe_service.serialization import (
     user_key_from_bytes,
     user_key_to_bytes,
 )
-from ehr_abe.api.v1 import formats_pb2 as fpb
-from ehr_abe.errors import DecodeError
+from ehr_common.api.v1 import formats_pb2 as fpb
+from ehr_common.errors import DecodeError
 
 P = 0x1A0111EA397FE69A4B1BA7B6434BACD764774B84F38512BF6730D2A0F6B0F6241EABFFFEB153FFFFB9FEFFFFFFFFAAAB
 R = 0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001

@@ -20,7 +20,7 @@ import pytest
 
 from abe_service.authority import KeyAuthority
 from abe_service.client import AbeKeyring, LocalEncryptor
-from ehr_abe.errors import (
+from ehr_common.errors import (
     AccessDenied,
     IntegrityError,
     InvalidArgument,

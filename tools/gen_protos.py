@@ -1,4 +1,4 @@
-"""Regenerate the gRPC/protobuf Python code in ehr_abe/api/ from proto/.
+"""Regenerate the gRPC/protobuf Python code in ehr_common/api/ from proto/.
 
 Usage: uv run python tools/gen_protos.py [--check]
 --check regenerates into a temporary directory and exits 1 if the committed
@@ -16,7 +16,7 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
-OUT_PACKAGE = Path("ehr_abe") / "api" / "v1"
+OUT_PACKAGE = Path("ehr_common") / "api" / "v1"
 
 
 def generate(out_root: Path) -> list[Path]:

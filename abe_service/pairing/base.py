@@ -66,7 +66,7 @@ class PairingBackend(Protocol):
 def get_backend(name: str = "auto") -> PairingBackend:
     """`mcl` (herumi mcl through ctypes: MSM, multi-pairing), `pymcl` (pymcl's
     Python objects, portable), or `auto`: the fastest available."""
-    from ehr_abe.errors import ConfigError
+    from ehr_common.errors import ConfigError
 
     if name in ("auto", "mcl"):
         try:

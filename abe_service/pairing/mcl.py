@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from abe_service.pairing.base import BLS12_381_ORDER
-from ehr_abe.errors import DecodeError
+from ehr_common.errors import DecodeError
 
 _FR_WORDS, _G1_WORDS, _G2_WORDS, _GT_WORDS = 4, 18, 36, 72
 MCL_BLS12_381 = 5

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from abe_service.pairing.base import BLS12_381_ORDER
-from ehr_abe.errors import DecodeError
+from ehr_common.errors import DecodeError
 
 
 class PymclBackend:

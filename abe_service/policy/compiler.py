@@ -42,7 +42,7 @@ from abe_service.policy.language import (
     parse,
     render,
 )
-from ehr_abe.errors import InvalidArgument, PolicyError
+from ehr_common.errors import InvalidArgument, PolicyError
 
 #: Most rows a compiled policy may have (each costs FAME three G1 elements and
 #: multi-exponentiations at encryption).

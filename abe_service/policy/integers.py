@@ -33,7 +33,7 @@ from abe_service.policy.language import (
     PolicyNode,
     render,
 )
-from ehr_abe.errors import PolicyError
+from ehr_common.errors import PolicyError
 
 
 def prefix_label(name: str, shift: int, prefix: int) -> str:

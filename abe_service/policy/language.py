@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Union
 
-from ehr_abe.errors import PolicyError
+from ehr_common.errors import PolicyError
 
 MAX_POLICY_CHARS = 8192
 MAX_DEPTH = 32

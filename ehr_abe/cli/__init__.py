@@ -13,7 +13,7 @@ import sys
 import typer
 from rich.console import Console
 
-from ehr_abe.errors import EhrAbeError
+from ehr_common.errors import EhrAbeError
 
 app = typer.Typer(
     name="ehr-abe",

@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 
 from ehr_abe.cli.common import ConfigOption, HomeOption, config_from, console, read_passphrase
-from ehr_abe.config import Config
-from ehr_abe.errors import ConfigError
+from ehr_common.config import Config
+from ehr_common.errors import ConfigError
 
 authority_app = typer.Typer(
     help="Set up and inspect the CP-ABE key authority.", no_args_is_help=True

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ehr_abe.config import Config, load_config
+from ehr_common.config import Config, load_config
 
 console = Console()
 err_console = Console(stderr=True)
@@ -57,7 +57,7 @@ def read_passphrase(env_name: str, prompt: bool, confirm: bool = False) -> bytes
     if value:
         return value.encode()
     if not prompt or not sys.stdin.isatty():
-        from ehr_abe.errors import ConfigError
+        from ehr_common.errors import ConfigError
 
         raise ConfigError(
             f"the master-key passphrase is needed: set ${env_name} or run interactively"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from ehr_abe.errors import FailedPrecondition
+from ehr_common.errors import FailedPrecondition
 
 State = Literal["running", "stopped", "unhealthy", "not-installed"]
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ehr_abe.errors import ConfigError
-from ehr_abe.paths import cache_dir, state_dir
+from ehr_common.errors import ConfigError
+from ehr_common.paths import cache_dir, state_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MINIO_TOOLS_DIR = REPO_ROOT / "tools" / "minio"

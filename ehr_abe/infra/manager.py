@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ehr_abe.errors import EhrAbeError
 from ehr_abe.infra.component import Component, ComponentStatus, InfraError
 from ehr_abe.infra.config import InfraConfig
 from ehr_abe.infra.minio import MinioServer
+from ehr_common.errors import EhrAbeError
 
 KNOWN = ("minio", "fabric")
 Progress = Callable[[str], None]

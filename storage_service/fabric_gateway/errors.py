@@ -18,7 +18,7 @@ import grpc
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from chaincode.core import parse_wire_error
-from ehr_abe import errors
+from ehr_common import errors
 from storage_service.fabric_gateway.protos import gateway_pb2
 
 

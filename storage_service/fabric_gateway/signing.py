@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from ehr_abe.errors import ConfigError
+from ehr_common.errors import ConfigError
 from storage_service.fabric_gateway.protos import (
     chaincode_pb2,
     common_pb2,

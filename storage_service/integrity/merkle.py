@@ -23,7 +23,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from ehr_abe.errors import InvalidArgument
+from ehr_common.errors import InvalidArgument
 from storage_service.integrity import _kernels
 from storage_service.integrity.constants import DIGEST_SIZE
 from storage_service.integrity.sha256 import (

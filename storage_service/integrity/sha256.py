@@ -32,7 +32,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from ehr_abe.errors import ConfigError, InvalidArgument
+from ehr_common.errors import ConfigError, InvalidArgument
 from storage_service.integrity import _kernels
 from storage_service.integrity.constants import DIGEST_SIZE
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ehr_abe.errors import InvalidArgument
+from ehr_common.errors import InvalidArgument
 from storage_service.integrity.constants import DIGEST_SIZE
 from storage_service.integrity.sha256 import (
     Engine,

@@ -11,17 +11,12 @@ state). A ledger executes contract functions on behalf of a caller identity:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from ehr_common.identity import Caller
 
-@dataclass(frozen=True)
-class Caller:
-    """Who is acting: an authenticated subject of a member organisation."""
-
-    subject: str
-    msp_id: str
-    roles: frozenset[str] = field(default_factory=frozenset)
+__all__ = ["Caller", "Ledger", "TxResult"]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from chaincode import core
-from ehr_abe.errors import DecodeError, EhrAbeError, InvalidArgument
+from ehr_common.errors import DecodeError, EhrAbeError, InvalidArgument
 from storage_service.ledger.base import Caller, Ledger, TxResult
 
 AccessEvent = tuple[str, str, str, datetime]  # record id, patient id, subject id, when

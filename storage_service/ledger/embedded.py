@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from chaincode import core
-from ehr_abe.errors import IntegrityError, NotFound, Unavailable
+from ehr_common.errors import IntegrityError, NotFound, Unavailable
 from storage_service.ledger.base import Caller, TxResult
 
 _SCHEMA = """

@@ -16,7 +16,6 @@ again on another gateway (same transaction id), never resubmitted.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import threading
 from collections.abc import Callable, Mapping
@@ -24,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ehr_abe.errors import ConfigError, Unavailable
+from ehr_common.certificates import mint_client_identity
+from ehr_common.errors import ConfigError, Unavailable
 from storage_service.fabric_gateway.client import GatewayConnection, Timeouts
 from storage_service.fabric_gateway.errors import GatewayTimeout, GatewayUnavailable, MvccConflict
 from storage_service.fabric_gateway.protos import common_pb2
@@ -195,8 +195,9 @@ class _CachedIdentities:
 
 
 class DevIdentityIssuer(_CachedIdentities):
-    """Development: mint identities on demand with the local network's issuer
-    (`ehr_abe.infra.fabric.identities.issue_identity`), cached under the state dir."""
+    """Development: mint identities on demand with an injected issuer
+    (`issue(state_dir, org, subject, roles)`, e.g. the local network's), cached
+    under the state dir. Used when the connection file names no CA keys."""
 
     def __init__(
         self,
@@ -213,14 +214,10 @@ class DevIdentityIssuer(_CachedIdentities):
 
     def _issuer(self) -> Issuer:
         if self._issue is None:
-            try:
-                module = importlib.import_module("ehr_abe.infra.fabric.identities")
-                issue_identity: Issuer = module.issue_identity
-            except (ImportError, AttributeError):
-                raise ConfigError(
-                    "minting Fabric identities needs ehr_abe.infra.fabric.identities"
-                ) from None
-            self._issue = issue_identity
+            raise ConfigError(
+                "the Fabric connection file names no CA to mint identities with; "
+                "configure the ledger's identities (StaticIdentities)"
+            )
         return self._issue
 
     def _mint(self, caller: Caller, roles: list[str]) -> tuple[bytes, bytes]:
@@ -243,8 +240,6 @@ class CaKeyIssuer(_CachedIdentities):
         org = self._orgs.get(caller.msp_id)
         if org is None or org.ca_cert is None or org.ca_key is None:
             raise ConfigError(f"no development CA for {caller.msp_id} in the connection file")
-        from ehr_abe.infra.fabric.identities import mint_client_identity
-
         return mint_client_identity(
             org.ca_cert.read_bytes(), org.ca_key.read_bytes(), caller.subject, roles
         )
@@ -252,11 +247,8 @@ class CaKeyIssuer(_CachedIdentities):
 
 def default_identity_source(connection: FabricConnection) -> IdentitySource:
     """The network's own issuer when installed, else the CAs named in the file."""
-    try:
-        importlib.import_module("ehr_abe.infra.fabric.identities")
-    except ImportError:
-        if all(o.ca_cert and o.ca_key for o in connection.orgs):
-            return CaKeyIssuer(connection.state_dir / "identities", connection.orgs)
+    if all(o.ca_cert and o.ca_key for o in connection.orgs):
+        return CaKeyIssuer(connection.state_dir / "identities", connection.orgs)
     return DevIdentityIssuer(connection.state_dir, connection.orgs)
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ehr_abe.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from ehr_common.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 
 MAX_KEY_LENGTH = 512
 META_SUFFIX = ".meta~"

@@ -24,7 +24,7 @@ import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
 
-from ehr_abe.errors import AlreadyExists, ConfigError, InvalidArgument, NotFound, Unavailable
+from ehr_common.errors import AlreadyExists, ConfigError, InvalidArgument, NotFound, Unavailable
 from storage_service.objectstore.fs import validate_key, validate_metadata
 
 #: One PUT carries at most 5 GiB (S3); records are far smaller.

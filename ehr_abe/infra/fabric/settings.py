@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ehr_abe.errors import ConfigError
-from ehr_abe.paths import cache_dir
+from ehr_common.errors import ConfigError
+from ehr_common.paths import cache_dir
 
 SUPPORTED_RELEASE = "3.1.5"
 ENV_PREFIX = "EHR_ABE_FABRIC_"

@@ -9,13 +9,23 @@ both in the JSON attribute extension OID 1.2.3.4.5.6.7.8.1.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
 
-from ehr_abe.errors import Unauthenticated
-from ehr_abe.fabric_ca import fabric_attributes, subject_and_roles
-from storage_service.ledger.base import Caller
+from ehr_common.errors import Unauthenticated
+from ehr_common.fabric_ca import fabric_attributes, subject_and_roles
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is acting: an authenticated subject of a member organisation."""
+
+    subject: str
+    msp_id: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+
 
 DEV_SUBJECT_HEADER = "x-ehr-subject"
 DEV_ROLES_HEADER = "x-ehr-roles"

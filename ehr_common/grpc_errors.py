@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from ehr_abe import errors
+from ehr_common import errors
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from ehr_abe.api.v1 import storage_pb2 as ehr__abe_dot_api_dot_v1_dot_storage__pb2
+from ehr_common.api.v1 import storage_pb2 as ehr__common_dot_api_dot_v1_dot_storage__pb2
 
 GRPC_GENERATED_VERSION = '1.71.2'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + f' but the generated code in ehr_abe/api/v1/storage_pb2_grpc.py depends on'
+        + f' but the generated code in ehr_common/api/v1/storage_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,48 +36,48 @@ class StorageServiceStub(object):
         """
         self.PutRecord = channel.unary_unary(
                 '/ehr_abe.api.v1.StorageService/PutRecord',
-                request_serializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.PutRecordRequest.SerializeToString,
-                response_deserializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.PutRecordResponse.FromString,
+                request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.PutRecordRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.PutRecordResponse.FromString,
                 _registered_method=True)
         self.GetRecord = channel.unary_unary(
                 '/ehr_abe.api.v1.StorageService/GetRecord',
-                request_serializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.GetRecordRequest.SerializeToString,
-                response_deserializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.GetRecordResponse.FromString,
+                request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetRecordRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetRecordResponse.FromString,
                 _registered_method=True)
         self.ListRecords = channel.unary_unary(
                 '/ehr_abe.api.v1.StorageService/ListRecords',
-                request_serializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.ListRecordsRequest.SerializeToString,
-                response_deserializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.ListRecordsResponse.FromString,
+                request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.ListRecordsRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.ListRecordsResponse.FromString,
                 _registered_method=True)
         self.GetReceipt = channel.unary_unary(
                 '/ehr_abe.api.v1.StorageService/GetReceipt',
-                request_serializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.GetReceiptRequest.SerializeToString,
-                response_deserializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.Receipt.FromString,
+                request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetReceiptRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.Receipt.FromString,
                 _registered_method=True)
         self.VerifyRecords = channel.unary_unary(
                 '/ehr_abe.api.v1.StorageService/VerifyRecords',
-                request_serializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.VerifyRecordsRequest.SerializeToString,
-                response_deserializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.VerifyRecordsResponse.FromString,
+                request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.VerifyRecordsRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.VerifyRecordsResponse.FromString,
                 _registered_method=True)
         self.GrantConsent = channel.unary_unary(
                 '/ehr_abe.api.v1.StorageService/GrantConsent',
-                request_serializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.GrantConsentRequest.SerializeToString,
-                response_deserializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.ConsentResponse.FromString,
+                request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GrantConsentRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.ConsentResponse.FromString,
                 _registered_method=True)
         self.RevokeConsent = channel.unary_unary(
                 '/ehr_abe.api.v1.StorageService/RevokeConsent',
-                request_serializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.RevokeConsentRequest.SerializeToString,
-                response_deserializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.ConsentResponse.FromString,
+                request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.RevokeConsentRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.ConsentResponse.FromString,
                 _registered_method=True)
         self.GetAuditTrail = channel.unary_unary(
                 '/ehr_abe.api.v1.StorageService/GetAuditTrail',
-                request_serializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.GetAuditTrailRequest.SerializeToString,
-                response_deserializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.GetAuditTrailResponse.FromString,
+                request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetAuditTrailRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetAuditTrailResponse.FromString,
                 _registered_method=True)
         self.FlushAnchors = channel.unary_unary(
                 '/ehr_abe.api.v1.StorageService/FlushAnchors',
-                request_serializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsRequest.SerializeToString,
-                response_deserializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsResponse.FromString,
+                request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsResponse.FromString,
                 _registered_method=True)
 
 
@@ -147,48 +147,48 @@ def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'PutRecord': grpc.unary_unary_rpc_method_handler(
                     servicer.PutRecord,
-                    request_deserializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.PutRecordRequest.FromString,
-                    response_serializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.PutRecordResponse.SerializeToString,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.PutRecordRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.PutRecordResponse.SerializeToString,
             ),
             'GetRecord': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRecord,
-                    request_deserializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.GetRecordRequest.FromString,
-                    response_serializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.GetRecordResponse.SerializeToString,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetRecordRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetRecordResponse.SerializeToString,
             ),
             'ListRecords': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRecords,
-                    request_deserializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.ListRecordsRequest.FromString,
-                    response_serializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.ListRecordsResponse.SerializeToString,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.ListRecordsRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.ListRecordsResponse.SerializeToString,
             ),
             'GetReceipt': grpc.unary_unary_rpc_method_handler(
                     servicer.GetReceipt,
-                    request_deserializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.GetReceiptRequest.FromString,
-                    response_serializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.Receipt.SerializeToString,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetReceiptRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.Receipt.SerializeToString,
             ),
             'VerifyRecords': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyRecords,
-                    request_deserializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.VerifyRecordsRequest.FromString,
-                    response_serializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.VerifyRecordsResponse.SerializeToString,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.VerifyRecordsRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.VerifyRecordsResponse.SerializeToString,
             ),
             'GrantConsent': grpc.unary_unary_rpc_method_handler(
                     servicer.GrantConsent,
-                    request_deserializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.GrantConsentRequest.FromString,
-                    response_serializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.ConsentResponse.SerializeToString,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GrantConsentRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.ConsentResponse.SerializeToString,
             ),
             'RevokeConsent': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeConsent,
-                    request_deserializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.RevokeConsentRequest.FromString,
-                    response_serializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.ConsentResponse.SerializeToString,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.RevokeConsentRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.ConsentResponse.SerializeToString,
             ),
             'GetAuditTrail': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAuditTrail,
-                    request_deserializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.GetAuditTrailRequest.FromString,
-                    response_serializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.GetAuditTrailResponse.SerializeToString,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetAuditTrailRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetAuditTrailResponse.SerializeToString,
             ),
             'FlushAnchors': grpc.unary_unary_rpc_method_handler(
                     servicer.FlushAnchors,
-                    request_deserializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsRequest.FromString,
-                    response_serializer=ehr__abe_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsResponse.SerializeToString,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,8 +216,8 @@ class StorageService(object):
             request,
             target,
             '/ehr_abe.api.v1.StorageService/PutRecord',
-            ehr__abe_dot_api_dot_v1_dot_storage__pb2.PutRecordRequest.SerializeToString,
-            ehr__abe_dot_api_dot_v1_dot_storage__pb2.PutRecordResponse.FromString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.PutRecordRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.PutRecordResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -243,8 +243,8 @@ class StorageService(object):
             request,
             target,
             '/ehr_abe.api.v1.StorageService/GetRecord',
-            ehr__abe_dot_api_dot_v1_dot_storage__pb2.GetRecordRequest.SerializeToString,
-            ehr__abe_dot_api_dot_v1_dot_storage__pb2.GetRecordResponse.FromString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.GetRecordRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.GetRecordResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -270,8 +270,8 @@ class StorageService(object):
             request,
             target,
             '/ehr_abe.api.v1.StorageService/ListRecords',
-            ehr__abe_dot_api_dot_v1_dot_storage__pb2.ListRecordsRequest.SerializeToString,
-            ehr__abe_dot_api_dot_v1_dot_storage__pb2.ListRecordsResponse.FromString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.ListRecordsRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.ListRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -297,8 +297,8 @@ class StorageService(object):
             request,
             target,
             '/ehr_abe.api.v1.StorageService/GetReceipt',
-            ehr__abe_dot_api_dot_v1_dot_storage__pb2.GetReceiptRequest.SerializeToString,
-            ehr__abe_dot_api_dot_v1_dot_storage__pb2.Receipt.FromString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.GetReceiptRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.Receipt.FromString,
             options,
             channel_credentials,
             insecure,
@@ -324,8 +324,8 @@ class StorageService(object):
             request,
             target,
             '/ehr_abe.api.v1.StorageService/VerifyRecords',
-            ehr__abe_dot_api_dot_v1_dot_storage__pb2.VerifyRecordsRequest.SerializeToString,
-            ehr__abe_dot_api_dot_v1_dot_storage__pb2.VerifyRecordsResponse.FromString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.VerifyRecordsRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.VerifyRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -351,8 +351,8 @@ class StorageService(object):
             request,
             target,
             '/ehr_abe.api.v1.StorageService/GrantConsent',
-            ehr__abe_dot_api_dot_v1_dot_storage__pb2.GrantConsentRequest.SerializeToString,
-            ehr__abe_dot_api_dot_v1_dot_storage__pb2.ConsentResponse.FromString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.GrantConsentRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.ConsentResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -378,8 +378,8 @@ class StorageService(object):
             request,
             target,
             '/ehr_abe.api.v1.StorageService/RevokeConsent',
-            ehr__abe_dot_api_dot_v1_dot_storage__pb2.RevokeConsentRequest.SerializeToString,
-            ehr__abe_dot_api_dot_v1_dot_storage__pb2.ConsentResponse.FromString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.RevokeConsentRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.ConsentResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -405,8 +405,8 @@ class StorageService(object):
             request,
             target,
             '/ehr_abe.api.v1.StorageService/GetAuditTrail',
-            ehr__abe_dot_api_dot_v1_dot_storage__pb2.GetAuditTrailRequest.SerializeToString,
-            ehr__abe_dot_api_dot_v1_dot_storage__pb2.GetAuditTrailResponse.FromString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.GetAuditTrailRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.GetAuditTrailResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -432,8 +432,8 @@ class StorageService(object):
             request,
             target,
             '/ehr_abe.api.v1.StorageService/FlushAnchors',
-            ehr__abe_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsRequest.SerializeToString,
-            ehr__abe_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsResponse.FromString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsResponse.FromString,
             options,
             channel_credentials,
             insecure,

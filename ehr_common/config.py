@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
 
-from ehr_abe.errors import ConfigError
-from ehr_abe.paths import state_dir
+from ehr_common.errors import ConfigError
+from ehr_common.paths import state_dir
 
 ObjectStoreKind = Literal["filesystem", "minio"]
 LedgerKind = Literal["embedded", "fabric"]

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from ehr_abe.api.v1 import abe_pb2 as ehr__abe_dot_api_dot_v1_dot_abe__pb2
+from ehr_common.api.v1 import abe_pb2 as ehr__common_dot_api_dot_v1_dot_abe__pb2
 
 GRPC_GENERATED_VERSION = '1.71.2'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + f' but the generated code in ehr_abe/api/v1/abe_pb2_grpc.py depends on'
+        + f' but the generated code in ehr_common/api/v1/abe_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,28 +36,28 @@ class AbeServiceStub(object):
         """
         self.GetPublicParams = channel.unary_unary(
                 '/ehr_abe.api.v1.AbeService/GetPublicParams',
-                request_serializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.GetPublicParamsRequest.SerializeToString,
-                response_deserializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.GetPublicParamsResponse.FromString,
+                request_serializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.GetPublicParamsRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.GetPublicParamsResponse.FromString,
                 _registered_method=True)
         self.IssueUserKey = channel.unary_unary(
                 '/ehr_abe.api.v1.AbeService/IssueUserKey',
-                request_serializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.IssueUserKeyRequest.SerializeToString,
-                response_deserializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.IssueUserKeyResponse.FromString,
+                request_serializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.IssueUserKeyRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.IssueUserKeyResponse.FromString,
                 _registered_method=True)
         self.Encrypt = channel.unary_unary(
                 '/ehr_abe.api.v1.AbeService/Encrypt',
-                request_serializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.EncryptRequest.SerializeToString,
-                response_deserializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.EncryptResponse.FromString,
+                request_serializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.EncryptRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.EncryptResponse.FromString,
                 _registered_method=True)
         self.CheckPolicy = channel.unary_unary(
                 '/ehr_abe.api.v1.AbeService/CheckPolicy',
-                request_serializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.CheckPolicyRequest.SerializeToString,
-                response_deserializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.CheckPolicyResponse.FromString,
+                request_serializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.CheckPolicyRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.CheckPolicyResponse.FromString,
                 _registered_method=True)
         self.EvaluatePolicy = channel.unary_unary(
                 '/ehr_abe.api.v1.AbeService/EvaluatePolicy',
-                request_serializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.EvaluatePolicyRequest.SerializeToString,
-                response_deserializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.EvaluatePolicyResponse.FromString,
+                request_serializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.EvaluatePolicyRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.EvaluatePolicyResponse.FromString,
                 _registered_method=True)
 
 
@@ -105,28 +105,28 @@ def add_AbeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetPublicParams': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPublicParams,
-                    request_deserializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.GetPublicParamsRequest.FromString,
-                    response_serializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.GetPublicParamsResponse.SerializeToString,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.GetPublicParamsRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.GetPublicParamsResponse.SerializeToString,
             ),
             'IssueUserKey': grpc.unary_unary_rpc_method_handler(
                     servicer.IssueUserKey,
-                    request_deserializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.IssueUserKeyRequest.FromString,
-                    response_serializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.IssueUserKeyResponse.SerializeToString,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.IssueUserKeyRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.IssueUserKeyResponse.SerializeToString,
             ),
             'Encrypt': grpc.unary_unary_rpc_method_handler(
                     servicer.Encrypt,
-                    request_deserializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.EncryptRequest.FromString,
-                    response_serializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.EncryptResponse.SerializeToString,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.EncryptRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.EncryptResponse.SerializeToString,
             ),
             'CheckPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckPolicy,
-                    request_deserializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.CheckPolicyRequest.FromString,
-                    response_serializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.CheckPolicyResponse.SerializeToString,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.CheckPolicyRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.CheckPolicyResponse.SerializeToString,
             ),
             'EvaluatePolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.EvaluatePolicy,
-                    request_deserializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.EvaluatePolicyRequest.FromString,
-                    response_serializer=ehr__abe_dot_api_dot_v1_dot_abe__pb2.EvaluatePolicyResponse.SerializeToString,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.EvaluatePolicyRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_abe__pb2.EvaluatePolicyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -154,8 +154,8 @@ class AbeService(object):
             request,
             target,
             '/ehr_abe.api.v1.AbeService/GetPublicParams',
-            ehr__abe_dot_api_dot_v1_dot_abe__pb2.GetPublicParamsRequest.SerializeToString,
-            ehr__abe_dot_api_dot_v1_dot_abe__pb2.GetPublicParamsResponse.FromString,
+            ehr__common_dot_api_dot_v1_dot_abe__pb2.GetPublicParamsRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_abe__pb2.GetPublicParamsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -181,8 +181,8 @@ class AbeService(object):
             request,
             target,
             '/ehr_abe.api.v1.AbeService/IssueUserKey',
-            ehr__abe_dot_api_dot_v1_dot_abe__pb2.IssueUserKeyRequest.SerializeToString,
-            ehr__abe_dot_api_dot_v1_dot_abe__pb2.IssueUserKeyResponse.FromString,
+            ehr__common_dot_api_dot_v1_dot_abe__pb2.IssueUserKeyRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_abe__pb2.IssueUserKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -208,8 +208,8 @@ class AbeService(object):
             request,
             target,
             '/ehr_abe.api.v1.AbeService/Encrypt',
-            ehr__abe_dot_api_dot_v1_dot_abe__pb2.EncryptRequest.SerializeToString,
-            ehr__abe_dot_api_dot_v1_dot_abe__pb2.EncryptResponse.FromString,
+            ehr__common_dot_api_dot_v1_dot_abe__pb2.EncryptRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_abe__pb2.EncryptResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -235,8 +235,8 @@ class AbeService(object):
             request,
             target,
             '/ehr_abe.api.v1.AbeService/CheckPolicy',
-            ehr__abe_dot_api_dot_v1_dot_abe__pb2.CheckPolicyRequest.SerializeToString,
-            ehr__abe_dot_api_dot_v1_dot_abe__pb2.CheckPolicyResponse.FromString,
+            ehr__common_dot_api_dot_v1_dot_abe__pb2.CheckPolicyRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_abe__pb2.CheckPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -262,8 +262,8 @@ class AbeService(object):
             request,
             target,
             '/ehr_abe.api.v1.AbeService/EvaluatePolicy',
-            ehr__abe_dot_api_dot_v1_dot_abe__pb2.EvaluatePolicyRequest.SerializeToString,
-            ehr__abe_dot_api_dot_v1_dot_abe__pb2.EvaluatePolicyResponse.FromString,
+            ehr__common_dot_api_dot_v1_dot_abe__pb2.EvaluatePolicyRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_abe__pb2.EvaluatePolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,7 +1,7 @@
 """The typed exceptions of ehr-abe.
 
 Every error a caller can see is one of these. Each class names the gRPC status
-it maps to; the mapping itself lives in one place (`ehr_abe.grpc_errors`), so
+it maps to; the mapping itself lives in one place (`ehr_common.grpc_errors`), so
 servicers never pick status codes by hand. Messages are for humans and must
 never contain key material, plaintext or secrets.
 """
