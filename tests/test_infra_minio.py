@@ -204,12 +204,20 @@ def test_up_status_down_up_keeps_data_and_locks(own_minio: MinioServer) -> None:
     try:
         # the bucket is versioned and locked by default
         lock = store.client.get_object_lock_config("test-records")
-        assert (lock.mode, lock.duration) == ("GOVERNANCE", 1)
+        assert (lock.mode, lock.duration) == ("COMPLIANCE", 1)
+        # the service's own user, never root
+        assert conn["credentials_file"] == str(own_minio.service_credentials_file.resolve())
+        assert stat.S_IMODE(own_minio.service_credentials_file.stat().st_mode) == 0o600
+        service = json.loads(own_minio.service_credentials_file.read_text())
+        assert (
+            service["access_key"]
+            != json.loads(own_minio.credentials_file.read_text())["access_key"]
+        )
         store.put("records/r1.env", b"first record", {"device": "pump-1"})
         version = store.client.stat_object("test-records", "records/r1.env").version_id
         with pytest.raises(AlreadyExists):
             store.put("records/r1.env", b"replacement")
-        with pytest.raises(S3Error, match="WORM"):
+        with pytest.raises(S3Error, match="Access Denied"):
             store.client.remove_object("test-records", "records/r1.env", version_id=version)
     finally:
         store.close()

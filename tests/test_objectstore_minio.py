@@ -3,6 +3,7 @@ errors map to the typed errors."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import socket
@@ -10,7 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from minio import Minio
+from minio.commonconfig import GOVERNANCE
 from minio.error import S3Error
+from minio.objectlockconfig import DAYS, ObjectLockConfig
+from minio.retention import Retention
 
 from ehr_common.errors import ConfigError, NotFound, Unavailable
 from storage_service.objectstore.minio_store import MinioStore
@@ -46,7 +51,7 @@ def test_connection_file_errors_are_config_errors(tmp_path: Path) -> None:
 
 @pytest.mark.minio
 def test_locked_version_survives_a_client_that_skips_the_condition(
-    minio_store: Any, unique_prefix: str
+    minio_store: Any, minio_connection: Path, unique_prefix: str
 ) -> None:
     """Someone holding the credentials overwrites and deletes with the raw S3 API:
     MinIO keeps the original version and refuses to delete it."""
@@ -69,15 +74,16 @@ def test_locked_version_survives_a_client_that_skips_the_condition(
         kept.close()
         kept.release_conn()
 
-    # Deleting the locked version itself is refused by MinIO.
-    with pytest.raises(S3Error) as refused:
-        store.client.remove_object(store.bucket, key, version_id=original.version_id)
-    assert refused.value.code in ("AccessDenied", "InvalidRequest")
-    assert "WORM protected" in str(refused.value.message)
+    # The service's credentials may not delete the version, nor even add a delete marker.
+    for version in (original.version_id, None):
+        with pytest.raises(S3Error) as refused:
+            store.client.remove_object(store.bucket, key, version_id=version)
+        assert refused.value.code == "AccessDenied"
 
-    # A plain delete only adds a delete marker; the store then reports NotFound,
-    # and the original version is still there.
-    store.client.remove_object(store.bucket, key)
+    # Root can add a delete marker; the store then reports NotFound, the original
+    # version is still there, and even root cannot delete it (COMPLIANCE).
+    root = _root_client(minio_connection)
+    root.remove_object(store.bucket, key)
     with pytest.raises(NotFound):
         store.get(key)
     assert not store.exists(key)
@@ -89,6 +95,66 @@ def test_locked_version_survives_a_client_that_skips_the_condition(
         )
     }
     assert original.version_id in versions
+    with pytest.raises(S3Error, match="WORM"):
+        root.remove_object(store.bucket, key, version_id=original.version_id)
+
+
+def _root_client(minio_connection: Path) -> Minio:
+    """The root user of the test MinIO (for the checks that need more than the service)."""
+    conn = json.loads(minio_connection.read_text())
+    root = json.loads((minio_connection.parent / "credentials.json").read_text())
+    return Minio(conn["endpoint"], root["access_key"], root["secret_key"], secure=False)
+
+
+@pytest.mark.minio
+def test_the_service_uses_its_own_user_not_root(minio_connection: Path) -> None:
+    conn = json.loads(minio_connection.read_text())
+    service = json.loads(Path(conn["credentials_file"]).read_text())
+    root = json.loads((minio_connection.parent / "credentials.json").read_text())
+    assert service["access_key"] != root["access_key"]
+    assert conn["retention_mode"] == "COMPLIANCE"
+    lock = _root_client(minio_connection).get_object_lock_config(conn["bucket"])
+    assert lock.mode == "COMPLIANCE"
+
+
+@pytest.mark.minio
+def test_the_service_user_cannot_lift_retention(
+    minio_store: Any, minio_connection: Path, unique_prefix: str
+) -> None:
+    """Deleting versions, bypassing governance, changing retention or legal holds and
+    changing the bucket's lock are all refused to the service's credentials."""
+    store: MinioStore = minio_store
+    root = _root_client(minio_connection)
+    key = unique_prefix + "governed.env"
+    # a GOVERNANCE version (only root can write one here), which root could lift
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    version = root.put_object(
+        store.bucket, key, io.BytesIO(b"g"), 1, retention=Retention(GOVERNANCE, until)
+    ).version_id
+    svc = store.client
+    attempts = {
+        "bypass governance": lambda: svc._execute(
+            "DELETE",
+            store.bucket,
+            key,
+            query_params={"versionId": str(version)},
+            headers={"x-amz-bypass-governance-retention": "true"},
+        ),
+        "extend retention": lambda: svc.set_object_retention(
+            store.bucket, key, Retention(GOVERNANCE, until + dt.timedelta(days=1)), version
+        ),
+        "legal hold": lambda: svc.enable_object_legal_hold(store.bucket, key, version),
+        "bucket lock": lambda: svc.set_object_lock_config(
+            store.bucket, ObjectLockConfig(GOVERNANCE, 1, DAYS)
+        ),
+    }
+    for what, attempt in attempts.items():
+        with pytest.raises(S3Error) as refused:
+            attempt()
+        assert refused.value.code == "AccessDenied", what
+    kept = root.get_object_retention(store.bucket, key, version)
+    assert kept is not None and kept.mode == GOVERNANCE
+    assert store.get(key) == b"g"
 
 
 @pytest.mark.minio

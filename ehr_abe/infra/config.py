@@ -58,9 +58,10 @@ class MinioSettings:
     console_port: int = 9701
     bucket: str = "ehr-records"
     #: Default object-lock retention of every stored record version:
-    #: GOVERNANCE (lifted only with the bypass-governance permission) or
-    #: COMPLIANCE (nobody can lift it until it expires).
-    retention_mode: RetentionMode = "GOVERNANCE"
+    #: COMPLIANCE (nobody, root included, can lift it until it expires) or,
+    #: for development only, GOVERNANCE (root can lift it with the
+    #: bypass-governance permission; `infra up` warns).
+    retention_mode: RetentionMode = "COMPLIANCE"
     retention_days: int = 3650
     start_timeout_s: float = 60.0
     build_timeout_s: float = 1800.0

@@ -7,8 +7,17 @@ file, never printed), and given a records bucket with versioning and object
 lock plus a default retention, so MinIO itself refuses to delete or replace a
 stored record version.
 
+The storage service never gets the root credentials: `up` creates a service
+user whose policy (`service_policy`) allows only what the service does (put,
+get and list objects, read the bucket's lock configuration) and explicitly
+denies deleting objects or versions, bypassing governance retention and
+changing retention, legal holds, versioning or the lock configuration. The
+connection file names that user's credentials file; the root credentials
+stay in `credentials.json` for `infra` itself.
+
 Files under `<state>/minio/`: `data/`, `minio.log`, `minio.pid`, `build.log`,
-`credentials.json` (0600) and `connection.json` (endpoint, bucket, path of the
+`credentials.json` (root, 0600), `service-credentials.json` (the service
+user, 0600) and `connection.json` (endpoint, bucket, path of the service
 credentials file) for clients and tests.
 """
 
@@ -35,7 +44,55 @@ from ehr_abe.infra.component import ComponentStatus, InfraError
 from ehr_abe.infra.config import MINIO_TOOLS_DIR, InfraConfig, pinned_minio_version
 
 NAME = "minio"
-CONNECTION_FORMAT = 1
+CONNECTION_FORMAT = 2
+SERVICE_POLICY_NAME = "ehr-storage-service"
+
+#: What the storage service does on the bucket, and nothing else.
+_SERVICE_BUCKET_ACTIONS = [
+    "s3:GetBucketLocation",
+    "s3:ListBucket",
+    "s3:ListBucketVersions",
+    "s3:GetBucketVersioning",
+    "s3:GetBucketObjectLockConfiguration",
+]
+_SERVICE_OBJECT_ACTIONS = [
+    "s3:PutObject",
+    "s3:GetObject",
+    "s3:GetObjectVersion",
+    "s3:GetObjectRetention",
+]
+#: Denied explicitly, so no later "allow" (another policy, a group) can grant them.
+SERVICE_DENIED_ACTIONS = [
+    "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
+    "s3:BypassGovernanceRetention",
+    "s3:PutObjectRetention",
+    "s3:PutObjectLegalHold",
+    "s3:PutBucketObjectLockConfiguration",
+    "s3:PutBucketVersioning",
+    "s3:PutBucketPolicy",
+    "s3:DeleteBucketPolicy",
+    "s3:PutLifecycleConfiguration",
+    "s3:DeleteBucket",
+]
+
+GOVERNANCE_NOTE = (
+    "MinIO retention mode is GOVERNANCE (development only): the root user can lift it "
+    "and delete stored record versions. Use COMPLIANCE (the default) for real records."
+)
+
+
+def service_policy(bucket: str) -> dict[str, Any]:
+    """The IAM policy of the storage service's MinIO user."""
+    arn = f"arn:aws:s3:::{bucket}"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": _SERVICE_BUCKET_ACTIONS, "Resource": [arn]},
+            {"Effect": "Allow", "Action": _SERVICE_OBJECT_ACTIONS, "Resource": [f"{arn}/*"]},
+            {"Effect": "Deny", "Action": SERVICE_DENIED_ACTIONS, "Resource": [arn, f"{arn}/*"]},
+        ],
+    }
 
 
 def build_minio(
@@ -119,6 +176,7 @@ class MinioServer:
         self.log = self.dir / "minio.log"
         self.build_log = self.dir / "build.log"
         self.credentials_file = self.dir / "credentials.json"
+        self.service_credentials_file = self.dir / "service-credentials.json"
         self.connection_file = self.dir / "connection.json"
         self._progress = progress or (lambda _msg: None)
 
@@ -144,15 +202,22 @@ class MinioServer:
 
     # -- credentials ------------------------------------------------------------
     def credentials(self) -> tuple[str, str]:
-        """(access key, secret key), generated once and kept 0600 in the state dir."""
+        """The root user's (access key, secret key), generated once, kept 0600."""
+        return self._credentials(self.credentials_file, "ehr-")
+
+    def service_credentials(self) -> tuple[str, str]:
+        """The storage service user's (access key, secret key), generated once, kept 0600."""
+        return self._credentials(self.service_credentials_file, "ehr-svc-")
+
+    def _credentials(self, path: Path, prefix: str) -> tuple[str, str]:
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
-            fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             pass
         else:
             generated = {
-                "access_key": "ehr-" + secrets.token_hex(8),
+                "access_key": prefix + secrets.token_hex(8),
                 "secret_key": secrets.token_urlsafe(30),
             }
             with os.fdopen(fd, "w") as f:
@@ -160,12 +225,11 @@ class MinioServer:
                 f.flush()
                 os.fsync(f.fileno())
         try:
-            stored = json.loads(self.credentials_file.read_text())
+            stored = json.loads(path.read_text())
             return str(stored["access_key"]), str(stored["secret_key"])
         except (OSError, ValueError, KeyError, TypeError):
             raise InfraError(
-                NAME,
-                f"credentials file {self.credentials_file} is unreadable; remove it to regenerate",
+                NAME, f"credentials file {path} is unreadable; remove it to regenerate"
             ) from None
 
     # -- lifecycle --------------------------------------------------------------
@@ -234,7 +298,37 @@ class MinioServer:
             self._start(binary, access_key, secret_key)
         self._wait_ready()
         self._ensure_bucket(access_key, secret_key)
+        self._ensure_service_user(access_key, secret_key)
+        if self.settings.retention_mode == "GOVERNANCE":
+            self._progress("WARNING: " + GOVERNANCE_NOTE)
         self._write_connection_file()
+
+    def _ensure_service_user(self, access_key: str, secret_key: str) -> None:
+        """The service's own user with `service_policy` attached (idempotent)."""
+        from minio.credentials import StaticProvider
+        from minio.error import MinioAdminException
+        from minio.minioadmin import MinioAdmin
+
+        s = self.settings
+        user, password = self.service_credentials()
+        admin = MinioAdmin(
+            endpoint=s.endpoint, credentials=StaticProvider(access_key, secret_key), secure=False
+        )
+        try:
+            admin.user_add(user, password)  # sets the password again if the user exists
+            admin.policy_add(SERVICE_POLICY_NAME, policy=service_policy(s.bucket))
+            try:
+                admin.attach_policy([SERVICE_POLICY_NAME], user=user)
+            except MinioAdminException as exc:
+                # attaching an already attached policy is refused; anything else is real
+                if "already" not in str(exc).lower():
+                    raise
+        except MinioAdminException as exc:
+            raise InfraError(
+                NAME, f"cannot create the storage service's MinIO user: {exc}", self.log
+            ) from None
+        except OSError as exc:
+            raise InfraError(NAME, f"cannot reach MinIO's admin API: {exc}", self.log) from None
 
     def _ensure_bucket(self, access_key: str, secret_key: str) -> None:
         from minio import Minio
@@ -272,7 +366,8 @@ class MinioServer:
             "endpoint": s.endpoint,
             "secure": False,
             "bucket": s.bucket,
-            "credentials_file": str(self.credentials_file.resolve()),
+            # the service user's, never root's
+            "credentials_file": str(self.service_credentials_file.resolve()),
             "retention_mode": s.retention_mode,
             "retention_days": s.retention_days,
         }

@@ -3,16 +3,21 @@
 Two locks keep a stored record from being replaced:
 - `put` is a conditional write (`If-None-Match: *`): MinIO refuses it with
   412 if the key exists, so a second version is never created by us;
-- the bucket has versioning and object lock (set up by `ehr-abe infra up`),
-  and `put` gives each version an explicit retention, so MinIO refuses to
-  delete or shorten the retention of a stored version even for a client that
-  holds these credentials and skips the condition (it can only add a newer
-  version or a delete marker; the original version stays readable by id).
+- the bucket has versioning, object lock and a default retention
+  (COMPLIANCE; set up by `ehr-abe infra up`), which MinIO applies to every
+  new version, so MinIO refuses to delete a stored version before its
+  retention ends, whoever asks.
+The credentials are the service's own MinIO user (`ehr_abe.infra.minio.
+service_policy`): it may put, get and list, and is denied deleting objects or
+versions, bypassing governance and changing retention or legal holds. So a
+client holding these credentials that skips the condition can only add a
+newer version; the original stays readable by id and the anchored leaf hash
+tells which is the record. (`put` sends no retention headers: setting one
+needs s3:PutObjectRetention, which the service user is denied.)
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -57,6 +62,7 @@ class MinioStore:
             raise ConfigError("MinIO retention mode must be GOVERNANCE or COMPLIANCE")
         self.endpoint = endpoint
         self.bucket = bucket
+        # informational: the bucket's default retention that `infra up` set (never sent)
         self.retention_mode = retention_mode
         self.retention_days = retention_days
         self._workers = workers
@@ -122,15 +128,6 @@ class MinioStore:
         raise exc
 
     # -- ObjectStore ------------------------------------------------------------------
-    def _retention_headers(self) -> dict[str, str]:
-        if self.retention_mode is None or self.retention_days is None:
-            return {}  # the bucket's default retention applies
-        until = dt.datetime.now(dt.UTC) + dt.timedelta(days=self.retention_days)
-        return {
-            "x-amz-object-lock-mode": self.retention_mode,
-            "x-amz-object-lock-retain-until-date": until.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-        }
-
     def put(self, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
         validate_key(key)
         body = bytes(data)
@@ -139,7 +136,6 @@ class MinioStore:
         headers: dict[str, str | list[str] | tuple[str]] = {
             "Content-Type": "application/octet-stream",
             "If-None-Match": "*",  # refuse, not version, an existing key
-            **self._retention_headers(),
         }
         for name, value in validate_metadata(metadata or {}).items():
             headers[f"x-amz-meta-{name}"] = value
