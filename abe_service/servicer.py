@@ -12,7 +12,7 @@ from ehr_common.api.v1 import abe_pb2 as pb
 from ehr_common.api.v1 import abe_pb2_grpc as pb_grpc
 from ehr_common.config import Config
 from ehr_common.errors import AccessDenied, InvalidArgument
-from ehr_common.identity import caller_from_context
+from ehr_common.identity import Authenticator, Caller
 
 log = logging.getLogger(__name__)
 MAX_PLAINTEXT = 64 * 1024 * 1024
@@ -37,11 +37,15 @@ def load_authority_for_serving(cfg: Config, *, passphrase: bytes | None = None) 
 
 
 class AbeServicer(pb_grpc.AbeServiceServicer):  # type: ignore[misc]
-    def __init__(self, authority: KeyAuthority, *, tls: bool, msp_id: str, ledger: Any = None):
+    def __init__(
+        self, authority: KeyAuthority, authenticator: Authenticator, *, ledger: Any = None
+    ):
         self.authority = authority
-        self._tls = tls
-        self._msp = msp_id
+        self._auth = authenticator
         self._ledger = ledger  # optional LedgerClient: key issues are recorded for audit
+
+    def _caller(self, context: Any) -> Caller:
+        return self._auth.from_context(context)
 
     def GetPublicParams(
         self, request: pb.GetPublicParamsRequest, context: Any
@@ -55,7 +59,7 @@ class AbeServicer(pb_grpc.AbeServiceServicer):  # type: ignore[misc]
     def IssueUserKey(
         self, request: pb.IssueUserKeyRequest, context: Any
     ) -> pb.IssueUserKeyResponse:
-        caller = caller_from_context(context, tls=self._tls, default_msp=self._msp)
+        caller = self._caller(context)
         if AUTHORITY_ROLE not in caller.roles:
             raise AccessDenied(
                 f"{caller.subject} may not issue keys: needs the {AUTHORITY_ROLE!r} role"

@@ -10,15 +10,23 @@ The state interface is asynchronous because the Fabric shim's is; the embedded
 ledger drives the coroutines synchronously (`run_sync`), since its state never
 suspends.
 
-Keys (ids are restricted to a safe ASCII alphabet without '/', so the
-separator is unambiguous and prefix scans are exact):
+People and devices are organisation-qualified: `<MSP id>/<subject>` (e.g.
+`Hosp1MSP/p-17`), the same form the storage service uses. The caller's own
+qualified id is its creator's MSP (verified by the peer) and its subject, so
+a certificate from one organisation's CA never names another's patient.
+
+Keys (ids are restricted to a safe ASCII alphabet without '/', and a
+qualified id has exactly one '/', so the separator is unambiguous and prefix
+scans are exact):
   anchor/<batch>                                   one anchored batch
   keyid/<key id>                                   uniqueness of key ids
   keyissue/<subject>/<ts>/<key id>                 key issuance, by subject
-  consent/<patient>/<subject>                      current consent
+  consent/<patient>/<subject>                      current consent (qualified ids)
   consent-hist/<patient>/<subject>/<ts>/<tx>       every consent change, appended
+  assign/<patient>/<device>                        current device assignment
+  assign-hist/<patient>/<device>/<ts>/<tx>         every assignment change, appended
   access-rec/<record>/<ts>/<tx>/<n>                access events, by record
-  access-sub/<subject>/<ts>/<tx>/<n>               access events, by subject
+  access-sub/<subject>/<ts>/<tx>/<n>               access events, by (qualified) subject
   integrity/<record>/<ts>/<tx>                     integrity failures
 <ts> is a fixed-width UTC timestamp, so keys sort by time.
 """
@@ -39,6 +47,9 @@ ROLE_AUTHORITY = "authority"  # records key issuance
 ROLE_CONSENT_ADMIN = "consent-admin"  # may change any patient's consent
 ROLE_ANCHORER = "anchorer"  # the storage service: anchors batches, logs accesses
 ROLE_AUDITOR = "auditor"  # reads audit trails
+#: clinical staff: assign devices to their own organisation's patients
+CLINICIAN_ROLES = frozenset({"clinician", "doctor", "nurse"})
+MAX_ASSIGNMENT_DAYS = 366
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -47,6 +58,8 @@ MAX_DETAIL_CHARS = 1024
 MAX_ACCESS_EVENTS = 1000
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}")
+_MSP = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+_PRINCIPAL = re.compile(_MSP + "/" + _ID.pattern)
 _HEX = re.compile(r"[0-9a-f]+")
 
 
@@ -58,6 +71,10 @@ class Identity:
     subject: str
     msp_id: str
     roles: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def principal(self) -> str:
+        return f"{self.msp_id}/{self.subject}"
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,20 @@ def _id(what: str, value: str) -> str:
             else f"{what} must be a string"
         )
     return value
+
+
+def _principal(what: str, value: str) -> str:
+    """An organisation-qualified id `<MSP id>/<subject>`."""
+    if not isinstance(value, str) or not _PRINCIPAL.fullmatch(value):
+        raise InvalidArgument(
+            f"{what} must be an organisation-qualified id <MSP id>/<subject> "
+            f"(e.g. Hosp1MSP/p-17), got {str(value)[:80]!r}"
+        )
+    return value
+
+
+def msp_of(principal: str) -> str:
+    return principal.partition("/")[0]
 
 
 def _hex(what: str, value: str, nbytes: int | None = None) -> str:
@@ -306,20 +337,25 @@ async def key_issues_by_subject(
 
 
 # -- consent ----------------------------------------------------------------------------
+def _admin_of(caller: Identity, patient: str) -> bool:
+    """A consent-admin acts only for patients of its own organisation."""
+    return ROLE_CONSENT_ADMIN in caller.roles and caller.msp_id == msp_of(patient)
+
+
 def _may_change_consent(caller: Identity, patient: str) -> None:
-    if caller.subject != patient and ROLE_CONSENT_ADMIN not in caller.roles:
+    if caller.principal != patient and not _admin_of(caller, patient):
         raise AccessDenied(
-            f"{caller.subject} ({caller.msp_id}) may not change the consent of patient {patient}: "
-            f"only the patient or role {ROLE_CONSENT_ADMIN} may"
+            f"{caller.principal} may not change the consent of patient {patient}: "
+            f"only the patient or a {ROLE_CONSENT_ADMIN} of {msp_of(patient)} may"
         )
 
 
 def _may_read_consent(caller: Identity, patient: str, subject: str) -> None:
-    if caller.subject in (patient, subject):
+    if caller.principal in (patient, subject) or _admin_of(caller, patient):
         return
     _require(
         caller,
-        frozenset({ROLE_CONSENT_ADMIN, ROLE_ANCHORER, ROLE_AUDITOR}),
+        frozenset({ROLE_ANCHORER, ROLE_AUDITOR}),
         f"read the consent of patient {patient}",
     )
 
@@ -348,8 +384,8 @@ async def grant_consent(
     expires_at: str,
 ) -> bytes:
     """Let `subject` read `patient`'s records, until `expires_at` ('' for no expiry)."""
-    _id("patient_id", patient)
-    _id("subject_id", subject)
+    _principal("patient_id", patient)
+    _principal("subject_id", subject)
     _may_change_consent(caller, patient)
     expiry = ""
     if expires_at:
@@ -365,8 +401,8 @@ async def grant_consent(
 async def revoke_consent(
     state: State, caller: Identity, ctx: TxContext, patient: str, subject: str
 ) -> bytes:
-    _id("patient_id", patient)
-    _id("subject_id", subject)
+    _principal("patient_id", patient)
+    _principal("subject_id", subject)
     _may_change_consent(caller, patient)
     return await _set_consent(
         state, caller, ctx, patient, subject, {"action": "revoke", "expires_at": ""}
@@ -383,8 +419,8 @@ def consent_allows_at(record: dict[str, Any] | None, at: datetime) -> bool:
 async def get_consent(
     state: State, caller: Identity, ctx: TxContext, patient: str, subject: str
 ) -> bytes:
-    _id("patient_id", patient)
-    _id("subject_id", subject)
+    _principal("patient_id", patient)
+    _principal("subject_id", subject)
     _may_read_consent(caller, patient, subject)
     raw = await state.get(f"consent/{patient}/{subject}")
     if raw is None:
@@ -396,8 +432,8 @@ async def consent_allows(
     state: State, caller: Identity, ctx: TxContext, patient: str, subject: str, at: str
 ) -> bytes:
     """Is `subject` allowed to read `patient`'s records at time `at` ('' = tx time)?"""
-    _id("patient_id", patient)
-    _id("subject_id", subject)
+    _principal("patient_id", patient)
+    _principal("subject_id", subject)
     when = parse_time("at", at) if at else ctx.timestamp
     _may_read_consent(caller, patient, subject)
     raw = await state.get(f"consent/{patient}/{subject}")
@@ -422,14 +458,130 @@ async def consent_history(
     page_token: str,
 ) -> bytes:
     """Every change to `patient`'s consent for `subject` ('' for all subjects), oldest first."""
-    _id("patient_id", patient)
+    _principal("patient_id", patient)
     if subject:
-        _id("subject_id", subject)
+        _principal("subject_id", subject)
         _may_read_consent(caller, patient, subject)
         prefix = f"consent-hist/{patient}/{subject}/"
     else:
         _may_read_consent(caller, patient, patient)
         prefix = f"consent-hist/{patient}/"
+    items, token = await _paged(state, prefix, page_size, page_token)
+    return _out({"changes": items, "next_page_token": token})
+
+
+# -- device assignments -------------------------------------------------------------------
+def _may_assign(caller: Identity, patient: str) -> None:
+    """Clinicians and consent-admins of the patient's own organisation."""
+    if caller.msp_id != msp_of(patient) or not (
+        caller.roles & (CLINICIAN_ROLES | {ROLE_CONSENT_ADMIN})
+    ):
+        raise AccessDenied(
+            f"{caller.principal} may not assign devices to patient {patient}: only a "
+            f"clinician or {ROLE_CONSENT_ADMIN} of {msp_of(patient)} may"
+        )
+
+
+def _may_read_assignment(caller: Identity, patient: str, device: str) -> None:
+    if caller.principal in (patient, device):
+        return
+    if caller.msp_id == msp_of(patient) and caller.roles & (
+        CLINICIAN_ROLES | {ROLE_CONSENT_ADMIN}
+    ):
+        return
+    _require(
+        caller, frozenset({ROLE_ANCHORER, ROLE_AUDITOR}), f"read the devices of patient {patient}"
+    )
+
+
+async def _set_assignment(
+    state: State, caller: Identity, ctx: TxContext, patient: str, device: str, entry: dict[str, Any]
+) -> bytes:
+    record = {"patient_id": patient, "device_id": device, **entry, **_by(caller, ctx)}
+    await state.put(f"assign/{patient}/{device}", _out(record))
+    await state.put(
+        f"assign-hist/{patient}/{device}/{format_time(ctx.timestamp)}/{ctx.tx_id}", _out(record)
+    )
+    return _out(record)
+
+
+async def assign_device(
+    state: State, caller: Identity, ctx: TxContext, patient: str, device: str, expires_at: str
+) -> bytes:
+    """Let `device` write records for `patient` until `expires_at` (required: an
+    assignment always ends, at most MAX_ASSIGNMENT_DAYS after it is made)."""
+    _principal("patient_id", patient)
+    _principal("device_id", device)
+    _may_assign(caller, patient)
+    if not expires_at:
+        raise InvalidArgument("a device assignment needs an expiry (expires_at)")
+    t = parse_time("expires_at", expires_at)
+    if t <= ctx.timestamp:
+        raise InvalidArgument("expires_at is in the past")
+    if (t - ctx.timestamp).days >= MAX_ASSIGNMENT_DAYS:
+        raise InvalidArgument(f"an assignment lasts at most {MAX_ASSIGNMENT_DAYS} days")
+    return await _set_assignment(
+        state, caller, ctx, patient, device, {"action": "assign", "expires_at": format_time(t)}
+    )
+
+
+async def unassign_device(
+    state: State, caller: Identity, ctx: TxContext, patient: str, device: str
+) -> bytes:
+    _principal("patient_id", patient)
+    _principal("device_id", device)
+    _may_assign(caller, patient)
+    return await _set_assignment(
+        state, caller, ctx, patient, device, {"action": "unassign", "expires_at": ""}
+    )
+
+
+def assignment_allows_at(record: dict[str, Any] | None, at: datetime) -> bool:
+    if record is None or record.get("action") != "assign":
+        return False
+    return at < parse_time("expires_at", str(record.get("expires_at", "")))
+
+
+async def assignment_allows(
+    state: State, caller: Identity, ctx: TxContext, patient: str, device: str, at: str
+) -> bytes:
+    """Is `device` assigned to `patient` at time `at` ('' = tx time)? With the expiry."""
+    _principal("patient_id", patient)
+    _principal("device_id", device)
+    when = parse_time("at", at) if at else ctx.timestamp
+    _may_read_assignment(caller, patient, device)
+    raw = await state.get(f"assign/{patient}/{device}")
+    record = json.loads(raw) if raw is not None else None
+    allowed = assignment_allows_at(record, when)
+    return _out(
+        {
+            "patient_id": patient,
+            "device_id": device,
+            "at": format_time(when),
+            "allowed": allowed,
+            "expires_at": str(record.get("expires_at", "")) if allowed and record else "",
+        }
+    )
+
+
+async def assignment_history(
+    state: State,
+    caller: Identity,
+    ctx: TxContext,
+    patient: str,
+    device: str,
+    page_size: str,
+    page_token: str,
+) -> bytes:
+    """Every assignment change of `patient` for `device` ('' for all devices), oldest first."""
+    _principal("patient_id", patient)
+    if device:
+        _principal("device_id", device)
+        _may_read_assignment(caller, patient, device)
+        prefix = f"assign-hist/{patient}/{device}/"
+    else:
+        _may_read_assignment(caller, patient, patient)
+        prefix = f"assign-hist/{patient}/"
     items, token = await _paged(state, prefix, page_size, page_token)
     return _out({"changes": items, "next_page_token": token})
 
@@ -440,8 +592,8 @@ def _access_event(raw: Any, index: int) -> tuple[str, str, str, datetime]:
         raise InvalidArgument(f"access event {index} must be a JSON object")
     try:
         record_id = _id(f"event {index} record_id", str(raw["record_id"]))
-        patient = _id(f"event {index} patient_id", str(raw["patient_id"]))
-        subject = _id(f"event {index} subject_id", str(raw["subject_id"]))
+        patient = _principal(f"event {index} patient_id", str(raw["patient_id"]))
+        subject = _principal(f"event {index} subject_id", str(raw["subject_id"]))
         at = parse_time(f"event {index} at", str(raw["at"]))
     except KeyError as missing:
         raise InvalidArgument(f"access event {index} lacks {missing}") from None
@@ -503,8 +655,8 @@ async def access_log_by_record(
 async def access_log_by_subject(
     state: State, caller: Identity, ctx: TxContext, subject: str, page_size: str, token: str
 ) -> bytes:
-    _id("subject_id", subject)
-    if caller.subject != subject:
+    _principal("subject_id", subject)
+    if caller.principal != subject:
         _require(caller, frozenset({ROLE_AUDITOR}), f"read the access log of {subject}")
     items, nxt = await _paged(state, f"access-sub/{subject}/", page_size, token)
     return _out({"events": items, "next_page_token": nxt})
@@ -554,6 +706,10 @@ FUNCTIONS: dict[str, tuple[ContractFunction, int, bool]] = {
     "GetConsent": (get_consent, 2, False),
     "ConsentAllows": (consent_allows, 3, False),
     "ConsentHistory": (consent_history, 4, False),
+    "AssignDevice": (assign_device, 3, True),
+    "UnassignDevice": (unassign_device, 2, True),
+    "AssignmentAllows": (assignment_allows, 3, False),
+    "AssignmentHistory": (assignment_history, 4, False),
     "LogAccess": (log_access, 4, True),
     "LogAccesses": (log_accesses, 1, True),
     "AccessLogByRecord": (access_log_by_record, 3, False),

@@ -17,6 +17,7 @@ from ehr_common.api.v1 import abe_pb2, abe_pb2_grpc, storage_pb2, storage_pb2_gr
 from ehr_common.config import Config
 from ehr_common.errors import ConfigError
 from ehr_common.grpc_errors import ErrorMappingInterceptor
+from ehr_common.identity import build_authenticator, client_cas
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ def _credentials(cfg: Config) -> grpc.ServerCredentials | None:
     try:
         key = Path(s.tls_key).read_bytes()
         cert = Path(s.tls_cert).read_bytes()
-        ca = Path(s.client_ca).read_bytes()
+        # every organisation's CA may complete a handshake; which one did decides the MSP
+        ca = b"\n".join(Path(p).read_bytes().strip() for p in client_cas(cfg).values()) + b"\n"
     except OSError as exc:
         raise ConfigError(f"cannot read TLS material: {exc}") from None
     return grpc.ssl_server_credentials(
@@ -71,6 +73,7 @@ def start_server(cfg: Config, *, passphrase: bytes | None = None) -> RunningServ
     tls = cfg.tls_enabled
     if not tls:
         log.warning(DEV_MODE_BANNER)
+    authenticator = build_authenticator(cfg)
     mb = cfg.server.max_message_mb * 1024 * 1024
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="rpc"),
@@ -95,12 +98,12 @@ def start_server(cfg: Config, *, passphrase: bytes | None = None) -> RunningServ
         # Key issues are recorded on the ledger when this process also runs storage.
         ledger = core.ledger if core is not None else None
         abe_pb2_grpc.add_AbeServiceServicer_to_server(
-            AbeServicer(authority, tls=tls, msp_id=cfg.storage.msp_id, ledger=ledger), server
+            AbeServicer(authority, authenticator, ledger=ledger), server
         )
         names.append(abe_pb2.DESCRIPTOR.services_by_name["AbeService"].full_name)
     if core is not None:
         storage_pb2_grpc.add_StorageServiceServicer_to_server(
-            StorageServicer(core, tls=tls, msp_id=cfg.storage.msp_id), server
+            StorageServicer(core, authenticator), server
         )
         names.append(storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name)
     reflection.enable_server_reflection(names, server)

@@ -9,6 +9,7 @@ EHR_ABE_STORAGE_OBJECT_STORE=minio, EHR_ABE_SERVER_LISTEN=0.0.0.0:50051.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -27,11 +28,22 @@ class ServerConfig:
     listen: str = "127.0.0.1:50051"
     #: Which services this process runs: "abe", "storage" or both.
     services: tuple[str, ...] = ("abe", "storage")
-    #: Mutual TLS. All three set: TLS with client certificates required.
-    #: None set: development mode without TLS (announced loudly at start-up).
+    #: Mutual TLS. tls_cert, tls_key and a client CA set: TLS with client
+    #: certificates required. None set: development mode without TLS
+    #: (announced loudly at start-up).
     tls_cert: str = ""
     tls_key: str = ""
+    #: One organisation: its client CA, and the MSP it issues for
+    #: (default: storage.msp_id).
     client_ca: str = ""
+    client_ca_msp: str = ""
+    #: Several organisations: {MSP id = CA file}. A caller's organisation is the
+    #: one whose CA issued its certificate, never a claim inside it.
+    client_cas: dict[str, str] = field(default_factory=dict)
+    #: {MSP id = [privileged roles it may grant]} (consent-admin, auditor, admin,
+    #: authority, anchorer, device, record-writer). Default: this service's own
+    #: organisation grants them all, others none.
+    org_roles: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: Where a separate StorageService finds AbeService ("" = in-process).
     abe_endpoint: str = ""
     max_message_mb: int = 64
@@ -101,9 +113,11 @@ class Config:
     @property
     def tls_enabled(self) -> bool:
         s = self.server
-        given = [bool(s.tls_cert), bool(s.tls_key), bool(s.client_ca)]
+        given = [bool(s.tls_cert), bool(s.tls_key), bool(s.client_ca or s.client_cas)]
         if any(given) and not all(given):
-            raise ConfigError("server TLS needs tls_cert, tls_key and client_ca together")
+            raise ConfigError(
+                "server TLS needs tls_cert, tls_key and client_ca (or client_cas) together"
+            )
         return all(given)
 
 
@@ -118,6 +132,13 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
             return int(value)
         if typ is float:
             return float(value)
+        if origin is dict:
+            if isinstance(value, str):  # from the environment: JSON
+                value = json.loads(value)
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a table of names to values")
+            _, value_type = typ.__args__
+            return {str(k): _coerce(v, value_type, f"{where}.{k}") for k, v in value.items()}
         if origin is tuple:
             if isinstance(value, str):
                 return tuple(v.strip() for v in value.split(",") if v.strip())

@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ehr_common.api.v1 import storage_pb2 as pb
 from ehr_common.api.v1 import storage_pb2_grpc as pb_grpc
 from ehr_common.errors import DeadlineExceeded
-from ehr_common.identity import caller_from_context
+from ehr_common.identity import Authenticator
 from storage_service.ledger.base import Caller
 from storage_service.records import RecordMeta
 from storage_service.service import Receipt, StorageCore
@@ -55,13 +55,12 @@ def receipt_to_pb(r: Receipt) -> pb.Receipt:
 
 
 class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
-    def __init__(self, core: StorageCore, *, tls: bool, msp_id: str):
+    def __init__(self, core: StorageCore, authenticator: Authenticator):
         self.core = core
-        self._tls = tls
-        self._msp = msp_id
+        self._auth = authenticator
 
     def _caller(self, context: Any) -> Caller:
-        return caller_from_context(context, tls=self._tls, default_msp=self._msp)
+        return self._auth.from_context(context)
 
     def PutRecord(self, request: pb.PutRecordRequest, context: Any) -> pb.PutRecordResponse:
         caller = self._caller(context)

@@ -129,11 +129,16 @@ def test_invoke_runs_the_core_with_the_creator_identity() -> None:
 def test_invoke_refuses_consent_change_by_other_subject() -> None:
     peer = DictPeer()
     doctor = identity("dr", {"ehr.subject": "dr-who", "ehr.roles": "doctor"}, "Hosp2MSP")
-    resp = call(peer, doctor, "GrantConsent", "p-17", "dr-who", "")
+    resp = call(peer, doctor, "GrantConsent", "Hosp1MSP/p-17", "Hosp2MSP/dr-who", "")
+    assert resp.status == 500 and resp.message.startswith("[ehr:PERMISSION_DENIED]")
+    assert peer.state == {}
+    # the same subject under another organisation's MSP is not the patient
+    impostor = identity("p-17", None, "Hosp2MSP")
+    resp = call(peer, impostor, "GrantConsent", "Hosp1MSP/p-17", "Hosp2MSP/dr-who", "")
     assert resp.status == 500 and resp.message.startswith("[ehr:PERMISSION_DENIED]")
     assert peer.state == {}
     patient = identity("p-17", None)
-    assert call(peer, patient, "GrantConsent", "p-17", "dr-who", "").status == 200
+    assert call(peer, patient, "GrantConsent", "Hosp1MSP/p-17", "Hosp2MSP/dr-who", "").status == 200
 
 
 def test_invoke_reports_bad_input_and_unknown_functions() -> None:

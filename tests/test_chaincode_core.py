@@ -22,6 +22,10 @@ AUDITOR = Identity("aud", "Hosp2MSP", frozenset({"auditor"}))
 ADMIN = Identity("ca-admin", "Hosp2MSP", frozenset({"consent-admin"}))
 PATIENT = Identity("p-17", "Hosp1MSP")
 DOCTOR = Identity("dr-who", "Hosp2MSP", frozenset({"doctor"}))
+ADMIN1 = Identity("ca-admin-1", "Hosp1MSP", frozenset({"consent-admin"}))
+P17 = "Hosp1MSP/p-17"
+WHO = "Hosp2MSP/dr-who"
+NURSE = "Hosp1MSP/nurse-1"
 
 
 class Chain:
@@ -171,35 +175,38 @@ def test_key_issue_refusals(chain: Chain) -> None:
 # -- consent ------------------------------------------------------------------------------
 def allows(chain: Chain, at: datetime | None = None, who: Identity = ANCHORER) -> bool:
     when = core.format_time(at) if at else ""
-    out = chain.call(who, "ConsentAllows", "p-17", "dr-who", when)
+    out = chain.call(who, "ConsentAllows", P17, WHO, when)
     return bool(out["allowed"])
 
 
 def test_consent_lifecycle(chain: Chain) -> None:
     assert not allows(chain)
-    chain.call(PATIENT, "GrantConsent", "p-17", "dr-who", "")
+    chain.call(PATIENT, "GrantConsent", P17, WHO, "")
     assert allows(chain) and allows(chain, T0 + timedelta(days=3650))
     chain.now += timedelta(minutes=1)
-    chain.call(PATIENT, "RevokeConsent", "p-17", "dr-who")
+    chain.call(PATIENT, "RevokeConsent", P17, WHO)
     assert not allows(chain)
     chain.now += timedelta(minutes=1)
     expiry = T0 + timedelta(hours=1)
-    chain.call(ADMIN, "GrantConsent", "p-17", "dr-who", expiry.isoformat())
+    chain.call(ADMIN1, "GrantConsent", P17, WHO, expiry.isoformat())
     assert allows(chain, expiry - timedelta(microseconds=1))
     assert not allows(chain, expiry)
-    hist = chain.call(PATIENT, "ConsentHistory", "p-17", "dr-who", "", "")["changes"]
+    hist = chain.call(PATIENT, "ConsentHistory", P17, WHO, "", "")["changes"]
     assert [c["action"] for c in hist] == ["grant", "revoke", "grant"]
-    assert [c["by_subject"] for c in hist] == ["p-17", "p-17", "ca-admin"]
-    current = chain.call(DOCTOR, "GetConsent", "p-17", "dr-who")
+    assert [c["by_subject"] for c in hist] == ["p-17", "p-17", "ca-admin-1"]
+    current = chain.call(DOCTOR, "GetConsent", P17, WHO)
     assert current["expires_at"] == core.format_time(expiry)
 
 
 def test_consent_change_by_someone_else_is_refused(chain: Chain) -> None:
-    for who in (DOCTOR, ANCHORER, AUTHORITY, Identity("p-18", "Hosp1MSP")):
+    # the same subject in another organisation, and another organisation's consent-admin,
+    # are not the patient
+    impostors = (Identity("p-17", "Hosp2MSP", frozenset({"patient"})), ADMIN)
+    for who in (DOCTOR, ANCHORER, AUTHORITY, Identity("p-18", "Hosp1MSP"), *impostors):
         with pytest.raises(AccessDenied, match="only the patient"):
-            chain.call(who, "GrantConsent", "p-17", "dr-who", "")
+            chain.call(who, "GrantConsent", P17, WHO, "")
         with pytest.raises(AccessDenied, match="only the patient"):
-            chain.call(who, "RevokeConsent", "p-17", "dr-who")
+            chain.call(who, "RevokeConsent", P17, WHO)
     assert chain.state.data == {}
 
 
@@ -208,22 +215,26 @@ def test_consent_reads_are_restricted(chain: Chain) -> None:
     with pytest.raises(AccessDenied):
         allows(chain, who=stranger)
     with pytest.raises(AccessDenied):
-        chain.call(stranger, "ConsentHistory", "p-17", "", "", "")
+        chain.call(stranger, "ConsentHistory", P17, "", "", "")
     assert not allows(chain, who=DOCTOR)  # the subject may ask about itself
     assert not allows(chain, who=PATIENT)
     with pytest.raises(NotFound):
-        chain.call(PATIENT, "GetConsent", "p-17", "dr-who")
+        chain.call(PATIENT, "GetConsent", P17, WHO)
 
 
 def test_consent_validation(chain: Chain) -> None:
     with pytest.raises(InvalidArgument, match="past"):
-        chain.call(PATIENT, "GrantConsent", "p-17", "dr-who", "2020-01-01T00:00:00Z")
+        chain.call(PATIENT, "GrantConsent", P17, WHO, "2020-01-01T00:00:00Z")
     with pytest.raises(InvalidArgument, match="offset"):
-        chain.call(PATIENT, "GrantConsent", "p-17", "dr-who", "2030-01-01T00:00:00")
+        chain.call(PATIENT, "GrantConsent", P17, WHO, "2030-01-01T00:00:00")
     with pytest.raises(InvalidArgument, match="ISO"):
-        chain.call(PATIENT, "GrantConsent", "p-17", "dr-who", "tomorrow")
+        chain.call(PATIENT, "GrantConsent", P17, WHO, "tomorrow")
     with pytest.raises(InvalidArgument, match="subject_id"):
-        chain.call(PATIENT, "GrantConsent", "p-17", "dr/who", "")
+        chain.call(PATIENT, "GrantConsent", P17, "Hosp2MSP/dr/who", "")
+    with pytest.raises(InvalidArgument, match="organisation-qualified"):
+        chain.call(PATIENT, "GrantConsent", P17, "dr-who", "")  # a bare subject
+    with pytest.raises(InvalidArgument, match="organisation-qualified"):
+        chain.call(PATIENT, "GrantConsent", "p-17", WHO, "")
 
 
 @settings(max_examples=50, deadline=None)
@@ -246,16 +257,16 @@ def test_consent_matches_a_simple_model(
         if grant:
             expiry = chain.now + timedelta(seconds=ttl) if ttl else None
             arg = expiry.isoformat() if expiry else ""
-            chain.call(PATIENT, "GrantConsent", "p-17", "dr-who", arg)
+            chain.call(PATIENT, "GrantConsent", P17, WHO, arg)
             last = (True, expiry)
         else:
-            chain.call(PATIENT, "RevokeConsent", "p-17", "dr-who")
+            chain.call(PATIENT, "RevokeConsent", P17, WHO)
             last = (False, None)
     at = chain.now + timedelta(seconds=probe)
     granted, expiry = last
     expected = granted and (expiry is None or at < expiry)
     assert allows(chain, at) == expected
-    hist = chain.call(AUDITOR, "ConsentHistory", "p-17", "dr-who", "3", "")
+    hist = chain.call(AUDITOR, "ConsentHistory", P17, WHO, "3", "")
     assert len(hist["changes"]) == min(3, len(ops))
 
 
@@ -269,24 +280,24 @@ def events(*triples: tuple[str, str, str]) -> str:
 
 def test_access_log_by_record_and_subject(chain: Chain) -> None:
     out = chain.call(
-        ANCHORER, "LogAccesses", events(("r1", "p-17", "dr-who"), ("r2", "p-17", "dr-who"))
+        ANCHORER, "LogAccesses", events(("r1", P17, WHO), ("r2", P17, WHO))
     )
     assert out["logged"] == 2
-    chain.call(ANCHORER, "LogAccess", "r1", "p-17", "nurse-1", core.format_time(T0))
+    chain.call(ANCHORER, "LogAccess", "r1", P17, NURSE, core.format_time(T0))
     by_record = chain.call(AUDITOR, "AccessLogByRecord", "r1", "", "")["events"]
-    assert sorted(e["subject_id"] for e in by_record) == ["dr-who", "nurse-1"]
-    mine = chain.call(DOCTOR, "AccessLogBySubject", "dr-who", "", "")["events"]
+    assert sorted(e["subject_id"] for e in by_record) == sorted([WHO, NURSE])
+    mine = chain.call(DOCTOR, "AccessLogBySubject", WHO, "", "")["events"]
     assert sorted(e["record_id"] for e in mine) == ["r1", "r2"]
     assert all(e["kind"] == "access" for e in mine)
 
 
 def test_access_log_refusals(chain: Chain) -> None:
     with pytest.raises(AccessDenied, match="anchorer"):
-        chain.call(DOCTOR, "LogAccesses", events(("r1", "p-17", "dr-who")))
+        chain.call(DOCTOR, "LogAccesses", events(("r1", P17, WHO)))
     with pytest.raises(AccessDenied):
         chain.call(DOCTOR, "AccessLogByRecord", "r1", "", "")
     with pytest.raises(AccessDenied):
-        chain.call(DOCTOR, "AccessLogBySubject", "nurse-1", "", "")
+        chain.call(DOCTOR, "AccessLogBySubject", NURSE, "", "")
     for bad, msg in [
         ("[]", "non-empty"),
         ("{}", "non-empty"),
@@ -317,3 +328,63 @@ def test_wire_errors_round_trip() -> None:
     assert core.parse_wire_error(wrapped) == ("ALREADY_EXISTS", "batch b is already anchored")
     assert core.wire_error(ValueError("secret detail")) == "[ehr:INTERNAL] the ehr contract failed"
     assert core.parse_wire_error("plain peer error") is None
+
+
+# -- device assignments ---------------------------------------------------------------------
+DEVICE = "Hosp1MSP/ecg-7"
+NURSE1 = Identity("nurse-1", "Hosp1MSP", frozenset({"nurse"}))
+
+
+def assigned(chain: Chain, at: datetime | None = None, who: Identity = ANCHORER) -> Any:
+    when = core.format_time(at) if at else ""
+    return chain.call(who, "AssignmentAllows", P17, DEVICE, when)
+
+
+def test_device_assignment_lifecycle(chain: Chain) -> None:
+    assert not assigned(chain)["allowed"]
+    until = T0 + timedelta(hours=8)
+    chain.call(NURSE1, "AssignDevice", P17, DEVICE, until.isoformat())
+    out = assigned(chain)
+    assert out["allowed"] and out["expires_at"] == core.format_time(until)
+    assert not assigned(chain, until)["allowed"]  # expiry is exclusive
+    chain.now += timedelta(minutes=5)
+    chain.call(ADMIN1, "UnassignDevice", P17, DEVICE)
+    assert not assigned(chain)["allowed"]
+    hist = chain.call(PATIENT, "AssignmentHistory", P17, "", "", "")["changes"]
+    assert [(c["action"], c["by_subject"]) for c in hist] == [
+        ("assign", "nurse-1"),
+        ("unassign", "ca-admin-1"),
+    ]
+    # the device itself may ask; a stranger may not
+    assert not assigned(chain, who=Identity("ecg-7", "Hosp1MSP", frozenset({"device"})))["allowed"]
+    with pytest.raises(AccessDenied):
+        assigned(chain, who=Identity("ecg-8", "Hosp1MSP", frozenset({"device"})))
+
+
+def test_only_the_patients_organisation_assigns_devices(chain: Chain) -> None:
+    until = (T0 + timedelta(hours=1)).isoformat()
+    for who in (
+        DOCTOR,  # a clinician of another organisation
+        ADMIN,  # a consent-admin of another organisation
+        Identity("ecg-7", "Hosp1MSP", frozenset({"device"})),  # the device itself
+        PATIENT,
+        ANCHORER,
+    ):
+        with pytest.raises(AccessDenied, match="may not assign"):
+            chain.call(who, "AssignDevice", P17, DEVICE, until)
+        with pytest.raises(AccessDenied, match="may not assign"):
+            chain.call(who, "UnassignDevice", P17, DEVICE)
+    assert chain.state.data == {}
+
+
+def test_assignment_validation(chain: Chain) -> None:
+    for expiry, msg in [
+        ("", "needs an expiry"),
+        ((T0 - timedelta(seconds=1)).isoformat(), "past"),
+        ((T0 + timedelta(days=400)).isoformat(), "at most"),
+    ]:
+        with pytest.raises(InvalidArgument, match=msg):
+            chain.call(NURSE1, "AssignDevice", P17, DEVICE, expiry)
+    with pytest.raises(InvalidArgument, match="organisation-qualified"):
+        chain.call(NURSE1, "AssignDevice", P17, "ecg-7", (T0 + timedelta(hours=1)).isoformat())
+    assert chain.state.data == {}

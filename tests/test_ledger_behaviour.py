@@ -16,7 +16,8 @@ from storage_service.ledger.client import LedgerClient
 
 SERVICE = Caller("storage-service", "Hosp1MSP", frozenset({"anchorer", "auditor"}))
 AUTHORITY = Caller("ka-1", "Hosp1MSP", frozenset({"authority"}))
-ADMIN = Caller("consent-admin-1", "Hosp2MSP", frozenset({"consent-admin"}))
+ADMIN = Caller("consent-admin-1", "Hosp1MSP", frozenset({"consent-admin"}))
+OTHER_ADMIN = Caller("consent-admin-2", "Hosp2MSP", frozenset({"consent-admin"}))
 
 
 def open_ledger(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Ledger:
@@ -76,24 +77,58 @@ def test_anchoring_needs_the_anchorer_role(client: LedgerClient, uid: str) -> No
 
 def test_consent_by_patient_only(client: LedgerClient, uid: str) -> None:
     patient = Caller(f"p-{uid}", "Hosp1MSP")
-    doctor = f"dr-{uid}"
+    me = patient.principal
+    doctor = f"Hosp2MSP/dr-{uid}"
     now = datetime.now(UTC)
-    assert not client.consent_allows(patient.subject, doctor, now)
-    with pytest.raises(AccessDenied):
-        client.grant_consent(Caller(doctor, "Hosp2MSP", frozenset({"doctor"})), patient.subject,
-                             doctor, None)  # fmt: skip
-    client.grant_consent(patient, patient.subject, doctor, now + timedelta(days=1))
-    assert client.consent_allows(patient.subject, doctor, now + timedelta(hours=1))
-    assert not client.consent_allows(patient.subject, doctor, now + timedelta(days=2))
-    client.revoke_consent(ADMIN, patient.subject, doctor)
-    assert not client.consent_allows(patient.subject, doctor, now + timedelta(hours=1))
-    history = client.consent_history(patient.subject, doctor)
-    assert [(c.granted, c.by_subject) for c in history] == [
-        (True, patient.subject),
-        (False, ADMIN.subject),
+    assert not client.consent_allows(me, doctor, now)
+    refused = [
+        Caller(f"dr-{uid}", "Hosp2MSP", frozenset({"doctor"})),
+        Caller(patient.subject, "Hosp2MSP", frozenset({"patient"})),  # same subject, other org
+        OTHER_ADMIN,  # another organisation's consent-admin
+    ]
+    for who in refused:
+        with pytest.raises(AccessDenied):
+            client.grant_consent(who, me, doctor, None)
+    client.grant_consent(patient, me, doctor, now + timedelta(days=1))
+    assert client.consent_allows(me, doctor, now + timedelta(hours=1))
+    assert not client.consent_allows(me, doctor, now + timedelta(days=2))
+    client.revoke_consent(ADMIN, me, doctor)
+    assert not client.consent_allows(me, doctor, now + timedelta(hours=1))
+    history = client.consent_history(me, doctor)
+    assert [(c.granted, c.by_subject, c.by_msp) for c in history] == [
+        (True, patient.subject, "Hosp1MSP"),
+        (False, ADMIN.subject, "Hosp1MSP"),
     ]
     with pytest.raises(InvalidArgument):
-        client.grant_consent(patient, patient.subject, "bad/id", None)
+        client.grant_consent(patient, me, "bad/id/x", None)
+    with pytest.raises(InvalidArgument):
+        client.grant_consent(patient, me, f"dr-{uid}", None)  # not organisation-qualified
+
+
+def test_device_assignments(client: LedgerClient, uid: str) -> None:
+    patient = f"Hosp1MSP/p-{uid}"
+    device = f"Hosp1MSP/ecg-{uid}"
+    nurse = Caller(f"nurse-{uid}", "Hosp1MSP", frozenset({"nurse"}))
+    now = datetime.now(UTC)
+    assert client.assignment_expiry(patient, device, now) is None
+    with pytest.raises(AccessDenied):
+        client.assign_device(
+            Caller(f"dr-{uid}", "Hosp2MSP", frozenset({"doctor"})),
+            patient,
+            device,
+            now + timedelta(hours=1),
+        )
+    client.assign_device(nurse, patient, device, now + timedelta(hours=1))
+    expiry = client.assignment_expiry(patient, device, now)
+    assert expiry is not None and expiry > now
+    assert client.assignment_expiry(patient, device, now + timedelta(hours=2)) is None
+    client.unassign_device(ADMIN, patient, device)
+    assert client.assignment_expiry(patient, device, datetime.now(UTC)) is None
+    history = client.assignment_history(patient)
+    assert [(c.assigned, c.device_id, c.by_subject) for c in history] == [
+        (True, device, nurse.subject),
+        (False, device, ADMIN.subject),
+    ]
 
 
 def test_key_issue_audit(client: LedgerClient, uid: str) -> None:
@@ -108,18 +143,17 @@ def test_key_issue_audit(client: LedgerClient, uid: str) -> None:
 
 def test_access_and_integrity_log(client: LedgerClient, uid: str) -> None:
     t = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
-    client.log_accesses(
-        [(f"r1-{uid}", "p-1", f"dr-{uid}", t), (f"r2-{uid}", "p-1", f"dr-{uid}", t)]
-    )
-    client.log_access(f"r1-{uid}", "p-1", f"nurse-{uid}", t + timedelta(seconds=1))
+    dr, nurse, p1 = f"Hosp2MSP/dr-{uid}", f"Hosp1MSP/nurse-{uid}", "Hosp1MSP/p-1"
+    client.log_accesses([(f"r1-{uid}", p1, dr, t), (f"r2-{uid}", p1, dr, t)])
+    client.log_access(f"r1-{uid}", p1, nurse, t + timedelta(seconds=1))
     client.log_integrity_failure(f"r1-{uid}", "b-1", "hash mismatch")
     by_record = client.access_log(record_id=f"r1-{uid}")
     assert [(e.kind, e.subject_id) for e in by_record] == [
-        ("access", f"dr-{uid}"),
-        ("access", f"nurse-{uid}"),
+        ("access", dr),
+        ("access", nurse),
         ("integrity-failure", SERVICE.subject),
     ]
-    by_subject = client.access_log(subject_id=f"dr-{uid}")
+    by_subject = client.access_log(subject_id=dr)
     assert sorted(e.record_id for e in by_subject) == [f"r1-{uid}", f"r2-{uid}"]
     assert all(e.at == t for e in by_subject)
 

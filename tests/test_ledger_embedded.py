@@ -123,7 +123,7 @@ OPS = st.lists(
     st.tuples(
         st.sampled_from(["AnchorBatch", "GrantConsent", "RevokeConsent", "GetAnchor"]),
         st.integers(0, len(CALLERS) - 1),
-        st.sampled_from(["b-1", "b-2", "p-1", "p-2", "bad/id"]),
+        st.sampled_from(["b-1", "b-2", "Hosp1MSP/p-1", "Hosp1MSP/p-2", "bad/id/x"]),
     ),
     max_size=15,
 )
@@ -135,8 +135,8 @@ def _args(function: str, target: str) -> list[str]:
     if function == "GetAnchor":
         return [target]
     if function == "GrantConsent":
-        return [target, "dr-1", ""]
-    return [target, "dr-1"]
+        return [target, "Hosp2MSP/dr-1", ""]
+    return [target, "Hosp2MSP/dr-1"]
 
 
 @settings(max_examples=40, deadline=None)
@@ -167,15 +167,15 @@ def test_embedded_ledger_decides_like_the_contract_core(ops: list[tuple[str, int
                 got = type(exc).__name__
             assert got == expected, (function, caller.subject, target)
         client = LedgerClient(led, SERVICE)
-        for patient in ("p-1", "p-2"):
+        for patient in ("Hosp1MSP/p-1", "Hosp1MSP/p-2"):
             raw = core.run_sync(
                 core.consent_allows(
                     state, core.Identity("svc", "M", frozenset({"anchorer"})),
-                    core.TxContext("q", datetime.now(UTC)), patient, "dr-1", "",
+                    core.TxContext("q", datetime.now(UTC)), patient, "Hosp2MSP/dr-1", "",
                 )
             )  # fmt: skip
             assert (
-                client.consent_allows(patient, "dr-1", datetime.now(UTC))
+                client.consent_allows(patient, "Hosp2MSP/dr-1", datetime.now(UTC))
                 == json.loads(raw)["allowed"]
             )
         assert led.verify_chain() == led.height()

@@ -305,7 +305,7 @@ class MinioServer:
 
     def _ensure_service_user(self, access_key: str, secret_key: str) -> None:
         """The service's own user with `service_policy` attached (idempotent)."""
-        from minio.credentials import StaticProvider
+        from minio.credentials.providers import StaticProvider
         from minio.error import MinioAdminException
         from minio.minioadmin import MinioAdmin
 

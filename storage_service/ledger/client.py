@@ -72,6 +72,18 @@ class ConsentChange:
 
 
 @dataclass(frozen=True)
+class AssignmentChange:
+    patient_id: str
+    device_id: str
+    assigned: bool
+    expires_at: datetime | None
+    by_subject: str
+    by_msp: str
+    at: datetime
+    tx_id: str
+
+
+@dataclass(frozen=True)
 class AuditEvent:
     kind: str  # "access" or "integrity-failure"
     record_id: str
@@ -114,6 +126,20 @@ def _consent(d: dict[str, Any]) -> ConsentChange:
         patient_id=str(d["patient_id"]),
         subject_id=str(d["subject_id"]),
         granted=d["action"] == "grant",
+        expires_at=_time(expiry) if expiry else None,
+        by_subject=str(d["by_subject"]),
+        by_msp=str(d["by_msp"]),
+        at=_time(d["at"]),
+        tx_id=str(d["tx_id"]),
+    )
+
+
+def _assignment(d: dict[str, Any]) -> AssignmentChange:
+    expiry = str(d.get("expires_at") or "")
+    return AssignmentChange(
+        patient_id=str(d["patient_id"]),
+        device_id=str(d["device_id"]),
+        assigned=d["action"] == "assign",
         expires_at=_time(expiry) if expiry else None,
         by_subject=str(d["by_subject"]),
         by_msp=str(d["by_msp"]),
@@ -257,6 +283,43 @@ class LedgerClient:
         return [
             _consent(d)
             for d in self._pages(caller, "ConsentHistory", "changes", patient_id, subject_id)
+        ]
+
+    # -- device assignments ----------------------------------------------------------------
+    def assign_device(
+        self, caller: Caller, patient_id: str, device_id: str, expires_at: datetime
+    ) -> TxReceipt:
+        """Let a device write for a patient until `expires_at` (qualified ids)."""
+        if expires_at.tzinfo is None:
+            raise InvalidArgument("expires_at must be timezone-aware")
+        r = self._submit(
+            caller, "AssignDevice", patient_id, device_id, core.format_time(expires_at)
+        )
+        return TxReceipt(r.tx_id, r.block)
+
+    def unassign_device(self, caller: Caller, patient_id: str, device_id: str) -> TxReceipt:
+        r = self._submit(caller, "UnassignDevice", patient_id, device_id)
+        return TxReceipt(r.tx_id, r.block)
+
+    def assignment_expiry(
+        self, patient_id: str, device_id: str, at: datetime, caller: Caller | None = None
+    ) -> datetime | None:
+        """When the device's current assignment to the patient ends; None if it has none
+        at time `at`."""
+        if at.tzinfo is None:
+            raise InvalidArgument("the time must be timezone-aware")
+        out = self._eval(
+            caller, "AssignmentAllows", patient_id, device_id, core.format_time(at)
+        )
+        return _time(str(out["expires_at"])) if out["allowed"] else None
+
+    def assignment_history(
+        self, patient_id: str, device_id: str = "", caller: Caller | None = None
+    ) -> list[AssignmentChange]:
+        """Every assignment change of the patient, oldest first ('' device: all devices)."""
+        return [
+            _assignment(d)
+            for d in self._pages(caller, "AssignmentHistory", "changes", patient_id, device_id)
         ]
 
     # -- audit -----------------------------------------------------------------------------
