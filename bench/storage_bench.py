@@ -21,12 +21,14 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from abe_service.authority import KeyAuthority
 from ehr_abe.server import start_server
@@ -75,6 +77,15 @@ def run_backend(
         core: Any = running.closers[0]
         channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
         stub = storage_pb2_grpc.StorageServiceStub(channel)
+        # the device writes only for a patient it is assigned to (by a clinician)
+        until = Timestamp()
+        until.FromDatetime(datetime.now(UTC) + timedelta(days=1))
+        stub.AssignDevice(
+            storage_pb2.AssignDeviceRequest(
+                patient_id=PATIENT, device_id="bench-device", expires_at=until
+            ),
+            metadata=(("x-ehr-subject", "bench-nurse"), ("x-ehr-roles", "nurse")),
+        )
         payload = os.urandom(1024)
 
         def put(i: int) -> tuple[float, str]:

@@ -485,9 +485,7 @@ def _may_assign(caller: Identity, patient: str) -> None:
 def _may_read_assignment(caller: Identity, patient: str, device: str) -> None:
     if caller.principal in (patient, device):
         return
-    if caller.msp_id == msp_of(patient) and caller.roles & (
-        CLINICIAN_ROLES | {ROLE_CONSENT_ADMIN}
-    ):
+    if caller.msp_id == msp_of(patient) and caller.roles & (CLINICIAN_ROLES | {ROLE_CONSENT_ADMIN}):
         return
     _require(
         caller, frozenset({ROLE_ANCHORER, ROLE_AUDITOR}), f"read the devices of patient {patient}"

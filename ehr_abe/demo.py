@@ -16,10 +16,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
@@ -34,6 +36,9 @@ from storage_service.records import envelope_key, record_context
 
 POLICY = "(role:doctor and dept:cardiology) or patient:p-17"
 PATIENT = "p-17"
+MSP = "Hosp1MSP"  # the demo server's organisation (storage.msp_id)
+#: ids are organisation-qualified; envelopes are bound to the qualified patient id
+PATIENT_ID = f"{MSP}/{PATIENT}"
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ OTHER_DOCTOR = Actor(
 )
 PATIENT_ACTOR = Actor(PATIENT, ("patient",), (f"patient:{PATIENT}",), "patient p-17")
 DEVICE = Actor("ecg-monitor-7", ("device",), (), "ECG monitor #7 (IoMT device)")
+ROGUE_DEVICE = Actor("pump-3", ("device",), (), "an infusion pump not assigned to the patient")
 AUDITOR = Actor("auditor-1", ("auditor",), (), "hospital auditor")
 
 
@@ -122,20 +128,44 @@ class Demo:
             f"attributes: {', '.join(chk.attributes)}; span program {chk.span_program_rows} x {chk.span_program_columns}"
         )
 
+        self.step(f"A nurse assigns {DEVICE.label} to the patient for this shift")
+        until = Timestamp()
+        until.FromDatetime(datetime.now(UTC) + timedelta(hours=8))
+        tx = self.call(
+            NURSE,
+            self.storage.AssignDevice,
+            storage_pb2.AssignDeviceRequest(
+                patient_id=PATIENT, device_id=DEVICE.subject, expires_at=until
+            ),
+        )
+        self.ok(f"assignment on the ledger until the end of the shift (tx {tx.tx_id[:16]}…)")
+        self.expect_refusal(
+            "another device writes for the patient",
+            lambda: self.call(
+                ROGUE_DEVICE,
+                self.storage.PutRecord,
+                storage_pb2.PutRecordRequest(
+                    patient_id=PATIENT,
+                    record_type="ecg",
+                    plain=storage_pb2.PlainContent(payload=b"{}", policy=POLICY),
+                ),
+            ),
+        )
+
         self.step(f"{DEVICE.label} streams readings, encrypted under the policy")
         record_ids = []
+        readings = []
         started = time.perf_counter()
         for i in range(12):
             reading = {"seq": i, "hr_bpm": 60 + (i * 7) % 40, "st_mv": round(0.05 * (i % 5), 2)}
+            readings.append(json.dumps(reading).encode())
             resp = self.call(
                 DEVICE,
                 self.storage.PutRecord,
                 storage_pb2.PutRecordRequest(
                     patient_id=PATIENT,
                     record_type="ecg",
-                    plain=storage_pb2.PlainContent(
-                        payload=json.dumps(reading).encode(), policy=POLICY
-                    ),
+                    plain=storage_pb2.PlainContent(payload=readings[-1], policy=POLICY),
                     idempotency_key=f"ecg-monitor-7/{i}",
                 ),
             )
@@ -150,12 +180,25 @@ class Demo:
             storage_pb2.PutRecordRequest(
                 patient_id=PATIENT,
                 record_type="ecg",
-                plain=storage_pb2.PlainContent(payload=b"{}", policy=POLICY),
+                plain=storage_pb2.PlainContent(payload=readings[0], policy=POLICY),
                 idempotency_key="ecg-monitor-7/0",
             ),
         )
         self.ok(
             f"a retried upload (same idempotency key) returns {again.record_id} again: duplicate={again.duplicate}"
+        )
+        self.expect_refusal(
+            "the same idempotency key with other content",
+            lambda: self.call(
+                DEVICE,
+                self.storage.PutRecord,
+                storage_pb2.PutRecordRequest(
+                    patient_id=PATIENT,
+                    record_type="ecg",
+                    plain=storage_pb2.PlainContent(payload=b"{}", policy=POLICY),
+                    idempotency_key="ecg-monitor-7/0",
+                ),
+            ),
         )
 
         self.step("Anchor the batch on the ledger (one transaction for all records)")
@@ -196,7 +239,7 @@ class Demo:
             self.storage.GetRecord,
             storage_pb2.GetRecordRequest(record_id=record_ids[3]),
         )
-        plain = self.keys[CARDIOLOGIST.subject].decrypt(got.envelope, record_context(PATIENT))
+        plain = self.keys[CARDIOLOGIST.subject].decrypt(got.envelope, record_context(PATIENT_ID))
         self.ok(f"verified against anchored root, decrypted: {plain.decode()}")
 
         self.step("The nurse: consent ✔ but the ABE policy refuses")
@@ -205,7 +248,7 @@ class Demo:
         )
         self.expect_refusal(
             "nurse decrypts",
-            lambda: self.keys[NURSE.subject].decrypt(got.envelope, record_context(PATIENT)),
+            lambda: self.keys[NURSE.subject].decrypt(got.envelope, record_context(PATIENT_ID)),
         )
 
         self.step("Another doctor: the right attributes, but no consent on the ledger")
@@ -225,7 +268,7 @@ class Demo:
             storage_pb2.GetRecordRequest(record_id=record_ids[5]),
         )
         self.ok(
-            f"patient decrypts: {self.keys[PATIENT].decrypt(got.envelope, record_context(PATIENT)).decode()}"
+            f"patient decrypts: {self.keys[PATIENT].decrypt(got.envelope, record_context(PATIENT_ID)).decode()}"
         )
         self.call(
             PATIENT_ACTOR,

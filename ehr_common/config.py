@@ -74,6 +74,13 @@ class StorageConfig:
     ledger_retry_s: float = 1.0
     #: objects fetched at once by verification (the object store's read pool)
     fetch_concurrency: int = 16
+    #: The service secret (record ids for idempotency keys, request fingerprints)
+    #: comes from this environment variable (64 hex digits or more) ...
+    secret_env: str = "EHR_ABE_STORAGE_SECRET"
+    #: ... else from this file (32+ bytes; default <home>/secrets/storage.key,
+    #: created 0600 on first start). Never inside data_dir: whoever can read
+    #: the data must not hold the secret too.
+    secret_file: str = ""
 
 
 @dataclass
@@ -94,6 +101,11 @@ class Config:
     @property
     def storage_dir(self) -> Path:
         return Path(self.storage.data_dir) if self.storage.data_dir else self.home_dir / "storage"
+
+    @property
+    def storage_secret_path(self) -> Path:
+        f = self.storage.secret_file
+        return Path(f) if f else self.home_dir / "secrets" / "storage.key"
 
     @property
     def infra_dir(self) -> Path:

@@ -291,6 +291,4 @@ def build_authenticator(cfg: Config) -> Authenticator:
                 pems[msp] = f.read()
         except OSError as exc:
             raise ConfigError(f"cannot read the client CA of {msp} ({path}): {exc}") from None
-    return Authenticator(
-        load_trusted_orgs(pems, grants), tls=True, default_msp=cfg.storage.msp_id
-    )
+    return Authenticator(load_trusted_orgs(pems, grants), tls=True, default_msp=cfg.storage.msp_id)

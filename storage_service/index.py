@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS access_queue(
   at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS idempotency(
+  record_id TEXT PRIMARY KEY,
+  fingerprint BLOB NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -147,6 +151,19 @@ class RecordIndex:
             return value
 
     # -- records --------------------------------------------------------------
+    def claim_idempotency(self, record_id: str, fingerprint: bytes) -> bytes:
+        """Bind a record id derived from an idempotency key to its request's
+        fingerprint, once; returns the fingerprint bound (ours if we were first)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO idempotency(record_id, fingerprint) VALUES (?, ?)",
+                (record_id, fingerprint),
+            )
+            row = self._db.execute(
+                "SELECT fingerprint FROM idempotency WHERE record_id=?", (record_id,)
+            ).fetchone()
+        return bytes(row[0])
+
     def insert(self, meta: RecordMeta, leaf_hash: bytes) -> bool:
         """Insert a pending record; False if the record id already exists."""
         with self._lock:

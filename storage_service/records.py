@@ -7,7 +7,6 @@ so neither the ciphertext nor who/what/when it is about can change unnoticed.
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
 import secrets
 import struct
@@ -38,17 +37,10 @@ def validate_record_type(value: str) -> str:
     return value
 
 
-def new_record_id(author: str, idempotency_key: str = "") -> str:
-    """A random id, or a deterministic one for (author, idempotency key), so that a
-    retried PutRecord lands on the same id instead of creating a second record."""
-    if idempotency_key:
-        if len(idempotency_key) > 256:
-            raise InvalidArgument("idempotency key is longer than 256 characters")
-        raw = hashlib.sha256(
-            b"ehr-abe/idempotency/v1\x00" + author.encode() + b"\x00" + idempotency_key.encode()
-        ).digest()[:16]
-    else:
-        raw = secrets.token_bytes(16)
+def new_record_id() -> str:
+    """A random record id. (Ids for idempotency keys are keyed MACs:
+    `storage_service.service_keys.ServiceKeys.record_id`.)"""
+    raw = secrets.token_bytes(16)
     return "r-" + base64.b32encode(raw).decode().rstrip("=").lower()
 
 
@@ -62,7 +54,8 @@ def metadata_key(record_id: str) -> str:
 
 def record_context(patient_id: str) -> bytes:
     """Associated data every record envelope is bound to: an envelope written for
-    one patient cannot be replayed as another patient's record."""
+    one patient cannot be replayed as another patient's record. `patient_id` is
+    the organisation-qualified id (`Hosp1MSP/p-17`)."""
     return b"ehr-abe/record/v1\x00" + patient_id.encode()
 
 

@@ -1,10 +1,15 @@
 """StorageService application logic, independent of gRPC.
 
-put: encrypt if needed, write the envelope and its metadata to the object
-store (write-once), index the pending leaf durably, answer; anchoring happens
-in batches (`anchoring.Anchorer`). get: consent check on the ledger, fetch,
-verify against the anchored Merkle root, audit, answer; a record that fails
-verification is never returned.
+put: authorise (`authorization.decide_write`), encrypt if needed, write the
+envelope and its metadata to the object store (write-once), index the pending
+leaf durably, answer; anchoring happens in batches (`anchoring.Anchorer`).
+get: consent check on the ledger, fetch, verify against the anchored Merkle
+root, audit, answer; a record that fails verification is never returned, and
+a record the caller may not read is answered exactly like a missing one.
+
+Patients, grantees, authors and devices are organisation-qualified
+(`<MSP>/<subject>`); a bare subject in a request is one of the caller's own
+organisation (`ehr_common.identity.qualify`).
 """
 
 from __future__ import annotations
@@ -27,12 +32,23 @@ from ehr_common.errors import (
     IntegrityError,
     InvalidArgument,
     NotFound,
+    Unavailable,
 )
+from ehr_common.identity import qualify
 from storage_service.anchoring import Anchorer, AnchorPolicy, FlushResult
+from storage_service.authorization import (
+    FACT_ASSIGNMENT,
+    FACT_CONSENT,
+    WriteFacts,
+    decide_write,
+    facts_needed,
+    may_read,
+    resolve_author,
+)
 from storage_service.index import IndexedRecord, RecordIndex
 from storage_service.integrity import merkle
 from storage_service.ledger.base import Caller
-from storage_service.ledger.client import LedgerClient
+from storage_service.ledger.client import AssignmentChange, LedgerClient
 from storage_service.objectstore.base import ObjectStore
 from storage_service.records import (
     MAX_POLICY_CHARS,
@@ -45,15 +61,73 @@ from storage_service.records import (
     validate_id,
     validate_record_type,
 )
+from storage_service.service_keys import ServiceKeys
 from storage_service.verification import verify_records_stream
 
 log = logging.getLogger(__name__)
 
-#: Roles allowed to write records for any patient (devices and clinical staff).
-WRITER_ROLES = frozenset({"device", "clinician", "doctor", "nurse", "record-writer"})
 #: Roles allowed to verify the whole store and read audit trails.
 AUDITOR_ROLES = frozenset({"auditor", "admin"})
 MAX_ENVELOPE_BYTES = 64 * 1024 * 1024
+#: How long a positive ledger answer for a write (a device's assignment, a
+#: cross-organisation clinician's consent) is reused without asking again: an
+#: unassignment or a revocation takes effect on writes within this time.
+#: Refusals are never cached, and nothing is reused past an assignment's expiry.
+WRITE_FACTS_TTL_S = 5.0
+#: While the ledger is unreachable, a positive answer confirmed within this
+#: time (and, for an assignment, not yet expired) still authorises writes, so
+#: an assigned device keeps writing through a ledger outage of minutes.
+WRITE_FACTS_GRACE_S = 600.0
+
+
+class _FactCache:
+    """Positive ledger answers for write authorisation: fresh for `ttl_s`, and usable
+    while the ledger is unreachable until `grace_s` after confirmation (never past
+    the fact's own end)."""
+
+    def __init__(
+        self, ttl_s: float, grace_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._ttl = ttl_s
+        self._grace = grace_s
+        self._clock = clock
+        self._until: dict[tuple[str, str, str], tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def _lookup(self, key: tuple[str, str, str], stale_ok: bool) -> bool:
+        with self._lock:
+            entry = self._until.get(key)
+            if entry is None:
+                return False
+            fresh_until, usable_until = entry
+            now = self._clock()
+            if now >= usable_until:
+                del self._until[key]
+                return False
+            return stale_ok or now < fresh_until
+
+    def fresh(self, key: tuple[str, str, str]) -> bool:
+        return self._lookup(key, stale_ok=False)
+
+    def usable_offline(self, key: tuple[str, str, str]) -> bool:
+        return self._lookup(key, stale_ok=True)
+
+    def put(self, key: tuple[str, str, str], valid_for_s: float) -> None:
+        """The ledger says `key` holds for `valid_for_s` more seconds."""
+        if valid_for_s <= 0:
+            return
+        now = self._clock()
+        with self._lock:
+            if len(self._until) > 100_000:  # bounded: drop everything rather than grow
+                self._until.clear()
+            self._until[key] = (
+                now + min(self._ttl, valid_for_s),
+                now + min(self._grace, valid_for_s),
+            )
+
+    def drop(self, key: tuple[str, str, str]) -> None:
+        with self._lock:
+            self._until.pop(key, None)
 
 
 class Encryptor(Protocol):
@@ -117,13 +191,17 @@ class StorageCore:
         ledger: LedgerClient,
         encryptor: Encryptor,
         service_caller: Caller,
+        keys: ServiceKeys,
         anchor_policy: AnchorPolicy | None = None,
+        write_facts_ttl_s: float = WRITE_FACTS_TTL_S,
     ):
         self.store = store
         self.index = index
         self.ledger = ledger
         self.encryptor = encryptor
         self.service_caller = service_caller
+        self.keys = keys
+        self._facts = _FactCache(write_facts_ttl_s, WRITE_FACTS_GRACE_S)
         instance = index.setting("instance_id", lambda: "s" + _rand_id())
         self.anchorer = Anchorer(index, ledger, anchor_policy or AnchorPolicy(), instance)
         self._roots: dict[str, bytes] = {}  # anchored roots read from the ledger (immutable)
@@ -142,6 +220,56 @@ class StorageCore:
         self.ledger.close()
 
     # -- writing --------------------------------------------------------------
+    def authorize_write(self, caller: Caller, patient_id: str) -> str:
+        """The qualified patient id if `caller` may write for `patient_id` now;
+        AccessDenied otherwise. Every write path calls this (or `decide_write`)."""
+        patient = qualify(patient_id, caller.msp_id, "patient id")
+        needed = facts_needed(caller, patient)
+        facts = WriteFacts(
+            device_assigned=FACT_ASSIGNMENT in needed and self._device_assigned(caller, patient),
+            consented=FACT_CONSENT in needed and self._write_consent(caller, patient),
+        )
+        decide_write(caller, patient, facts)
+        return patient
+
+    def _device_assigned(self, caller: Caller, patient: str) -> bool:
+        key = (FACT_ASSIGNMENT, patient, caller.principal)
+
+        def ask() -> float | None:
+            now = utc_now()
+            expiry = self.ledger.assignment_expiry(patient, caller.principal, now)
+            return None if expiry is None else (expiry - now).total_seconds()
+
+        return self._fact(key, ask)
+
+    def _write_consent(self, caller: Caller, patient: str) -> bool:
+        key = (FACT_CONSENT, patient, caller.principal)
+
+        def ask() -> float | None:
+            allowed = self.ledger.consent_allows(patient, caller.principal, utc_now())
+            return WRITE_FACTS_GRACE_S if allowed else None
+
+        return self._fact(key, ask)
+
+    def _fact(self, key: tuple[str, str, str], ask: Callable[[], float | None]) -> bool:
+        """A ledger fact for a write: cached if fresh, else asked (`ask` returns how long
+        it holds, or None if it does not); a recent positive answer stands in while
+        the ledger is unreachable."""
+        if self._facts.fresh(key):
+            return True
+        try:
+            holds_for = ask()
+        except Unavailable:
+            if self._facts.usable_offline(key):
+                log.warning("ledger unreachable: write authorised by a recent %s", key[0])
+                return True
+            raise
+        if holds_for is None:
+            self._facts.drop(key)
+            return False
+        self._facts.put(key, holds_for)
+        return True
+
     def put_record(
         self,
         caller: Caller,
@@ -154,22 +282,30 @@ class StorageCore:
         policy: str = "",
         idempotency_key: str = "",
     ) -> PutResult:
-        validate_id("patient id", patient_id)
         validate_record_type(record_type)
-        author = author or caller.subject
-        validate_id("author", author)
-        if caller.subject != patient_id and not (caller.roles & WRITER_ROLES):
-            raise AccessDenied(
-                f"{caller.subject} may not write records: needs one of the roles "
-                f"{', '.join(sorted(WRITER_ROLES))}, or to be the patient"
-            )
+        author = resolve_author(caller, author)
         if (envelope is None) == (payload is None):
             raise InvalidArgument("give either an envelope or a payload with a policy")
-        record_id = new_record_id(caller.subject, idempotency_key)
+        patient_id = self.authorize_write(caller, patient_id)
         if idempotency_key:
+            record_id = self.keys.record_id(caller.principal, idempotency_key)
+            fingerprint = self.keys.fingerprint(
+                patient_id=patient_id,
+                record_type=record_type,
+                envelope=envelope,
+                payload=payload,
+                policy=policy,
+            )
+            if self.index.claim_idempotency(record_id, fingerprint) != fingerprint:
+                raise AlreadyExists(
+                    "this idempotency key was already used for a different request "
+                    "(another patient, record type, content or policy); use a new key"
+                )
             existing = self.index.get(record_id)
             if existing is not None:
                 return PutResult(existing.meta, self._receipt(existing), duplicate=True)
+        else:
+            record_id = new_record_id()
         if payload is not None:
             if not policy.strip():
                 raise InvalidArgument("a payload needs a policy")
@@ -224,13 +360,17 @@ class StorageCore:
         return PutResult(indexed.meta, self._receipt(indexed), duplicate)
 
     # -- reading ----------------------------------------------------------------
-    def _require_read(self, caller: Caller, patient_id: str) -> None:
-        if caller.subject == patient_id:
-            return
-        if not self.ledger.consent_allows(patient_id, caller.subject, utc_now()):
-            raise AccessDenied(
-                f"{caller.subject} has no consent from patient {patient_id} to read their records"
-            )
+    def _may_read(self, caller: Caller, patient: str) -> bool:
+        if may_read(caller, patient, False):
+            return True  # the patient: no ledger round trip
+        return may_read(
+            caller, patient, self.ledger.consent_allows(patient, caller.principal, utc_now())
+        )
+
+    def _require_read(self, caller: Caller, patient: str) -> None:
+        # The caller named the patient; the refusal does not repeat it.
+        if not self._may_read(caller, patient):
+            raise AccessDenied("no consent from this patient to read their records")
 
     def _record(self, record_id: str) -> IndexedRecord:
         validate_id("record id", record_id)
@@ -239,9 +379,16 @@ class StorageCore:
             raise NotFound(f"no record {record_id}")
         return rec
 
-    def get_record(self, caller: Caller, record_id: str) -> tuple[bytes, RecordMeta, Receipt]:
+    def _readable_record(self, caller: Caller, record_id: str) -> IndexedRecord:
+        """The record if `caller` may read it. A record it may not read is NotFound
+        with the very message of a missing one: no oracle for ids or patients."""
         rec = self._record(record_id)
-        self._require_read(caller, rec.meta.patient_id)
+        if not self._may_read(caller, rec.meta.patient_id):
+            raise NotFound(f"no record {record_id}")
+        return rec
+
+    def get_record(self, caller: Caller, record_id: str) -> tuple[bytes, RecordMeta, Receipt]:
+        rec = self._readable_record(caller, record_id)
         try:
             envelope = self.store.get(envelope_key(record_id))
         except NotFound:
@@ -252,18 +399,16 @@ class StorageCore:
         if problem:
             self._integrity_failure(rec, problem)
             raise IntegrityError(f"record {record_id} failed its integrity check: {problem}")
-        self.index.queue_access(record_id, rec.meta.patient_id, caller.subject, utc_now())
+        self.index.queue_access(record_id, rec.meta.patient_id, caller.principal, utc_now())
         return envelope, rec.meta, receipt
 
     def get_receipt(self, caller: Caller, record_id: str) -> Receipt:
-        rec = self._record(record_id)
-        self._require_read(caller, rec.meta.patient_id)
-        return self._receipt(rec)
+        return self._receipt(self._readable_record(caller, record_id))
 
     def list_records(
         self, caller: Caller, patient_id: str, page_size: int, page_token: str
     ) -> tuple[list[RecordMeta], str]:
-        validate_id("patient id", patient_id)
+        patient_id = qualify(patient_id, caller.msp_id, "patient id")
         self._require_read(caller, patient_id)
         size = page_size or 50
         if not 1 <= size <= 1000:
@@ -319,6 +464,7 @@ class StorageCore:
     ) -> VerifyReport:
         """Check stored records against their anchored leaves with the integrity core."""
         if patient_id is not None:
+            patient_id = qualify(patient_id, caller.msp_id, "patient id")
             self._require_read(caller, patient_id)
         elif not (caller.roles & AUDITOR_ROLES):
             raise AccessDenied("verifying the whole store needs the auditor role")
@@ -344,17 +490,46 @@ class StorageCore:
         )
 
     # -- consent and audit -------------------------------------------------------
+    # The chaincode decides who may change consent and assignments, from the
+    # caller's organisation and subject; the service only qualifies the ids.
     def grant_consent(
         self, caller: Caller, patient_id: str, subject_id: str, expires_at: datetime | None
     ) -> str:
-        validate_id("patient id", patient_id)
-        validate_id("subject id", subject_id)
-        return self.ledger.grant_consent(caller, patient_id, subject_id, expires_at).tx_id
+        patient = qualify(patient_id, caller.msp_id, "patient id")
+        subject = qualify(subject_id, caller.msp_id, "subject id")
+        return self.ledger.grant_consent(caller, patient, subject, expires_at).tx_id
 
     def revoke_consent(self, caller: Caller, patient_id: str, subject_id: str) -> str:
-        validate_id("patient id", patient_id)
-        validate_id("subject id", subject_id)
-        return self.ledger.revoke_consent(caller, patient_id, subject_id).tx_id
+        patient = qualify(patient_id, caller.msp_id, "patient id")
+        subject = qualify(subject_id, caller.msp_id, "subject id")
+        return self.ledger.revoke_consent(caller, patient, subject).tx_id
+
+    def assign_device(
+        self, caller: Caller, patient_id: str, device_id: str, expires_at: datetime
+    ) -> str:
+        patient = qualify(patient_id, caller.msp_id, "patient id")
+        device = qualify(device_id, caller.msp_id, "device id")
+        tx = self.ledger.assign_device(caller, patient, device, expires_at).tx_id
+        # committed: the device may write until expires_at (seen without a ledger read)
+        self._facts.put(
+            (FACT_ASSIGNMENT, patient, device), (expires_at - utc_now()).total_seconds()
+        )
+        return tx
+
+    def unassign_device(self, caller: Caller, patient_id: str, device_id: str) -> str:
+        patient = qualify(patient_id, caller.msp_id, "patient id")
+        device = qualify(device_id, caller.msp_id, "device id")
+        tx = self.ledger.unassign_device(caller, patient, device).tx_id
+        self._facts.drop((FACT_ASSIGNMENT, patient, device))  # at once on this service
+        return tx
+
+    def assignment_history(
+        self, caller: Caller, patient_id: str, device_id: str = ""
+    ) -> list[AssignmentChange]:
+        """Read with the caller's own identity: the chaincode decides who may see it."""
+        patient = qualify(patient_id, caller.msp_id, "patient id")
+        device = qualify(device_id, caller.msp_id, "device id") if device_id else ""
+        return self.ledger.assignment_history(patient, device, caller=caller)
 
     def audit_trail(
         self, caller: Caller, *, record_id: str | None = None, subject_id: str | None = None
@@ -366,8 +541,8 @@ class StorageCore:
         entries: list[AuditEntry] = []
         if record_id is not None:
             rec = self._record(record_id)
-            if caller.subject != rec.meta.patient_id and not (caller.roles & AUDITOR_ROLES):
-                raise AccessDenied("only the patient or an auditor may read a record's audit trail")
+            if caller.principal != rec.meta.patient_id and not (caller.roles & AUDITOR_ROLES):
+                raise NotFound(f"no record {record_id}")  # as for a missing record: no oracle
             patient = rec.meta.patient_id
             for c in self.ledger.consent_history(patient):
                 entries.append(
@@ -378,13 +553,13 @@ class StorageCore:
                         c.subject_id,
                         c.at,
                         c.tx_id,
-                        f"by {c.by_subject}",
+                        f"by {c.by_msp}/{c.by_subject}",
                     )
                 )
         else:
             assert subject_id is not None
-            validate_id("subject id", subject_id)
-            if caller.subject != subject_id and not (caller.roles & AUDITOR_ROLES):
+            subject_id = qualify(subject_id, caller.msp_id, "subject id")
+            if caller.principal != subject_id and not (caller.roles & AUDITOR_ROLES):
                 raise AccessDenied(
                     "only the subject or an auditor may read a subject's audit trail"
                 )

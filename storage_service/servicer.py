@@ -13,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ehr_common.api.v1 import storage_pb2 as pb
 from ehr_common.api.v1 import storage_pb2_grpc as pb_grpc
-from ehr_common.errors import DeadlineExceeded
+from ehr_common.errors import DeadlineExceeded, InvalidArgument
 from ehr_common.identity import Authenticator
 from storage_service.ledger.base import Caller
 from storage_service.records import RecordMeta
@@ -156,6 +156,44 @@ class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
                     detail=e.detail,
                 )
                 for e in events
+            ]
+        )
+
+    def AssignDevice(self, request: pb.AssignDeviceRequest, context: Any) -> pb.AssignmentResponse:
+        if not request.HasField("expires_at"):
+            raise InvalidArgument("a device assignment needs expires_at")
+        tx = self.core.assign_device(
+            self._caller(context),
+            request.patient_id,
+            request.device_id,
+            request.expires_at.ToDatetime(tzinfo=UTC),
+        )
+        return pb.AssignmentResponse(tx_id=tx)
+
+    def UnassignDevice(
+        self, request: pb.UnassignDeviceRequest, context: Any
+    ) -> pb.AssignmentResponse:
+        tx = self.core.unassign_device(self._caller(context), request.patient_id, request.device_id)
+        return pb.AssignmentResponse(tx_id=tx)
+
+    def ListAssignments(
+        self, request: pb.ListAssignmentsRequest, context: Any
+    ) -> pb.ListAssignmentsResponse:
+        changes = self.core.assignment_history(
+            self._caller(context), request.patient_id, request.device_id
+        )
+        return pb.ListAssignmentsResponse(
+            changes=[
+                pb.AssignmentChange(
+                    patient_id=c.patient_id,
+                    device_id=c.device_id,
+                    assigned=c.assigned,
+                    expires_at=_ts(c.expires_at) if c.expires_at else None,
+                    by=f"{c.by_msp}/{c.by_subject}",
+                    at=_ts(c.at),
+                    tx_id=c.tx_id,
+                )
+                for c in changes
             ]
         )
 

@@ -3,6 +3,9 @@ implementations (embedded by default; MinIO and Fabric by configuration)."""
 
 from __future__ import annotations
 
+import logging
+import os
+import secrets
 from typing import Any
 
 from ehr_common.config import Config
@@ -13,6 +16,9 @@ from storage_service.ledger.base import Caller, Ledger
 from storage_service.ledger.client import LedgerClient
 from storage_service.objectstore.base import ObjectStore
 from storage_service.service import Encryptor, StorageCore
+from storage_service.service_keys import MIN_SECRET_BYTES, ServiceKeys
+
+log = logging.getLogger(__name__)
 
 SERVICE_SUBJECT = "storage-service"
 SERVICE_ROLES = frozenset({"anchorer", "auditor"})
@@ -50,6 +56,52 @@ def build_ledger(cfg: Config) -> Ledger:
     return FabricLedger.from_connection_file(path)
 
 
+def load_service_secret(cfg: Config) -> bytes:
+    """The service secret: from `storage.secret_env`, else `storage.secret_file`
+    (created 0600 with a fresh random secret the first time). Refuses a file
+    inside the data directory."""
+    env = os.environ.get(cfg.storage.secret_env, "") if cfg.storage.secret_env else ""
+    if env:
+        try:
+            secret = bytes.fromhex(env.strip())
+        except ValueError:
+            raise ConfigError(f"${cfg.storage.secret_env} must be hex") from None
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"${cfg.storage.secret_env} must hold at least {MIN_SECRET_BYTES} bytes"
+            )
+        return secret
+    path = cfg.storage_secret_path
+    data_dir = cfg.storage_dir.resolve()
+    if path.resolve().is_relative_to(data_dir):
+        raise ConfigError(
+            f"storage.secret_file {path} is inside the data directory {data_dir}: "
+            "keep the service secret apart from the data it protects"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"cannot create the storage secret {path}: {exc.strerror}") from None
+    else:
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+            f.flush()
+            os.fsync(f.fileno())
+        log.warning("created a new storage service secret in %s (keep it; back it up)", path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            secret = f.read(4096)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the storage secret {path}: {exc.strerror}") from None
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(f"the storage secret {path} is shorter than {MIN_SECRET_BYTES} bytes")
+    return secret
+
+
 def build_storage_core(cfg: Config, authority: Any | None) -> StorageCore:
     """`authority` is the in-process key authority (for encrypting plain payloads);
     with server.abe_endpoint set, a remote AbeService is used instead."""
@@ -70,6 +122,7 @@ def build_storage_core(cfg: Config, authority: Any | None) -> StorageCore:
         ledger=LedgerClient(build_ledger(cfg), service_caller),
         encryptor=encryptor,
         service_caller=service_caller,
+        keys=ServiceKeys.from_secret(load_service_secret(cfg)),
         anchor_policy=AnchorPolicy(
             max_records=s.batch_max_records, max_age_s=s.batch_max_age_s, retry_s=s.ledger_retry_s
         ),

@@ -279,9 +279,7 @@ def events(*triples: tuple[str, str, str]) -> str:
 
 
 def test_access_log_by_record_and_subject(chain: Chain) -> None:
-    out = chain.call(
-        ANCHORER, "LogAccesses", events(("r1", P17, WHO), ("r2", P17, WHO))
-    )
+    out = chain.call(ANCHORER, "LogAccesses", events(("r1", P17, WHO), ("r2", P17, WHO)))
     assert out["logged"] == 2
     chain.call(ANCHORER, "LogAccess", "r1", P17, NURSE, core.format_time(T0))
     by_record = chain.call(AUDITOR, "AccessLogByRecord", "r1", "", "")["events"]

@@ -38,6 +38,7 @@ from storage_service.ledger.embedded import EmbeddedLedger
 from storage_service.objectstore.fs import FilesystemStore
 from storage_service.records import envelope_key, record_context
 from storage_service.service import StorageCore
+from storage_service.service_keys import ServiceKeys
 from storage_service.wiring import SERVICE_ROLES, SERVICE_SUBJECT
 
 POLICY = "(role:doctor and dept:cardiology) or patient:p-17"
@@ -45,6 +46,8 @@ DEVICE = Caller("ecg-7", "Hosp1MSP", frozenset({"device"}))
 DOCTOR = Caller("dr-heart", "Hosp1MSP", frozenset({"doctor"}))
 OTHER = Caller("dr-other", "Hosp2MSP", frozenset({"doctor"}))
 AUDITOR = Caller("auditor-1", "Hosp1MSP", frozenset({"auditor"}))
+NURSE = Caller("nurse-1", "Hosp1MSP", frozenset({"nurse"}))
+KEYS = ServiceKeys.from_secret(b"storage service test secret, 32+ bytes")
 SERVICE = Caller(SERVICE_SUBJECT, "Hosp1MSP", SERVICE_ROLES)
 MANUAL = AnchorPolicy(max_records=1000, max_age_s=3600, retry_s=0.2)  # anchor only on flush
 
@@ -149,6 +152,7 @@ def make_core(backends: Backends, authority: KeyAuthority, tmp_path: Path) -> It
             ledger=LedgerClient(led, SERVICE),
             encryptor=LocalEncryptor(authority.public_params),
             service_caller=SERVICE,
+            keys=KEYS,
             anchor_policy=policy,
         )
         cores.append(core)
@@ -164,17 +168,22 @@ def _key(authority: KeyAuthority, subject: str, attrs: list[str]) -> AbeKeyring:
     return AbeKeyring.from_bytes(authority.issue_key(subject, attrs).user_key)
 
 
-def _patient(backends: Backends) -> tuple[str, Caller]:
+def _patient(backends: Backends, core: StorageCore) -> tuple[str, Caller]:
+    """A patient (qualified id, caller), with DEVICE assigned to it by a nurse."""
     pid = backends.patient if backends.name == "embedded" else f"p-{secrets.token_hex(4)}"
-    return pid, Caller(pid, "Hosp1MSP", frozenset({"patient"}))
+    me = Caller(pid, "Hosp1MSP", frozenset({"patient"}))
+    core.assign_device(
+        NURSE, me.principal, DEVICE.principal, datetime.now(UTC) + timedelta(hours=1)
+    )
+    return me.principal, me
 
 
 def test_put_anchor_get_decrypt(
     make_core: Any, authority: KeyAuthority, backends: Backends
 ) -> None:
     core = make_core()
-    patient, me = _patient(backends)
-    policy = f"(role:doctor and dept:cardiology) or patient:{patient}"
+    patient, me = _patient(backends, core)
+    policy = f"(role:doctor and dept:cardiology) or patient:{me.subject}"
     put = core.put_record(
         DEVICE, patient_id=patient, record_type="ecg", payload=b"hr=72", policy=policy
     )
@@ -194,7 +203,9 @@ def test_put_anchor_get_decrypt(
         anchored_root,
     )
     assert (
-        _key(authority, patient, [f"patient:{patient}"]).decrypt(envelope, record_context(patient))
+        _key(authority, me.subject, [f"patient:{me.subject}"]).decrypt(
+            envelope, record_context(patient)
+        )
         == b"hr=72"
     )
     with pytest.raises(PolicyNotSatisfied):
@@ -207,25 +218,26 @@ def test_reads_are_gated_by_consent_on_the_ledger(
     make_core: Any, authority: KeyAuthority, backends: Backends
 ) -> None:
     core = make_core()
-    patient, me = _patient(backends)
+    patient, me = _patient(backends, core)
     rid = core.put_record(
         DEVICE, patient_id=patient, record_type="ecg", payload=b"x", policy=POLICY
     ).meta.record_id
     core.flush()
-    with pytest.raises(AccessDenied, match="no consent"):
+    # without consent the record is "not found", exactly like a missing one
+    with pytest.raises(NotFound, match=f"^no record {rid}$"):
         core.get_record(DOCTOR, rid)
     with pytest.raises(AccessDenied):
-        core.grant_consent(OTHER, patient, OTHER.subject, None)  # not the patient
-    core.grant_consent(me, patient, DOCTOR.subject, None)
+        core.grant_consent(OTHER, patient, OTHER.principal, None)  # not the patient
+    core.grant_consent(me, patient, DOCTOR.subject, None)  # bare: of the patient's organisation
     core.get_record(DOCTOR, rid)
     core.revoke_consent(me, patient, DOCTOR.subject)
-    with pytest.raises(AccessDenied):
+    with pytest.raises(NotFound):
         core.get_record(DOCTOR, rid)
     # an expired grant does not count
-    core.grant_consent(me, patient, OTHER.subject, datetime.now(UTC) + timedelta(seconds=2))
+    core.grant_consent(me, patient, OTHER.principal, datetime.now(UTC) + timedelta(seconds=2))
     core.get_record(OTHER, rid)
     time.sleep(2.2)
-    with pytest.raises(AccessDenied):
+    with pytest.raises(NotFound):
         core.get_record(OTHER, rid)
     # the access was audited on the ledger
     core.flush()
@@ -236,7 +248,7 @@ def test_reads_are_gated_by_consent_on_the_ledger(
 
 def test_retried_put_is_not_duplicated(make_core: Any, backends: Backends) -> None:
     core = make_core()
-    patient, me = _patient(backends)
+    patient, me = _patient(backends, core)
     key = f"dev-7/{secrets.token_hex(4)}"
     a = core.put_record(
         DEVICE,
@@ -261,7 +273,7 @@ def test_retried_put_is_not_duplicated(make_core: Any, backends: Backends) -> No
 
 def test_tampered_object_is_never_served(make_core: Any, backends: Backends) -> None:
     core = make_core()
-    patient, me = _patient(backends)
+    patient, me = _patient(backends, core)
     rids = [
         core.put_record(
             DEVICE, patient_id=patient, record_type="ecg", payload=b"v%d" % i, policy=POLICY
@@ -281,7 +293,7 @@ def test_tampered_object_is_never_served(make_core: Any, backends: Backends) -> 
 
 def test_bad_input_is_refused_and_leaves_data_intact(make_core: Any, backends: Backends) -> None:
     core = make_core()
-    patient, me = _patient(backends)
+    patient, me = _patient(backends, core)
     rid = core.put_record(
         DEVICE, patient_id=patient, record_type="ecg", payload=b"ok", policy=POLICY
     ).meta.record_id
@@ -311,7 +323,7 @@ def test_bad_input_is_refused_and_leaves_data_intact(make_core: Any, backends: B
 
 def test_paging(make_core: Any, backends: Backends) -> None:
     core = make_core()
-    patient, me = _patient(backends)
+    patient, me = _patient(backends, core)
     ids = [
         core.put_record(
             DEVICE, patient_id=patient, record_type="vitals", payload=b"%d" % i, policy=POLICY
@@ -331,7 +343,7 @@ def test_paging(make_core: Any, backends: Backends) -> None:
 
 def test_pending_leaves_survive_a_restart(make_core: Any, backends: Backends) -> None:
     first = make_core()
-    patient, me = _patient(backends)
+    patient, me = _patient(backends, first)
     rid = first.put_record(
         DEVICE, patient_id=patient, record_type="ecg", payload=b"p", policy=POLICY
     ).meta.record_id
@@ -360,7 +372,7 @@ def test_nothing_is_lost_while_the_ledger_is_down(make_core: Any, backends: Back
         ledger = backends.make_ledger()
         go_down, come_back = net.down, net.up
     core = make_core(AnchorPolicy(max_records=1000, max_age_s=0.1, retry_s=0.2), ledger=ledger)
-    patient, me = _patient(backends)
+    patient, me = _patient(backends, core)
     go_down()
     try:
         core.start()

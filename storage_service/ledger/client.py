@@ -308,9 +308,7 @@ class LedgerClient:
         at time `at`."""
         if at.tzinfo is None:
             raise InvalidArgument("the time must be timezone-aware")
-        out = self._eval(
-            caller, "AssignmentAllows", patient_id, device_id, core.format_time(at)
-        )
+        out = self._eval(caller, "AssignmentAllows", patient_id, device_id, core.format_time(at))
         return _time(str(out["expires_at"])) if out["allowed"] else None
 
     def assignment_history(

@@ -225,3 +225,59 @@ class FlushAnchorsResponse(_message.Message):
     batches: int
     records: int
     def __init__(self, batches: _Optional[int] = ..., records: _Optional[int] = ...) -> None: ...
+
+class AssignDeviceRequest(_message.Message):
+    __slots__ = ("patient_id", "device_id", "expires_at")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    device_id: str
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, patient_id: _Optional[str] = ..., device_id: _Optional[str] = ..., expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class UnassignDeviceRequest(_message.Message):
+    __slots__ = ("patient_id", "device_id")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    device_id: str
+    def __init__(self, patient_id: _Optional[str] = ..., device_id: _Optional[str] = ...) -> None: ...
+
+class AssignmentResponse(_message.Message):
+    __slots__ = ("tx_id",)
+    TX_ID_FIELD_NUMBER: _ClassVar[int]
+    tx_id: str
+    def __init__(self, tx_id: _Optional[str] = ...) -> None: ...
+
+class ListAssignmentsRequest(_message.Message):
+    __slots__ = ("patient_id", "device_id")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    device_id: str
+    def __init__(self, patient_id: _Optional[str] = ..., device_id: _Optional[str] = ...) -> None: ...
+
+class AssignmentChange(_message.Message):
+    __slots__ = ("patient_id", "device_id", "assigned", "expires_at", "by", "at", "tx_id")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    TX_ID_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    device_id: str
+    assigned: bool
+    expires_at: _timestamp_pb2.Timestamp
+    by: str
+    at: _timestamp_pb2.Timestamp
+    tx_id: str
+    def __init__(self, patient_id: _Optional[str] = ..., device_id: _Optional[str] = ..., assigned: bool = ..., expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., by: _Optional[str] = ..., at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., tx_id: _Optional[str] = ...) -> None: ...
+
+class ListAssignmentsResponse(_message.Message):
+    __slots__ = ("changes",)
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[AssignmentChange]
+    def __init__(self, changes: _Optional[_Iterable[_Union[AssignmentChange, _Mapping]]] = ...) -> None: ...

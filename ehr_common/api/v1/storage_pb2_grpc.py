@@ -79,20 +79,39 @@ class StorageServiceStub(object):
                 request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsRequest.SerializeToString,
                 response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsResponse.FromString,
                 _registered_method=True)
+        self.AssignDevice = channel.unary_unary(
+                '/ehr_abe.api.v1.StorageService/AssignDevice',
+                request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.AssignDeviceRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.AssignmentResponse.FromString,
+                _registered_method=True)
+        self.UnassignDevice = channel.unary_unary(
+                '/ehr_abe.api.v1.StorageService/UnassignDevice',
+                request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.UnassignDeviceRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.AssignmentResponse.FromString,
+                _registered_method=True)
+        self.ListAssignments = channel.unary_unary(
+                '/ehr_abe.api.v1.StorageService/ListAssignments',
+                request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.ListAssignmentsRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.ListAssignmentsResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def PutRecord(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Who may write for whom: the patient; a device currently assigned to the
+        patient (AssignDevice); clinicians of the patient's organisation; a
+        clinician of another organisation with the patient's consent.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetRecord(self, request, context):
         """Returns the envelope only after checking it against its anchored leaf;
-        a record that fails the check is never returned (DATA_LOSS).
+        a record that fails the check is never returned (DATA_LOSS). A record the
+        caller may not read is NOT_FOUND, exactly like one that does not exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -138,6 +157,26 @@ class StorageServiceServicer(object):
     def FlushAnchors(self, request, context):
         """Close the open batch now and anchor everything pending (operators, tests).
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AssignDevice(self, request, context):
+        """Device assignments live on the ledger: made and ended by a clinician or
+        consent-admin of the patient's organisation, always with an expiry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnassignDevice(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAssignments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -189,6 +228,21 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.FlushAnchors,
                     request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsRequest.FromString,
                     response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsResponse.SerializeToString,
+            ),
+            'AssignDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.AssignDevice,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.AssignDeviceRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.AssignmentResponse.SerializeToString,
+            ),
+            'UnassignDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnassignDevice,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.UnassignDeviceRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.AssignmentResponse.SerializeToString,
+            ),
+            'ListAssignments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAssignments,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.ListAssignmentsRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.ListAssignmentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -434,6 +488,87 @@ class StorageService(object):
             '/ehr_abe.api.v1.StorageService/FlushAnchors',
             ehr__common_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsRequest.SerializeToString,
             ehr__common_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AssignDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ehr_abe.api.v1.StorageService/AssignDevice',
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.AssignDeviceRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.AssignmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnassignDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ehr_abe.api.v1.StorageService/UnassignDevice',
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.UnassignDeviceRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.AssignmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAssignments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ehr_abe.api.v1.StorageService/ListAssignments',
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.ListAssignmentsRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.ListAssignmentsResponse.FromString,
             options,
             channel_credentials,
             insecure,
