@@ -168,9 +168,6 @@ def load_trusted_orgs(
                 raise ConfigError(f"one client CA is configured for both {seen[key]} and {msp}")
             seen[key] = msp
             orgs.append(TrustedOrg(msp, ca, granted))
-    for msp in grants:
-        if msp not in cas:
-            raise ConfigError(f"org_roles names {msp}, which has no client CA configured")
     return tuple(orgs)
 
 
@@ -284,8 +281,12 @@ def build_authenticator(cfg: Config) -> Authenticator:
     grants = role_grants(cfg)
     if not cfg.tls_enabled:
         return Authenticator(tls=False, default_msp=cfg.storage.msp_id, dev_grants=grants)
+    cas = client_cas(cfg)
+    for msp in cfg.server.org_roles:
+        if msp not in cas:
+            raise ConfigError(f"server.org_roles names {msp}, which has no client CA configured")
     pems: dict[str, bytes] = {}
-    for msp, path in client_cas(cfg).items():
+    for msp, path in cas.items():
         try:
             with open(path, "rb") as f:
                 pems[msp] = f.read()

@@ -51,6 +51,14 @@ def channel(server: tuple[RunningServer, Path]) -> Iterator[grpc.Channel]:
         yield ch
 
 
+def _timestamp(at: datetime) -> Any:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    ts = Timestamp()
+    ts.FromDatetime(at)
+    return ts
+
+
 def code_of(fn: Any) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as exc:
         fn()
@@ -125,8 +133,16 @@ def test_storage_round_trip_tamper_and_status_codes(
     pp = abe.GetPublicParams(abe_pb2.GetPublicParamsRequest())
     from abe_service.envelope import AbeEncryptor
 
+    # envelopes are bound to the organisation-qualified patient id
     env = AbeEncryptor.from_public_params(pp.public_params).encrypt(
-        POLICY, b"bp=120/80", record_context("p-9")
+        POLICY, b"bp=120/80", record_context("Hosp1MSP/p-9")
+    )
+    until = datetime.now(UTC) + timedelta(hours=1)
+    st.AssignDevice(
+        storage_pb2.AssignDeviceRequest(
+            patient_id="p-9", device_id="monitor-1", expires_at=_timestamp(until)
+        ),
+        metadata=md("nurse-1", "nurse"),
     )
     put = st.PutRecord(
         storage_pb2.PutRecordRequest(patient_id="p-9", record_type="vitals", envelope=env),
@@ -138,14 +154,15 @@ def test_storage_round_trip_tamper_and_status_codes(
         storage_pb2.GetRecordRequest(record_id=put.record_id), metadata=md("p-9", "patient")
     )
     assert got.receipt.status == storage_pb2.ANCHOR_STATUS_ANCHORED
-    assert ring.decrypt(got.envelope, record_context("p-9")) == b"bp=120/80"
+    assert ring.decrypt(got.envelope, record_context("Hosp1MSP/p-9")) == b"bp=120/80"
+    # without consent: NOT_FOUND, as for a record that does not exist
     assert (
         code_of(
             lambda: st.GetRecord(
                 storage_pb2.GetRecordRequest(record_id=put.record_id), metadata=md("dr-x", "doctor")
             )
         )
-        == grpc.StatusCode.PERMISSION_DENIED
+        == grpc.StatusCode.NOT_FOUND
     )
     assert (
         code_of(

@@ -22,6 +22,7 @@ from abe_service.authority import KeyAuthority
 from abe_service.client import AbeKeyring, LocalEncryptor
 from ehr_common.errors import (
     AccessDenied,
+    AlreadyExists,
     IntegrityError,
     InvalidArgument,
     NotFound,
@@ -390,3 +391,148 @@ def test_nothing_is_lost_while_the_ledger_is_down(make_core: Any, backends: Back
     while not all(core.get_receipt(me, r).anchored for r in rids):
         assert time.monotonic() < deadline, "records written during the outage were not anchored"
         time.sleep(0.2)
+
+
+# -- authorised writes, idempotency, no oracle --------------------------------------------
+
+
+def test_devices_write_only_for_patients_they_are_assigned_to(
+    make_core: Any, backends: Backends
+) -> None:
+    core = make_core()
+    patient, me = _patient(backends, core)  # DEVICE is assigned to this patient
+    pump = Caller(f"pump-{secrets.token_hex(3)}", "Hosp1MSP", frozenset({"device"}))
+
+    def write(who: Caller) -> str:
+        return core.put_record(
+            who, patient_id=patient, record_type="vitals", payload=b"x", policy=POLICY
+        ).meta.record_id
+
+    with pytest.raises(AccessDenied, match="not currently assigned"):
+        write(pump)
+    core.assign_device(NURSE, patient, pump.principal, datetime.now(UTC) + timedelta(seconds=3))
+    rid = write(pump)
+    assert core.get_record(me, rid)[1].author == pump.principal
+    time.sleep(3.2)  # the assignment expired: refused again, whatever was cached
+    with pytest.raises(AccessDenied, match="not currently assigned"):
+        write(pump)
+    # unassigning takes effect at once on this service
+    write(DEVICE)
+    core.unassign_device(NURSE, patient, DEVICE.principal)
+    with pytest.raises(AccessDenied, match="not currently assigned"):
+        write(DEVICE)
+    history = core.assignment_history(NURSE, patient)
+    assert [(c.device_id, c.assigned) for c in history][-3:] == [
+        (DEVICE.principal, True),
+        (pump.principal, True),
+        (DEVICE.principal, False),
+    ]
+    # a device assigned to one patient does not write for another
+    other = f"Hosp1MSP/p-{secrets.token_hex(3)}"
+    core.assign_device(NURSE, patient, DEVICE.principal, datetime.now(UTC) + timedelta(hours=1))
+    with pytest.raises(AccessDenied):
+        core.put_record(DEVICE, patient_id=other, record_type="ecg", payload=b"x", policy=POLICY)
+
+
+def test_which_clinicians_write_for_which_patients(make_core: Any, backends: Backends) -> None:
+    core = make_core()
+    patient, me = _patient(backends, core)
+    put = lambda who: core.put_record(  # noqa: E731
+        who, patient_id=patient, record_type="note", payload=b"n", policy=POLICY
+    )
+    put(DOCTOR)  # a doctor of the patient's organisation
+    put(NURSE)
+    put(me)  # the patient
+    with pytest.raises(AccessDenied, match="another organisation"):
+        put(OTHER)  # a doctor of another organisation, without consent
+    core.grant_consent(me, patient, OTHER.principal, None)
+    assert put(OTHER).meta.author == OTHER.principal
+    for nobody in (
+        Caller("random", "Hosp1MSP", frozenset()),
+        Caller(me.subject, "Hosp2MSP", frozenset({"patient"})),  # same name, other org
+        Caller("aud", "Hosp1MSP", frozenset({"auditor"})),
+    ):
+        with pytest.raises(AccessDenied):
+            put(nobody)
+
+
+def test_the_author_is_the_caller(make_core: Any, backends: Backends) -> None:
+    core = make_core()
+    patient, _ = _patient(backends, core)
+    for given in ("", DEVICE.subject, DEVICE.principal):
+        meta = core.put_record(
+            DEVICE, patient_id=patient, record_type="ecg", author=given, payload=b"a", policy=POLICY
+        ).meta
+        assert meta.author == DEVICE.principal
+    with pytest.raises(AccessDenied, match="author"):
+        core.put_record(
+            DEVICE, patient_id=patient, record_type="ecg", author="dr-heart", payload=b"a",
+            policy=POLICY,
+        )  # fmt: skip
+
+
+def test_an_idempotency_key_is_bound_to_its_request(make_core: Any, backends: Backends) -> None:
+    core = make_core()
+    patient, me = _patient(backends, core)
+    key = f"ecg-7/{secrets.token_hex(4)}"
+
+    def put(**over: Any) -> Any:
+        args: dict[str, Any] = dict(
+            patient_id=patient, record_type="ecg", payload=b"hr=72", policy=POLICY
+        )
+        args.update(over)
+        return core.put_record(DEVICE, idempotency_key=key, **args)
+
+    first = put()
+    assert put().duplicate and put().meta.record_id == first.meta.record_id
+    other_patient = f"Hosp1MSP/p-{secrets.token_hex(3)}"
+    core.assign_device(
+        NURSE, other_patient, DEVICE.principal, datetime.now(UTC) + timedelta(hours=1)
+    )
+    for change in (
+        {"payload": b"hr=190"},
+        {"policy": "role:nurse"},
+        {"record_type": "vitals"},
+        {"patient_id": other_patient},
+    ):
+        with pytest.raises(AlreadyExists, match="different request"):
+            put(**change)
+    # what was stored is the first request's, untouched
+    records, _ = core.list_records(me, patient, 100, "")
+    assert [r.record_id for r in records].count(first.meta.record_id) == 1
+    # the same key from another writer is another record
+    core.assign_device(NURSE, patient, "Hosp1MSP/ecg-8", datetime.now(UTC) + timedelta(hours=1))
+    ecg8 = Caller("ecg-8", "Hosp1MSP", frozenset({"device"}))
+    again = core.put_record(
+        ecg8, patient_id=patient, record_type="ecg", payload=b"hr=72", policy=POLICY,
+        idempotency_key=key,
+    )  # fmt: skip
+    assert again.meta.record_id != first.meta.record_id and not again.duplicate
+
+
+def test_an_unreadable_record_is_indistinguishable_from_a_missing_one(
+    make_core: Any, backends: Backends
+) -> None:
+    core = make_core()
+    patient, me = _patient(backends, core)
+    rid = core.put_record(
+        DEVICE, patient_id=patient, record_type="ecg", payload=b"x", policy=POLICY
+    ).meta.record_id
+    core.flush()
+    missing = "r-" + "a" * 26
+    for read in (
+        lambda r: core.get_record(DOCTOR, r),
+        lambda r: core.get_receipt(DOCTOR, r),
+        lambda r: core.audit_trail(DOCTOR, record_id=r),
+    ):
+        errors = []
+        for r in (rid, missing):
+            with pytest.raises(NotFound) as exc:
+                read(r)
+            errors.append(str(exc.value).replace(r, "<id>"))
+        assert errors[0] == errors[1] == "no record <id>"
+        assert patient not in errors[0] and me.subject not in errors[0]
+    # listing a patient's records without consent names nobody
+    with pytest.raises(AccessDenied) as refused:
+        core.list_records(DOCTOR, patient, 10, "")
+    assert me.subject not in str(refused.value)

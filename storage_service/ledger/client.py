@@ -314,11 +314,13 @@ class LedgerClient:
     def assignment_history(
         self, patient_id: str, device_id: str = "", caller: Caller | None = None
     ) -> list[AssignmentChange]:
-        """Every assignment change of the patient, oldest first ('' device: all devices)."""
-        return [
+        """Every assignment change of the patient, oldest first ('' device: all devices;
+        the ledger keeps them by device, so they are sorted here)."""
+        changes = [
             _assignment(d)
             for d in self._pages(caller, "AssignmentHistory", "changes", patient_id, device_id)
         ]
+        return sorted(changes, key=lambda c: (c.at, c.tx_id))
 
     # -- audit -----------------------------------------------------------------------------
     def log_access(

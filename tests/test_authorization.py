@@ -1,0 +1,168 @@
+"""The pure write decision, the author rule, the fact cache's timing, and the
+keyed record ids and idempotency fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ehr_common.errors import AccessDenied, ConfigError, InvalidArgument
+from ehr_common.identity import Caller
+from storage_service.authorization import (
+    CLINICIAN_ROLES,
+    FACT_ASSIGNMENT,
+    FACT_CONSENT,
+    WriteFacts,
+    decide_write,
+    facts_needed,
+    may_read,
+    resolve_author,
+)
+from storage_service.service import _FactCache
+from storage_service.service_keys import ServiceKeys
+
+ORGS = ["Hosp1MSP", "Hosp2MSP"]
+ROLES = ["device", "doctor", "nurse", "clinician", "record-writer", "auditor", "patient", "x"]
+callers = st.builds(
+    Caller,
+    subject=st.sampled_from(["p-17", "ecg-7", "dr-a"]),
+    msp_id=st.sampled_from(ORGS),
+    roles=st.frozensets(st.sampled_from(ROLES), max_size=3),
+)
+patients = st.sampled_from(["Hosp1MSP/p-17", "Hosp2MSP/p-17", "Hosp1MSP/p-18"])
+facts = st.builds(WriteFacts, device_assigned=st.booleans(), consented=st.booleans())
+
+
+def allowed(caller: Caller, patient: str, f: WriteFacts) -> bool:
+    try:
+        decide_write(caller, patient, f)
+        return True
+    except AccessDenied:
+        return False
+
+
+@given(callers, patients, facts)
+def test_write_decision_follows_the_stated_rules(caller: Caller, patient: str, f: WriteFacts) -> None:
+    same_org = caller.msp_id == patient.split("/")[0]
+    expected = (
+        caller.principal == patient
+        or ("device" in caller.roles and f.device_assigned)
+        or (bool(caller.roles & (CLINICIAN_ROLES | {"record-writer"})) and same_org)
+        or (bool(caller.roles & CLINICIAN_ROLES) and f.consented)
+    )
+    assert allowed(caller, patient, f) == expected
+
+
+@given(callers, patients, facts)
+def test_facts_not_asked_for_do_not_change_the_decision(
+    caller: Caller, patient: str, f: WriteFacts
+) -> None:
+    """Callers of decide_write may skip the lookups facts_needed does not name."""
+    needed = facts_needed(caller, patient)
+    trimmed = WriteFacts(
+        device_assigned=f.device_assigned and FACT_ASSIGNMENT in needed,
+        consented=f.consented and FACT_CONSENT in needed,
+    )
+    assert allowed(caller, patient, f) == allowed(caller, patient, trimmed)
+
+
+@given(callers, patients)
+def test_another_organisations_namesake_is_never_the_patient(caller: Caller, patient: str) -> None:
+    namesake = Caller(patient.split("/")[1], "Hosp3MSP", caller.roles - {"device"})
+    assert not allowed(namesake, patient, WriteFacts())
+    assert not may_read(namesake, patient, consented=False)
+
+
+def test_author_is_always_the_caller() -> None:
+    c = Caller("ecg-7", "Hosp1MSP", frozenset({"device"}))
+    assert {resolve_author(c, a) for a in ("", "ecg-7", "Hosp1MSP/ecg-7")} == {"Hosp1MSP/ecg-7"}
+    for other in ("dr-heart", "Hosp2MSP/ecg-7", "Hosp1MSP/dr-heart"):
+        with pytest.raises(AccessDenied):
+            resolve_author(c, other)
+
+
+def test_fact_cache_ttl_grace_and_expiry() -> None:
+    now = [0.0]
+    cache = _FactCache(ttl_s=5, grace_s=600, clock=lambda: now[0])
+    key = ("assignment", "Hosp1MSP/p", "Hosp1MSP/d")
+    cache.put(key, 3600)
+    assert cache.fresh(key)
+    now[0] = 5.0
+    assert not cache.fresh(key) and cache.usable_offline(key)  # ask the ledger again
+    now[0] = 600.0
+    assert not cache.usable_offline(key)  # grace over
+    cache.put(key, 2)  # the assignment itself ends in 2 s
+    now[0] = 602.0
+    assert not cache.fresh(key) and not cache.usable_offline(key)
+    cache.put(key, 100)
+    cache.drop(key)
+    assert not cache.fresh(key)
+
+
+KEYS = ServiceKeys.from_secret(b"s" * 32)
+
+
+@given(author=st.text(min_size=1, max_size=20), key=st.text(min_size=1, max_size=20))
+def test_record_ids_reveal_neither_writer_nor_key(author: str, key: str) -> None:
+    rid = KEYS.record_id(author, key)
+    assert rid == KEYS.record_id(author, key)  # stable across retries
+    assert rid != ServiceKeys.from_secret(b"t" * 32).record_id(author, key)
+    # not the old public derivation (SHA-256 of writer and key)
+    old = hashlib.sha256(
+        b"ehr-abe/idempotency/v1\x00" + author.encode() + b"\x00" + key.encode()
+    ).digest()[:16]
+    import base64
+
+    assert rid != "r-" + base64.b32encode(old).decode().rstrip("=").lower()
+
+
+def test_fingerprints_cover_the_whole_request() -> None:
+    base = dict(patient_id="Hosp1MSP/p", record_type="ecg", envelope=None, payload=b"1", policy="a")
+    fp = KEYS.fingerprint(**base)  # type: ignore[arg-type]
+    assert fp == KEYS.fingerprint(**base)  # type: ignore[arg-type]
+    for change in (
+        {"patient_id": "Hosp2MSP/p"},
+        {"record_type": "note"},
+        {"payload": b"2"},
+        {"policy": "b"},
+        {"payload": None, "envelope": b"1"},
+    ):
+        assert KEYS.fingerprint(**{**base, **change}) != fp  # type: ignore[arg-type]
+    assert b"1" not in fp and hashlib.sha256(b"1").digest() not in fp
+    assert "s" * 32 not in repr(KEYS) and "record_id_key" not in repr(KEYS).split("(")[1]
+
+
+def test_secret_and_key_limits() -> None:
+    with pytest.raises(ConfigError):
+        ServiceKeys.from_secret(b"short")
+    with pytest.raises(InvalidArgument):
+        KEYS.record_id("a", "k" * 257)
+
+
+def test_the_service_secret_lives_outside_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ehr_common.config import load_config
+    from storage_service.wiring import load_service_secret
+
+    monkeypatch.delenv("EHR_ABE_STORAGE_SECRET", raising=False)
+    cfg = load_config(env={})
+    cfg.home = str(tmp_path)
+    secret = load_service_secret(cfg)  # created once, 0600, outside <home>/storage
+    path = cfg.storage_secret_path
+    assert len(secret) == 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not path.resolve().is_relative_to(cfg.storage_dir.resolve())
+    assert load_service_secret(cfg) == secret
+    cfg.storage.secret_file = str(cfg.storage_dir / "secret.key")
+    with pytest.raises(ConfigError, match="inside the data directory"):
+        load_service_secret(cfg)
+    monkeypatch.setenv("EHR_ABE_STORAGE_SECRET", "ab" * 32)
+    assert load_service_secret(cfg) == bytes.fromhex("ab" * 32)  # the environment wins
+    monkeypatch.setenv("EHR_ABE_STORAGE_SECRET", "ab" * 8)
+    with pytest.raises(ConfigError, match="at least"):
+        load_service_secret(cfg)
