@@ -48,7 +48,9 @@ class CA:
             .not_valid_before(now - timedelta(minutes=1))
             .not_valid_after(now + timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False
+            )
         )
 
     def client(
@@ -66,9 +68,7 @@ class CA:
         cert = (
             self._leaf(name, key)
             .add_extension(
-                x509.UnrecognizedExtension(
-                    FABRIC_ATTRS_OID, json.dumps({"attrs": attrs}).encode()
-                ),
+                x509.UnrecognizedExtension(FABRIC_ATTRS_OID, json.dumps({"attrs": attrs}).encode()),
                 False,
             )
             .sign(signer or self.key, hashes.SHA256())

@@ -47,7 +47,9 @@ def allowed(caller: Caller, patient: str, f: WriteFacts) -> bool:
 
 
 @given(callers, patients, facts)
-def test_write_decision_follows_the_stated_rules(caller: Caller, patient: str, f: WriteFacts) -> None:
+def test_write_decision_follows_the_stated_rules(
+    caller: Caller, patient: str, f: WriteFacts
+) -> None:
     same_org = caller.msp_id == patient.split("/")[0]
     expected = (
         caller.principal == patient

@@ -12,13 +12,13 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from pki import CA, make_ca, write_pem
 
 from abe_service.authority import KeyAuthority
 from ehr_abe.server import RunningServer, start_server
 from ehr_common.api.v1 import storage_pb2 as pb
 from ehr_common.api.v1 import storage_pb2_grpc
 from ehr_common.config import load_config
-from pki import CA, make_ca, write_pem
 
 PASS = b"cross-org test passphrase"
 POLICY = "role:doctor or patient:p-17"
@@ -116,9 +116,7 @@ def test_no_cross_organisation_impersonation(
         )
     )
     assert status == grpc.StatusCode.PERMISSION_DENIED
-    status, _ = code(
-        lambda: mallory.ListRecords(pb.ListRecordsRequest(patient_id="Hosp1MSP/p-17"))
-    )
+    status, _ = code(lambda: mallory.ListRecords(pb.ListRecordsRequest(patient_id="Hosp1MSP/p-17")))
     assert status == grpc.StatusCode.PERMISSION_DENIED
     # a bare "p-17" is Hosp2's own p-17, who has nothing here
     assert list(mallory.ListRecords(pb.ListRecordsRequest(patient_id="p-17")).records) == []

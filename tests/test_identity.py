@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pki import make_ca, write_pem
 
 from ehr_common.config import load_config
 from ehr_common.errors import ConfigError, InvalidArgument, Unauthenticated
@@ -22,7 +23,6 @@ from ehr_common.identity import (
     qualify,
     split_principal,
 )
-from pki import make_ca, write_pem
 
 HOSP1 = make_ca("Hosp1 CA")
 HOSP2 = make_ca("Hosp2 CA")
@@ -89,7 +89,10 @@ def test_configuration_of_client_cas_and_role_grants(tmp_path: Path) -> None:
     )
     cfg = load_config(toml, env={})
     assert cfg.server.client_cas == {"Hosp1MSP": ca1, "Hosp2MSP": ca2}
-    assert cfg.server.org_roles == {"Hosp1MSP": ("consent-admin", "auditor"), "Hosp2MSP": ("device",)}
+    assert cfg.server.org_roles == {
+        "Hosp1MSP": ("consent-admin", "auditor"),
+        "Hosp2MSP": ("device",),
+    }
     assert cfg.tls_enabled
     auth = build_authenticator(cfg)
     c = auth.from_certificate(HOSP2.client("ecg-1", ["device", "auditor"])[0])

@@ -84,13 +84,17 @@ def test_anchor_is_read_back_from_each_organisation(ledger: Any) -> None:
 
 def test_consent_change_by_another_subject_is_refused_by_the_chaincode(ledger: Any) -> None:
     client = LedgerClient(ledger, SERVICE)
-    patient = f"p-{uuid.uuid4().hex[:8]}"
-    with pytest.raises(AccessDenied, match="only the patient"):
-        client.grant_consent(
-            Caller("dr-mallory", "Hosp2MSP", frozenset({"doctor"})), patient, "dr-mallory", None
-        )
-    client.grant_consent(Caller(patient, "Hosp1MSP"), patient, "dr-who", None)
-    assert client.consent_allows(patient, "dr-who", datetime.now(UTC))
+    me = Caller(f"p-{uuid.uuid4().hex[:8]}", "Hosp1MSP")
+    patient = me.principal
+    # neither another organisation's doctor nor its namesake of the patient
+    for who in (
+        Caller("dr-mallory", "Hosp2MSP", frozenset({"doctor"})),
+        Caller(me.subject, "Hosp2MSP", frozenset({"patient"})),
+    ):
+        with pytest.raises(AccessDenied, match="only the patient"):
+            client.grant_consent(who, patient, "Hosp2MSP/dr-mallory", None)
+    client.grant_consent(me, patient, "Hosp2MSP/dr-who", None)
+    assert client.consent_allows(patient, "Hosp2MSP/dr-who", datetime.now(UTC))
 
 
 @pytest.mark.slow
@@ -98,11 +102,12 @@ def test_data_survives_a_full_restart(fabric_connection: Path) -> None:
     from storage_service.ledger.fabric import FabricLedger
 
     net = network(fabric_connection)
-    batch, patient = f"rs-{uuid.uuid4().hex[:10]}", f"p-{uuid.uuid4().hex[:8]}"
+    batch, me = f"rs-{uuid.uuid4().hex[:10]}", Caller(f"p-{uuid.uuid4().hex[:8]}", "Hosp1MSP")
+    patient = me.principal
     led = FabricLedger.from_connection_file(fabric_connection)
     client = LedgerClient(led, SERVICE)
     client.anchor_batch(batch, b"\x07" * 32, 1)
-    client.grant_consent(Caller(patient, "Hosp1MSP"), patient, "dr-who", None)
+    client.grant_consent(me, patient, "Hosp2MSP/dr-who", None)
     led.close()
     net.down()
     net.up()
@@ -110,7 +115,7 @@ def test_data_survives_a_full_restart(fabric_connection: Path) -> None:
     client = LedgerClient(led, SERVICE)
     try:
         assert retry(lambda: client.get_anchor(batch)).merkle_root == b"\x07" * 32
-        assert retry(lambda: client.consent_allows(patient, "dr-who", datetime.now(UTC)))
+        assert retry(lambda: client.consent_allows(patient, "Hosp2MSP/dr-who", datetime.now(UTC)))
         retry(lambda: client.anchor_batch(f"{batch}-after", b"\x08" * 32, 1))
     finally:
         led.close()

@@ -57,12 +57,16 @@ def demo(
 def verify(
     config: ConfigOption = None,
     home: HomeOption = None,
-    patient: Annotated[str | None, typer.Option(help="Only this patient's records.")] = None,
+    patient: Annotated[
+        str | None,
+        typer.Option(help="Only this patient's records (<MSP>/<subject>, or a subject of ours)."),
+    ] = None,
     batch: Annotated[str | None, typer.Option(help="Only this anchored batch.")] = None,
 ) -> None:
     """Check every stored record against its anchored Merkle root (exit 4 if any fails)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ehr_common.identity import qualify
     from storage_service.index import RecordIndex
     from storage_service.ledger.base import Caller
     from storage_service.ledger.client import LedgerClient
@@ -97,7 +101,7 @@ def verify(
                 index,
                 store,
                 root_of=lambda b: ledger.get_anchor(b).merkle_root,
-                patient_id=patient,
+                patient_id=qualify(patient, cfg.storage.msp_id, "patient") if patient else None,
                 batch_id=batch,
                 on_progress=lambda n, nbytes: progress.update(task, completed=n, mb=nbytes / 1e6),
             )
