@@ -37,7 +37,21 @@ def build_object_store(cfg: Config) -> ObjectStore:
             f"object_store = minio but {path} does not exist: run `ehr-abe infra up minio` "
             "or set storage.minio_connection"
         )
-    return MinioStore.from_connection_file(path, workers=cfg.storage.fetch_concurrency)
+    store = MinioStore.from_connection_file(path, workers=cfg.storage.fetch_concurrency)
+    try:
+        mode, days = store.default_retention()
+    except Exception:
+        store.close()
+        raise
+    if mode != "COMPLIANCE":
+        log.warning(
+            "MinIO bucket %s retention is %s, not COMPLIANCE: whoever holds MinIO's root "
+            "credentials can lift it and delete records (development only)",
+            store.bucket,
+            mode,
+        )
+    log.info("MinIO bucket %s: default retention %s, %d days", store.bucket, mode, days)
+    return store
 
 
 def build_ledger(cfg: Config) -> Ledger:

@@ -115,6 +115,18 @@ def test_the_service_uses_its_own_user_not_root(minio_connection: Path) -> None:
     assert conn["retention_mode"] == "COMPLIANCE"
     lock = _root_client(minio_connection).get_object_lock_config(conn["bucket"])
     assert lock.mode == "COMPLIANCE"
+    # the service checks the bucket's retention with its own credentials at start-up
+    from ehr_common.config import load_config
+    from storage_service.wiring import build_object_store
+
+    cfg = load_config(env={})
+    cfg.storage.object_store = "minio"
+    cfg.storage.minio_connection = str(minio_connection)
+    store = build_object_store(cfg)
+    try:
+        assert store.default_retention() == ("COMPLIANCE", conn["retention_days"])  # type: ignore[attr-defined]
+    finally:
+        store.close()
 
 
 @pytest.mark.minio

@@ -109,6 +109,26 @@ class MinioStore:
         except (KeyError, ValueError, TypeError) as exc:
             raise ConfigError(f"MinIO connection {path} is malformed ({exc!r})") from None
 
+    def default_retention(self) -> tuple[str, int]:
+        """(mode, days) of the bucket's default object-lock retention, read with our
+        own credentials; ConfigError if the bucket has none (records could then be
+        deleted by whoever holds delete rights)."""
+        try:
+            lock = self.client.get_object_lock_config(self.bucket)
+        except S3Error as exc:
+            if exc.code == "ObjectLockConfigurationNotFoundError":
+                raise ConfigError(
+                    f"MinIO bucket {self.bucket} has no object lock: records would not be "
+                    "write-once (run `ehr-abe infra up minio`)"
+                ) from None
+            self._fail(exc, "read the lock configuration of", self.bucket)
+        except (MinioException, *_NETWORK_ERRORS) as exc:
+            self._fail(exc, "read the lock configuration of", self.bucket)
+        if lock.mode is None or lock.duration is None:
+            raise ConfigError(f"MinIO bucket {self.bucket} has no default retention")
+        days = int(lock.duration) * (365 if str(lock.duration_unit).upper() == "YEARS" else 1)
+        return str(lock.mode), days
+
     # -- errors -------------------------------------------------------------------
     def _fail(self, exc: Exception, action: str, key: str) -> NoReturn:
         if isinstance(exc, S3Error):
