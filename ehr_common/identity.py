@@ -37,7 +37,16 @@ from ehr_common.fabric_ca import subject_and_roles
 #: Roles that reach beyond the caller's own records, accepted only from
 #: organisations configured to grant them.
 PRIVILEGED_ROLES = frozenset(
-    {"consent-admin", "auditor", "admin", "authority", "anchorer", "device", "record-writer"}
+    {
+        "consent-admin",
+        "auditor",
+        "admin",
+        "authority",
+        "anchorer",
+        "device",
+        "edge",
+        "record-writer",
+    }
 )
 
 SEPARATOR = "/"

@@ -14,6 +14,10 @@ The rules (README, "Security model"):
   patients of their own organisation;
 - a clinician of another organisation writes only with the patient's consent
   (the same ledger consent that lets them read);
+- a reading relayed for a device (`device=` given: an IoMT edge gateway
+  forwarding what a device sent it) is written only if that device is
+  currently assigned to the patient, and the caller is the device itself or
+  an `edge` gateway of the device's organisation;
 - the author of a record is always the authenticated caller.
 Reads: the patient, or a subject the patient's consent on the ledger allows.
 """
@@ -29,6 +33,8 @@ CLINICIAN_ROLES = frozenset({"clinician", "doctor", "nurse"})
 #: write for patients of their own organisation
 ORG_WRITER_ROLES = CLINICIAN_ROLES | {"record-writer"}
 DEVICE_ROLE = "device"
+#: an IoMT gateway that authenticates devices itself and relays their readings
+EDGE_ROLE = "edge"
 
 FACT_ASSIGNMENT = "assignment"
 FACT_CONSENT = "consent"
@@ -42,11 +48,13 @@ class WriteFacts:
     consented: bool = False  # the patient's consent currently allows the caller
 
 
-def facts_needed(caller: Caller, patient: str) -> frozenset[str]:
+def facts_needed(caller: Caller, patient: str, device: str | None = None) -> frozenset[str]:
     """Which ledger facts `decide_write` needs for this caller and (qualified) patient;
     empty when the decision needs none (the patient themself, or an own-organisation
-    clinician)."""
+    clinician). With `device`, the fact is that device's assignment."""
     msp, _ = split_principal(patient)
+    if device is not None:
+        return frozenset({FACT_ASSIGNMENT})
     if caller.principal == patient or (caller.roles & ORG_WRITER_ROLES and caller.msp_id == msp):
         return frozenset()
     needed: set[str] = set()
@@ -57,9 +65,26 @@ def facts_needed(caller: Caller, patient: str) -> frozenset[str]:
     return frozenset(needed)
 
 
-def decide_write(caller: Caller, patient: str, facts: WriteFacts) -> None:
-    """Allow (return) or refuse (AccessDenied) `caller` writing a record for `patient`."""
+def decide_write(
+    caller: Caller, patient: str, facts: WriteFacts, *, device: str | None = None
+) -> None:
+    """Allow (return) or refuse (AccessDenied) `caller` writing a record for `patient`
+    (qualified ids). `device`: the qualified id of the device whose reading `caller`
+    relays; `facts.device_assigned` is then about that device."""
     msp, _ = split_principal(patient)
+    if device is not None:
+        device_msp, _ = split_principal(device)
+        relays = caller.principal == device or (
+            EDGE_ROLE in caller.roles and caller.msp_id == device_msp
+        )
+        if not relays:
+            raise AccessDenied(
+                f"{caller.principal} may not write for device {device}: only the device "
+                f"itself or an {EDGE_ROLE} gateway of {device_msp} may"
+            )
+        if not facts.device_assigned:
+            raise AccessDenied(f"device {device} is not currently assigned to this patient")
+        return
     if caller.principal == patient:
         return
     if DEVICE_ROLE in caller.roles and facts.device_assigned:

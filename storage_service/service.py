@@ -220,24 +220,28 @@ class StorageCore:
         self.ledger.close()
 
     # -- writing --------------------------------------------------------------
-    def authorize_write(self, caller: Caller, patient_id: str) -> str:
+    def authorize_write(self, caller: Caller, patient_id: str, device_id: str | None = None) -> str:
         """The qualified patient id if `caller` may write for `patient_id` now;
-        AccessDenied otherwise. Every write path calls this (or `decide_write`)."""
+        AccessDenied otherwise. Every write path calls this (or `decide_write`).
+        `device_id`: the device whose reading the caller relays (an edge gateway),
+        bare ids being of the caller's organisation."""
         patient = qualify(patient_id, caller.msp_id, "patient id")
-        needed = facts_needed(caller, patient)
+        device = qualify(device_id, caller.msp_id, "device id") if device_id else None
+        needed = facts_needed(caller, patient, device)
         facts = WriteFacts(
-            device_assigned=FACT_ASSIGNMENT in needed and self._device_assigned(caller, patient),
+            device_assigned=FACT_ASSIGNMENT in needed
+            and self._device_assigned(device or caller.principal, patient),
             consented=FACT_CONSENT in needed and self._write_consent(caller, patient),
         )
-        decide_write(caller, patient, facts)
+        decide_write(caller, patient, facts, device=device)
         return patient
 
-    def _device_assigned(self, caller: Caller, patient: str) -> bool:
-        key = (FACT_ASSIGNMENT, patient, caller.principal)
+    def _device_assigned(self, device: str, patient: str) -> bool:
+        key = (FACT_ASSIGNMENT, patient, device)
 
         def ask() -> float | None:
             now = utc_now()
-            expiry = self.ledger.assignment_expiry(patient, caller.principal, now)
+            expiry = self.ledger.assignment_expiry(patient, device, now)
             return None if expiry is None else (expiry - now).total_seconds()
 
         return self._fact(key, ask)

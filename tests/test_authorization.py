@@ -80,6 +80,29 @@ def test_another_organisations_namesake_is_never_the_patient(caller: Caller, pat
     assert not may_read(namesake, patient, consented=False)
 
 
+@given(callers, patients, st.sampled_from(["Hosp1MSP/ecg-7", "Hosp2MSP/ecg-7"]), st.booleans())
+def test_relayed_device_readings(caller: Caller, patient: str, device: str, assigned: bool) -> None:
+    """An edge gateway relays only for devices of its own organisation, and only
+    while the device is assigned to the patient; nothing else about the caller counts."""
+    f = WriteFacts(device_assigned=assigned, consented=True)
+    assert facts_needed(caller, patient, device) == {FACT_ASSIGNMENT}
+    edge = Caller("gw-1", caller.msp_id, caller.roles | {"edge"})
+    expected = assigned and caller.msp_id == device.split("/")[0]
+    assert allowed_relay(edge, patient, f, device) == expected
+    itself = Caller(device.split("/")[1], device.split("/")[0], frozenset({"device"}))
+    assert allowed_relay(itself, patient, f, device) == assigned
+    plain = Caller("dr-a", caller.msp_id, caller.roles - {"edge"})
+    assert not allowed_relay(plain, patient, f, device) or plain.principal == device
+
+
+def allowed_relay(caller: Caller, patient: str, f: WriteFacts, device: str) -> bool:
+    try:
+        decide_write(caller, patient, f, device=device)
+        return True
+    except AccessDenied:
+        return False
+
+
 def test_author_is_always_the_caller() -> None:
     c = Caller("ecg-7", "Hosp1MSP", frozenset({"device"}))
     assert {resolve_author(c, a) for a in ("", "ecg-7", "Hosp1MSP/ecg-7")} == {"Hosp1MSP/ecg-7"}
