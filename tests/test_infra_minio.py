@@ -319,3 +319,29 @@ def test_absent_engines_skip_unless_required(
     else:
         result.assert_outcomes(skipped=2)
         result.stdout.fnmatch_lines(["*MinIO unavailable*connection.json missing*"])
+
+
+def test_the_service_policy_allows_only_what_the_service_does() -> None:
+    from ehr_abe.infra.minio import SERVICE_DENIED_ACTIONS, service_policy
+
+    policy = service_policy("ehr-records")
+    allowed = {a for st in policy["Statement"] if st["Effect"] == "Allow" for a in st["Action"]}
+    denied = {a for st in policy["Statement"] if st["Effect"] == "Deny" for a in st["Action"]}
+    assert "s3:*" not in allowed and not any(a.endswith("*") for a in allowed)
+    assert {"s3:PutObject", "s3:GetObject", "s3:ListBucket"} <= allowed
+    must_deny = {
+        "s3:DeleteObject",
+        "s3:DeleteObjectVersion",
+        "s3:BypassGovernanceRetention",
+        "s3:PutObjectRetention",
+        "s3:PutObjectLegalHold",
+        "s3:PutBucketObjectLockConfiguration",
+    }
+    assert must_deny <= denied == set(SERVICE_DENIED_ACTIONS)
+    assert not allowed & denied
+    resources = {r for st in policy["Statement"] for r in st["Resource"]}
+    assert resources == {"arn:aws:s3:::ehr-records", "arn:aws:s3:::ehr-records/*"}
+
+
+def test_compliance_is_the_default_retention() -> None:
+    assert MinioSettings().retention_mode == "COMPLIANCE"
