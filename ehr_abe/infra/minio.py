@@ -23,7 +23,6 @@ credentials file) for clients and tests.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -388,12 +387,15 @@ class MinioServer:
     def _wait_exited(self, pid: int, timeout_s: float = 15.0) -> None:
         """Until the process is gone and its ports are free: its command line
         empties while it is still exiting, and a `down` followed at once by `up`
-        must not find the port taken."""
+        must not find the port taken. Our own child is reaped here: a
+        multi-threaded process shows as a zombie while its threads still exit,
+        and reaping it then fails, so "zombie" alone does not mean done."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
-            gone = not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+            try:
+                gone = os.waitpid(pid, os.WNOHANG)[0] == pid
+            except ChildProcessError:  # not our child: its own parent reaps it
+                gone = not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
             if gone and not port_in_use(self.settings.host, self.settings.port):
                 return
             time.sleep(0.05)
