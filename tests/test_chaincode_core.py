@@ -386,3 +386,51 @@ def test_assignment_validation(chain: Chain) -> None:
     with pytest.raises(InvalidArgument, match="organisation-qualified"):
         chain.call(NURSE1, "AssignDevice", P17, "ecg-7", (T0 + timedelta(hours=1)).isoformat())
     assert chain.state.data == {}
+
+
+# -- adversarial: who may change consent and assignments -----------------------------------
+_ORGS = st.sampled_from(["Hosp1MSP", "Hosp2MSP"])
+_SUBJECTS = st.sampled_from(["p-17", "p-18", "dr-who", "ecg-7"])
+_ROLES = st.frozensets(
+    st.sampled_from(["consent-admin", "doctor", "nurse", "device", "anchorer", "auditor", "x"]),
+    max_size=3,
+)
+_IDS = st.builds(lambda m, s: f"{m}/{s}", _ORGS, _SUBJECTS)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["GrantConsent", "RevokeConsent", "AssignDevice", "UnassignDevice"]),
+            st.builds(Identity, _SUBJECTS, _ORGS, _ROLES),
+            _IDS,
+            _IDS,
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_only_the_patient_or_its_own_organisation_changes_its_consent_and_devices(
+    ops: list[tuple[str, Identity, str, str]],
+) -> None:
+    chain = Chain()
+    for function, who, patient, other in ops:
+        chain.now += timedelta(seconds=1)
+        args = [patient, other]
+        if function in ("GrantConsent", "AssignDevice"):
+            args.append((chain.now + timedelta(hours=1)).isoformat())
+        p_msp = patient.split("/")[0]
+        if function.endswith("Consent"):
+            may = who.principal == patient or ("consent-admin" in who.roles and who.msp_id == p_msp)
+        else:
+            may = who.msp_id == p_msp and bool(
+                who.roles & {"consent-admin", "doctor", "nurse", "clinician"}
+            )
+        before = dict(chain.state.data)
+        try:
+            chain.call(who, function, *args)
+            assert may, (function, who, patient)
+        except AccessDenied:
+            assert not may, (function, who, patient)
+            assert chain.state.data == before  # a refusal writes nothing

@@ -554,3 +554,33 @@ def test_an_edge_gateway_relays_only_for_assigned_devices(
         core.authorize_write(foreign_edge, patient, device_id=DEVICE.principal)
     with pytest.raises(AccessDenied, match="gateway"):
         core.authorize_write(DOCTOR, patient, device_id=DEVICE.principal)
+
+
+def test_racing_retries_of_one_key_store_one_record(make_core: Any, backends: Backends) -> None:
+    """Concurrent puts under one idempotency key, half of them with other content:
+    one record; the same request is answered with it, any other is ALREADY_EXISTS."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    core = make_core()
+    patient, me = _patient(backends, core)
+    key = f"race/{secrets.token_hex(4)}"
+
+    def attempt(n: int) -> tuple[str, str]:
+        payload = b"same" if n % 2 == 0 else b"other-%d" % n
+        try:
+            r = core.put_record(
+                DEVICE, patient_id=patient, record_type="ecg", payload=payload, policy=POLICY,
+                idempotency_key=key,
+            )  # fmt: skip
+            return ("ok", r.meta.record_id)
+        except AlreadyExists:
+            return ("exists", "")
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(attempt, range(6)))
+    ids = {rid for kind, rid in outcomes if kind == "ok"}
+    assert len(ids) == 1
+    # the winner was one of the requests; every other one with the winner's content is "ok"
+    records, _ = core.list_records(me, patient, 100, "")
+    assert [r.record_id for r in records].count(ids.pop()) == 1
+    assert sum(kind == "ok" for kind, _ in outcomes) in (1, 3)
