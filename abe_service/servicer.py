@@ -65,7 +65,7 @@ class AbeServicer(pb_grpc.AbeServiceServicer):  # type: ignore[misc]
             self._ledger.record_key_issue(
                 caller,
                 request.subject_id,
-                bytes.fromhex(issued.attribute_set_sha256),
+                bytes.fromhex(issued.attribute_set_hmac),
                 self.authority.authority_id,
                 issued.key_id,
             )
@@ -78,7 +78,7 @@ class AbeServicer(pb_grpc.AbeServiceServicer):  # type: ignore[misc]
         return pb.IssueUserKeyResponse(
             user_key=issued.user_key,
             key_id=issued.key_id,
-            attribute_set_sha256=issued.attribute_set_sha256,
+            attribute_set_hmac=issued.attribute_set_hmac,
         )
 
     def Encrypt(self, request: pb.EncryptRequest, context: Any) -> pb.EncryptResponse:
