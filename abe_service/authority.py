@@ -54,6 +54,7 @@ from abe_service.serialization import (
 )
 from ehr_common.api.v1 import formats_pb2 as fpb
 from ehr_common.errors import AccessDenied, AlreadyExists, ConfigError, DecodeError, InvalidArgument
+from ehr_common.files import write_file_atomic
 
 PUBLIC_PARAMS_FILE = "public_params.bin"
 SEALED_MASTER_KEY_FILE = "master_key.sealed"
@@ -74,34 +75,7 @@ class WrongPassphrase(AccessDenied):
 
 
 def _write_file(path: Path, data: bytes, mode: int, *, overwrite: bool) -> None:
-    """Write `data` to a fresh temporary file created with `mode`, fsync it, then
-    publish it atomically: rename over `path` if `overwrite`, else hard-link it into
-    place, which fails if `path` appeared meanwhile (no check-then-write race)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise AlreadyExists(
-                    f"{path} appeared while the authority was being created; not overwritten"
-                ) from None
-            tmp.unlink()
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_file_atomic(path, data, mode, overwrite=overwrite)
 
 
 def _wrapping_key(
@@ -125,19 +99,25 @@ def _ad(auth_id: str, kdf: str, log2_n: int, r: int, p: int) -> bytes:
 
 
 def seal_master_key(
-    msk_bytes: bytes, auth_id: str, passphrase: bytes | None, key_file: Path | None
+    msk_bytes: bytes,
+    auth_id: str,
+    passphrase: bytes | None,
+    key_file: Path | None,
+    *,
+    log2_n: int = SCRYPT_LOG2_N,
 ) -> bytes:
+    """`log2_n` is for tests that make keys sealed the old way (N = 2^15)."""
     salt = os.urandom(16)
-    key, kdf = _wrapping_key(passphrase, key_file, salt, SCRYPT_LOG2_N, SCRYPT_R, SCRYPT_P)
+    key, kdf = _wrapping_key(passphrase, key_file, salt, log2_n, SCRYPT_R, SCRYPT_P)
     nonce = os.urandom(12)
-    ct = AESGCM(key).encrypt(nonce, msk_bytes, _ad(auth_id, kdf, SCRYPT_LOG2_N, SCRYPT_R, SCRYPT_P))
+    ct = AESGCM(key).encrypt(nonce, msk_bytes, _ad(auth_id, kdf, log2_n, SCRYPT_R, SCRYPT_P))
     return fpb.SealedMasterKey(
         kind=fpb.OBJECT_KIND_SEALED_MASTER_KEY,
         version=FORMAT_VERSION,
         authority_id=auth_id,
         kdf=kdf,
         salt=salt,
-        scrypt_log2_n=SCRYPT_LOG2_N,
+        scrypt_log2_n=log2_n,
         scrypt_r=SCRYPT_R,
         scrypt_p=SCRYPT_P,
         nonce=nonce,
@@ -234,7 +214,7 @@ class KeyAuthority:
     ) -> KeyAuthority:
         if passphrase is not None and key_file is None and len(passphrase) < MIN_PASSPHRASE:
             raise InvalidArgument(f"the passphrase must have at least {MIN_PASSPHRASE} characters")
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         pp_path = directory / PUBLIC_PARAMS_FILE
         mk_path = directory / SEALED_MASTER_KEY_FILE
         if (pp_path.exists() or mk_path.exists()) and not force:
