@@ -53,6 +53,9 @@ MAX_ROWS = 1024
 #: and the row bases cost one multi-scalar multiplication per row over its
 #: non-zero cells. An `and` of the 256 attributes a policy may hold is 256 x 256.
 MAX_SPAN_CELLS = 65536
+#: Most non-zero cells: what encryption's row bases cost (six multi-scalar
+#: multiplications per row, over its non-zero cells).
+MAX_SPAN_NONZERO = 8192
 #: Most children of a `k of (...)` gate (with 1 < k < n). Child j's row holds
 #: j, j^2, ..., j^(k-1): the width bounds the k-1 columns and the size of those
 #: entries (at most 64^62 < 2^372).
@@ -310,6 +313,12 @@ def compile_policy(text: str) -> CompiledPolicy:
         tuple(builder.rows[i] + [0] * (width - len(builder.rows[i])))
         for i in range(len(builder.rows))
     )
+    nonzero = sum(1 for row in matrix for m in row if m)
+    if nonzero > MAX_SPAN_NONZERO:
+        raise PolicyError(
+            f"the policy's span program has {nonzero} non-zero entries, more than "
+            f"{MAX_SPAN_NONZERO}: use smaller `k of` gates or fewer nested gates"
+        )
     labels = _row_labels(formula, len(matrix))
     canonical = render(tree)
     if len(canonical) > MAX_POLICY_CHARS:
