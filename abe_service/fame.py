@@ -28,7 +28,8 @@ attribute can collide with a column index. Hashes are deterministic and cached.
 
 How it is made fast (measure with bench/abe_bench.py):
   * encrypt regroups ct_{i,l} = B_{i,l,1}^s1 · B_{i,l,2}^s2 with the policy-only
-    bases B_{i,l,t} = H(ρ(i) l t) · Π_j H(0 j l t)^(M_ij) (small M_ij: additions),
+    bases B_{i,l,t} = H(ρ(i) l t) · Π_j H(0 j l t)^(M_ij) (entries +-1 as
+    additions, the others as ONE multi-scalar multiplication, reduced mod r),
     so a row costs three 2-point MSMs whatever the number of columns; the bases
     are cached per policy (bounded: ROW_BASES_CACHE policies of at most
     ROW_BASES_MAX_ROWS rows);
@@ -155,15 +156,20 @@ class Fame:
         G, r = self.group, self.group.order
 
         def base(y: str, row: tuple[int, ...], l: int, t: int) -> Any:  # noqa: E741
-            # ONE multi-scalar multiplication over the row's non-zero cells (threshold
-            # rows hold j, j^2, ..., reduced mod r here), not one multiplication each.
-            points = [self.H_attr(y, l, t)]
-            scalars = [1]
+            # Entries +-1 (and/or gates) are additions; the others (threshold rows
+            # hold j, j^2, ..., reduced mod r here) go into ONE multi-scalar
+            # multiplication, not one multiplication each.
+            acc = self.H_attr(y, l, t)
+            points, scalars = [], []
             for j, m_ij in enumerate(row, start=1):
-                if m_ij:
+                if m_ij == 1:
+                    acc = G.g1_add(acc, self.H_col(j, l, t))
+                elif m_ij == -1:
+                    acc = G.g1_add(acc, G.g1_neg(self.H_col(j, l, t)))
+                elif m_ij:
                     points.append(self.H_col(j, l, t))
                     scalars.append(m_ij % r)
-            return points[0] if len(points) == 1 else G.g1_msm(points, scalars)
+            return G.g1_add(acc, G.g1_msm(points, scalars)) if points else acc
 
         return tuple(
             (
