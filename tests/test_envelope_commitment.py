@@ -203,3 +203,30 @@ def test_hybrid_layer_is_scheme_agnostic_and_committing() -> None:
         hybrid.open_sealed(other, binding, forged)
     with pytest.raises(Exception, match="session secret"):
         hybrid.seal(b"short", binding, b"x")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    secret=st.binary(min_size=32, max_size=64),
+    binding=st.binary(max_size=64),
+    plaintext=st.binary(max_size=64),
+    where=st.sampled_from(["nonce", "commitment", "ciphertext"]),
+    bit=st.integers(min_value=0, max_value=10_000),
+)
+def test_hybrid_layer_any_flipped_bit_fails(
+    secret: bytes, binding: bytes, plaintext: bytes, where: str, bit: int
+) -> None:
+    sealed = hybrid.seal(secret, binding, plaintext)
+    assert hybrid.open_sealed(secret, binding, sealed) == plaintext
+    parts = {
+        "nonce": sealed.nonce,
+        "commitment": sealed.commitment,
+        "ciphertext": sealed.ciphertext,
+    }
+    data = bytearray(parts[where])
+    data[(bit // 8) % len(data)] ^= 1 << (bit % 8)
+    parts[where] = bytes(data)
+    with pytest.raises(IntegrityError):
+        hybrid.open_sealed(
+            secret, binding, hybrid.Sealed(parts["nonce"], parts["commitment"], parts["ciphertext"])
+        )
