@@ -41,11 +41,16 @@ class ServerConfig:
     #: one whose CA issued its certificate, never a claim inside it.
     client_cas: dict[str, str] = field(default_factory=dict)
     #: {MSP id = [privileged roles it may grant]} (consent-admin, auditor, admin,
-    #: authority, anchorer, device, record-writer). Default: this service's own
-    #: organisation grants them all, others none.
+    #: authority, anchorer, device, edge, record-writer). Default: this service's
+    #: own organisation grants them all, others none.
     org_roles: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    #: Where a separate StorageService finds AbeService ("" = in-process).
+    #: Where a separate StorageService finds AbeService ("" = in-process). It fetches
+    #: the public parameters from there once (then from its cache) and encrypts
+    #: locally: no plaintext travels to AbeService.
     abe_endpoint: str = ""
+    #: The authority id (`ehr-abe authority info`) the fetched public parameters must
+    #: have: required with abe_endpoint, so a spoofed AbeService is refused.
+    abe_authority_id: str = ""
     max_message_mb: int = 64
 
 
