@@ -39,7 +39,7 @@ def validate_record_type(value: str) -> str:
 
 def new_record_id() -> str:
     """A random record id. (Ids for idempotency keys are keyed MACs:
-    `storage_service.service_keys.ServiceKeys.record_id`.)"""
+    `storage_service.record_ids.RecordIdKeys.record_id`.)"""
     raw = secrets.token_bytes(16)
     return "r-" + base64.b32encode(raw).decode().rstrip("=").lower()
 

@@ -50,6 +50,7 @@ from storage_service.integrity import merkle
 from storage_service.ledger.base import Caller
 from storage_service.ledger.client import AssignmentChange, LedgerClient
 from storage_service.objectstore.base import ObjectStore
+from storage_service.record_ids import RecordIdKeys
 from storage_service.records import (
     MAX_POLICY_CHARS,
     RecordMeta,
@@ -61,7 +62,6 @@ from storage_service.records import (
     validate_id,
     validate_record_type,
 )
-from storage_service.service_keys import ServiceKeys
 from storage_service.verification import verify_records_stream
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ class StorageCore:
         ledger: LedgerClient,
         encryptor: Encryptor,
         service_caller: Caller,
-        keys: ServiceKeys,
+        id_keys: RecordIdKeys,
         anchor_policy: AnchorPolicy | None = None,
         write_facts_ttl_s: float = WRITE_FACTS_TTL_S,
     ):
@@ -200,7 +200,7 @@ class StorageCore:
         self.ledger = ledger
         self.encryptor = encryptor
         self.service_caller = service_caller
-        self.keys = keys
+        self.id_keys = id_keys
         self._facts = _FactCache(write_facts_ttl_s, WRITE_FACTS_GRACE_S)
         instance = index.setting("instance_id", lambda: "s" + _rand_id())
         self.anchorer = Anchorer(index, ledger, anchor_policy or AnchorPolicy(), instance)
@@ -292,8 +292,8 @@ class StorageCore:
             raise InvalidArgument("give either an envelope or a payload with a policy")
         patient_id = self.authorize_write(caller, patient_id)
         if idempotency_key:
-            record_id = self.keys.record_id(caller.principal, idempotency_key)
-            fingerprint = self.keys.fingerprint(
+            record_id = self.id_keys.record_id(caller.principal, idempotency_key)
+            fingerprint = self.id_keys.fingerprint(
                 patient_id=patient_id,
                 record_type=record_type,
                 envelope=envelope,

@@ -15,8 +15,8 @@ from storage_service.index import RecordIndex
 from storage_service.ledger.base import Caller, Ledger
 from storage_service.ledger.client import LedgerClient
 from storage_service.objectstore.base import ObjectStore
+from storage_service.record_ids import MIN_SECRET_BYTES, RecordIdKeys
 from storage_service.service import Encryptor, StorageCore
-from storage_service.service_keys import MIN_SECRET_BYTES, ServiceKeys
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def build_storage_core(cfg: Config, authority: Any | None) -> StorageCore:
         ledger=LedgerClient(build_ledger(cfg), service_caller),
         encryptor=encryptor,
         service_caller=service_caller,
-        keys=ServiceKeys.from_secret(load_service_secret(cfg)),
+        id_keys=RecordIdKeys.from_secret(load_service_secret(cfg)),
         anchor_policy=AnchorPolicy(
             max_records=s.batch_max_records, max_age_s=s.batch_max_age_s, retry_s=s.ledger_retry_s
         ),

@@ -23,8 +23,8 @@ from storage_service.authorization import (
     may_read,
     resolve_author,
 )
+from storage_service.record_ids import RecordIdKeys
 from storage_service.service import _FactCache
-from storage_service.service_keys import ServiceKeys
 
 ORGS = ["Hosp1MSP", "Hosp2MSP"]
 ROLES = ["device", "doctor", "nurse", "clinician", "record-writer", "auditor", "patient", "x"]
@@ -129,14 +129,14 @@ def test_fact_cache_ttl_grace_and_expiry() -> None:
     assert not cache.fresh(key)
 
 
-KEYS = ServiceKeys.from_secret(b"s" * 32)
+KEYS = RecordIdKeys.from_secret(b"s" * 32)
 
 
 @given(author=st.text(min_size=1, max_size=20), key=st.text(min_size=1, max_size=20))
 def test_record_ids_reveal_neither_writer_nor_key(author: str, key: str) -> None:
     rid = KEYS.record_id(author, key)
     assert rid == KEYS.record_id(author, key)  # stable across retries
-    assert rid != ServiceKeys.from_secret(b"t" * 32).record_id(author, key)
+    assert rid != RecordIdKeys.from_secret(b"t" * 32).record_id(author, key)
     # not the old public derivation (SHA-256 of writer and key)
     old = hashlib.sha256(
         b"ehr-abe/idempotency/v1\x00" + author.encode() + b"\x00" + key.encode()
@@ -164,7 +164,7 @@ def test_fingerprints_cover_the_whole_request() -> None:
 
 def test_secret_and_key_limits() -> None:
     with pytest.raises(ConfigError):
-        ServiceKeys.from_secret(b"short")
+        RecordIdKeys.from_secret(b"short")
     with pytest.raises(InvalidArgument):
         KEYS.record_id("a", "k" * 257)
 

@@ -37,9 +37,9 @@ from storage_service.ledger.base import Caller, Ledger, TxResult
 from storage_service.ledger.client import LedgerClient
 from storage_service.ledger.embedded import EmbeddedLedger
 from storage_service.objectstore.fs import FilesystemStore
+from storage_service.record_ids import RecordIdKeys
 from storage_service.records import envelope_key, record_context
 from storage_service.service import StorageCore
-from storage_service.service_keys import ServiceKeys
 from storage_service.wiring import SERVICE_ROLES, SERVICE_SUBJECT
 
 POLICY = "(role:doctor and dept:cardiology) or patient:p-17"
@@ -48,7 +48,7 @@ DOCTOR = Caller("dr-heart", "Hosp1MSP", frozenset({"doctor"}))
 OTHER = Caller("dr-other", "Hosp2MSP", frozenset({"doctor"}))
 AUDITOR = Caller("auditor-1", "Hosp1MSP", frozenset({"auditor"}))
 NURSE = Caller("nurse-1", "Hosp1MSP", frozenset({"nurse"}))
-KEYS = ServiceKeys.from_secret(b"storage service test secret, 32+ bytes")
+KEYS = RecordIdKeys.from_secret(b"storage service test secret, 32+ bytes")
 SERVICE = Caller(SERVICE_SUBJECT, "Hosp1MSP", SERVICE_ROLES)
 MANUAL = AnchorPolicy(max_records=1000, max_age_s=3600, retry_s=0.2)  # anchor only on flush
 
@@ -153,7 +153,7 @@ def make_core(backends: Backends, authority: KeyAuthority, tmp_path: Path) -> It
             ledger=LedgerClient(led, SERVICE),
             encryptor=LocalEncryptor(authority.public_params),
             service_caller=SERVICE,
-            keys=KEYS,
+            id_keys=KEYS,
             anchor_policy=policy,
         )
         cores.append(core)

@@ -1,4 +1,4 @@
-"""The storage service's secret and the keys derived from it (pure).
+"""Keys for record ids and idempotency fingerprints, derived from the service secret (pure).
 
 One secret, configured outside the data directory (`storage.secret_file` or
 the environment variable `storage.secret_env`), so that someone who can read
@@ -41,14 +41,14 @@ def _field(b: bytes) -> bytes:
 
 
 @dataclass(frozen=True)
-class ServiceKeys:
+class RecordIdKeys:
     """Keys derived from the service secret. Never printed (no secret in any repr)."""
 
     record_id_key: bytes = field(repr=False)
     fingerprint_key: bytes = field(repr=False)
 
     @classmethod
-    def from_secret(cls, secret: bytes) -> ServiceKeys:
+    def from_secret(cls, secret: bytes) -> RecordIdKeys:
         if len(secret) < MIN_SECRET_BYTES:
             raise ConfigError(
                 f"the storage service secret must be at least {MIN_SECRET_BYTES} bytes"
