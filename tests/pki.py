@@ -91,23 +91,23 @@ class CA:
         return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
 
 
-def make_ca(common_name: str) -> CA:
-    """A self-signed organisation CA (several may share a common name: the test of
-    an impostor CA that copies another's name)."""
+def make_ca(common_name: str, parent: CA | None = None) -> CA:
+    """An organisation CA: self-signed, or an intermediate under `parent` (several
+    may share a common name: the test of an impostor CA that copies another's name)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.now(UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(name)
+        .issuer_name(parent.cert.subject if parent else name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=1))
         .not_valid_after(now + timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
+        .sign(parent.key if parent else key, hashes.SHA256())
     )
     return CA(cert, key)
 

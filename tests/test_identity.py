@@ -70,6 +70,22 @@ def test_a_certificate_no_configured_ca_issued_is_refused() -> None:
         auth.from_certificate(HOSP1.client("bad/subject")[0])
 
 
+def test_an_organisations_intermediate_ca_issues_for_it() -> None:
+    intermediate = make_ca("Hosp1 issuing CA", parent=HOSP1)
+    orgs = load_trusted_orgs(
+        {"Hosp1MSP": HOSP1.pem + intermediate.pem, "Hosp2MSP": HOSP2.pem}, GRANTS
+    )
+    auth = Authenticator(orgs, tls=True, default_msp="Hosp1MSP")
+    caller = auth.from_certificate(intermediate.client("dr-a", ["doctor"])[0])
+    assert caller.principal == "Hosp1MSP/dr-a"
+    # Hosp2's root does not make Hosp1's intermediate Hosp2's
+    other = load_trusted_orgs({"Hosp2MSP": HOSP2.pem}, {})
+    with pytest.raises(Unauthenticated):
+        Authenticator(other, tls=True, default_msp="Hosp2MSP").from_certificate(
+            intermediate.client("dr-a", ["doctor"])[0]
+        )
+
+
 def test_one_ca_for_two_organisations_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="both"):
         load_trusted_orgs({"Hosp1MSP": HOSP1.pem, "Hosp2MSP": HOSP1.pem}, {})
