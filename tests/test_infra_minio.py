@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import REQUIRE_MINIO, unavailable
 from minio.error import S3Error
 
 from ehr_abe.infra import manager
@@ -109,8 +110,10 @@ def test_bad_configuration_is_a_config_error(
         load_infra_config(path, env=env)
 
 
-@pytest.mark.skipif(shutil.which("go") is None, reason="needs the Go toolchain")
+@pytest.mark.minio
 def test_a_failed_build_names_its_log_and_leaves_no_binary(tmp_path: Path) -> None:
+    if shutil.which("go") is None:  # the MinIO build needs Go: same rule as the engine
+        unavailable("MinIO", REQUIRE_MINIO, "the Go toolchain that builds it is not on PATH")
     tools = tmp_path / "tools"
     tools.mkdir()
     (tools / "go.mod").write_text("module broken\n\ngo 1.24\n")  # does not require minio
