@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from certs import self_signed_ca
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from abe_service.authority import KeyAuthority
 from abe_service.client import AbeKeyring
-from ehr_abe.infra.fabric.identities import mint_client_identity as mint_identity
 from ehr_abe.server import RunningServer, start_server
 from ehr_common.api.v1 import abe_pb2, abe_pb2_grpc, storage_pb2, storage_pb2_grpc
+from ehr_common.certificates import mint_client_identity, mint_tls_server_cert
 from ehr_common.config import load_config
 from ehr_common.errors import DeadlineExceeded
 from ehr_common.identity import Caller
@@ -442,56 +437,15 @@ def test_reflection_lists_and_describes_every_service_and_method(channel: grpc.C
             assert {m.name for m in svc.methods} == COVERED[svc.full_name]
 
 
-def _ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey, bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert, key, pem, key_pem
-
-
 def test_mutual_tls_identifies_callers_from_certificates(tmp_path: Path) -> None:
-    ca, ca_key, ca_pem, ca_key_pem = _ca()
-    skey = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
-    scert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca.subject)
-        .public_key(skey.public_key())
-        .serial_number(2)
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            False,
-        )
-        .sign(ca_key, hashes.SHA256())
+    ca_pem, ca_key_pem = self_signed_ca()
+    server_pem, server_key = mint_tls_server_cert(
+        ca_pem, ca_key_pem, "localhost", ["localhost", "127.0.0.1"]
     )
     for name, data in {
         "ca.pem": ca_pem,
-        "server.pem": scert.public_bytes(serialization.Encoding.PEM),
-        "server.key": skey.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
+        "server.pem": server_pem,
+        "server.key": server_key,
     }.items():
         (tmp_path / name).write_bytes(data)
     cfg = load_config(env={})
@@ -504,10 +458,10 @@ def test_mutual_tls_identifies_callers_from_certificates(tmp_path: Path) -> None
     running = start_server(cfg, passphrase=PASS)
     try:
         target = f"localhost:{running.port}"
-        authority_cert, authority_key = mint_identity(
+        authority_cert, authority_key = mint_client_identity(
             ca_pem, ca_key_pem, "key-authority", ["authority"]
         )
-        doctor_cert, doctor_key = mint_identity(ca_pem, ca_key_pem, "dr-a", ["doctor"])
+        doctor_cert, doctor_key = mint_client_identity(ca_pem, ca_key_pem, "dr-a", ["doctor"])
         for cert, key, expected in (
             (authority_cert, authority_key, None),
             (doctor_cert, doctor_key, grpc.StatusCode.PERMISSION_DENIED),
