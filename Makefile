@@ -21,7 +21,7 @@ test: env
 	@$(UV) run python tools/run_tests.py
 
 lint: env
-	@$(UV) run ruff format --check . && $(UV) run ruff check . && $(UV) run mypy
+	@$(UV) run ruff check . && $(UV) run ruff format --check . && $(UV) run mypy
 
 bench-quick: env
 	@$(UV) run python bench/abe_bench.py && $(UV) run python bench/verify_bench.py --quick
