@@ -14,9 +14,10 @@ env:
 demo: env
 	@$(UV) run ehr-abe demo
 
-# Tests: starts MinIO (built once from the Go module proxy, then cached) and, if
-# Fabric 3.1.5 binaries are installed, the two-organisation Fabric network; runs
-# the suite; stops what it started, whatever the outcome.
+# Tests: in an infra dir and on ports of this run's own, starts MinIO (built once
+# from the Go module proxy, then cached) and, if Fabric 3.1.5 binaries are
+# installed, the two-organisation Fabric network; runs the suite; stops what it
+# started, whatever the outcome. See tools/run_tests.py.
 test: env
 	@$(UV) run python tools/run_tests.py
 

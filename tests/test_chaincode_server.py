@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 from certs import certificate, key_pem, new_key
+from conftest import free_port
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from fabric_protos.peer import (
@@ -32,12 +33,6 @@ from storage_service.fabric_gateway.signing import SigningIdentity, build_propos
 Msg = chaincode_shim_pb2.ChaincodeMessage
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     d = tmp_path_factory.mktemp("cc")
@@ -50,7 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         certificate("cc", srv_key, (ca_name, ca_key), sans=("localhost", "127.0.0.1"))
     )
     (d / "srv.key").write_bytes(key_pem(srv_key))
-    port = _port()
+    port = free_port()
     env = {
         **os.environ,
         "CHAINCODE_ID": "ehr:abc",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import free_port
 
 PASS = "cli test passphrase"
 
@@ -162,12 +162,6 @@ def test_demo_plays_the_scenario(tmp_path: Path) -> None:
     assert "demo complete" in out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_serving(port: int, proc: subprocess.Popen[bytes], seconds: float = 90) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -192,7 +186,7 @@ def test_serve_then_verify(home: Path) -> None:
     from ehr_common.api.v1 import storage_pb2, storage_pb2_grpc
     from storage_service.records import envelope_key
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "EHR_ABE_HOME": str(home), "EHR_ABE_MASTER_PASSPHRASE": PASS}
     proc = subprocess.Popen(
         [sys.executable, "-m", "ehr_abe", "serve", "--listen", f"127.0.0.1:{port}"],

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REQUIRE_MINIO, unavailable
+from conftest import REQUIRE_MINIO, free_ports, unavailable
 from minio.error import S3Error
 
 from ehr_abe.infra import manager
@@ -31,18 +31,6 @@ from ehr_abe.infra.config import (
 from ehr_abe.infra.minio import MinioServer, build_minio
 from ehr_common.errors import AlreadyExists, ConfigError
 from storage_service.objectstore.minio_store import MinioStore
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
 
 # -- configuration ------------------------------------------------------------------
 
@@ -172,7 +160,7 @@ def test_down_never_signals_a_process_that_is_not_ours(tmp_path: Path) -> None:
 
 @pytest.fixture
 def own_minio(minio_binary: Path, tmp_path: Path) -> Iterator[MinioServer]:
-    port, console = _free_ports(2)
+    port, console = free_ports(2)
     cfg = InfraConfig(
         state_dir=tmp_path / "infra",
         minio=MinioSettings(
@@ -251,7 +239,7 @@ def test_a_taken_port_is_named(own_minio: MinioServer) -> None:
 
 @pytest.mark.minio
 def test_cli_up_status_down(minio_binary: Path, tmp_path: Path) -> None:
-    port, console = _free_ports(2)
+    port, console = free_ports(2)
     env = dict(
         os.environ,
         EHR_ABE_INFRA_DIR=str(tmp_path / "infra"),

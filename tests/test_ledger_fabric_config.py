@@ -4,11 +4,11 @@ unreachable network looks like to callers (real gRPC to closed ports)."""
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
 from certs import self_signed_ca
+from conftest import free_port
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -32,12 +32,6 @@ def write_pair(d: Path, cn: str) -> tuple[Path, Path]:
     return cp, kp
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def connection_doc(tmp_path: Path) -> dict[str, object]:
     ca, _ = write_pair(tmp_path, "tlsca")
     return {
@@ -46,11 +40,11 @@ def connection_doc(tmp_path: Path) -> dict[str, object]:
         "organizations": {
             "hosp1": {
                 "msp_id": "Hosp1MSP",
-                "gateway": {"endpoint": f"127.0.0.1:{closed_port()}", "tls_ca": str(ca)},
+                "gateway": {"endpoint": f"127.0.0.1:{free_port()}", "tls_ca": str(ca)},
             },
             "hosp2": {
                 "msp_id": "Hosp2MSP",
-                "gateway": {"endpoint": f"127.0.0.1:{closed_port()}", "tls_ca": ca.name},
+                "gateway": {"endpoint": f"127.0.0.1:{free_port()}", "tls_ca": ca.name},
             },
         },
     }
