@@ -65,6 +65,8 @@ COLD = "hash-to-G1 cache cleared first; one sample"
 ENVELOPE_ATTRS = 5
 ENVELOPE_PAYLOAD = 1024
 PEERS_FILE = Path(__file__).resolve().parent / "peers.json"
+#: the caller of the request-path rows (development-mode identity headers)
+DEVICE = (("x-ehr-subject", "bench-device"), ("x-ehr-roles", "device"))
 REQUEST_POLICY = "(role:doctor and dept:cardiology and site:hosp1 and shift:day) or patient:{}"
 
 
@@ -206,7 +208,8 @@ def bench_request_path(runs: int) -> list[dict[str, Any]]:
                             policy=REQUEST_POLICY.format(patient),
                             plaintext=payload,
                             context=f"patient:{patient}".encode(),
-                        )
+                        ),
+                        metadata=DEVICE,
                     )
 
                 # Interleaved call by call, so both rows see the same machine load.

@@ -73,15 +73,16 @@ def test_health_and_reflection(channel: grpc.Channel) -> None:
 
 def test_abe_service_policy_calls_and_errors(channel: grpc.Channel) -> None:
     abe = abe_pb2_grpc.AbeServiceStub(channel)
-    chk = abe.CheckPolicy(abe_pb2.CheckPolicyRequest(policy=POLICY))
+    who = md("dr-x", "doctor")
+    chk = abe.CheckPolicy(abe_pb2.CheckPolicyRequest(policy=POLICY), metadata=who)
     assert chk.normal_form == "(dept:cardiology and role:doctor) or patient:p-9"
     assert list(chk.attributes) == ["dept:cardiology", "patient:p-9", "role:doctor"]
     ev = abe.EvaluatePolicy(
-        abe_pb2.EvaluatePolicyRequest(policy=POLICY, attributes=["patient:p-9"])
+        abe_pb2.EvaluatePolicyRequest(policy=POLICY, attributes=["patient:p-9"]), metadata=who
     )
     assert ev.satisfied
     with pytest.raises(grpc.RpcError) as exc:
-        abe.CheckPolicy(abe_pb2.CheckPolicyRequest(policy="role:doctor and"))
+        abe.CheckPolicy(abe_pb2.CheckPolicyRequest(policy="role:doctor and"), metadata=who)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "position 15" in exc.value.details()
     assert (
@@ -368,13 +369,22 @@ def test_every_storage_rpc_over_grpc(channel: grpc.Channel) -> None:
     enc = abe.Encrypt(
         abe_pb2.EncryptRequest(
             policy=f"patient:{patient} OR role:ward-7", plaintext=b"note", context=b"c-1"
-        )
+        ),
+        metadata=device,
     )
     assert enc.policy_normal_form == f"patient:{patient} or role:ward-7"
     assert ring.decrypt(enc.envelope, b"c-1") == b"note"
     assert (
-        code_of(lambda: abe.Encrypt(abe_pb2.EncryptRequest(policy="a and", plaintext=b"x")))
+        code_of(
+            lambda: abe.Encrypt(
+                abe_pb2.EncryptRequest(policy="a and", plaintext=b"x"), metadata=device
+            )
+        )
         == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert (  # AbeService answers authenticated callers only
+        code_of(lambda: abe.Encrypt(abe_pb2.EncryptRequest(policy="a", plaintext=b"x")))
+        == grpc.StatusCode.UNAUTHENTICATED
     )
 
 
