@@ -11,8 +11,8 @@ from typing import Any
 
 import grpc
 import pytest
+from certs import OrgCA
 from google.protobuf.timestamp_pb2 import Timestamp
-from pki import CA, make_ca, write_pem
 
 from abe_service.authority import KeyAuthority
 from ehr_abe.server import RunningServer, start_server
@@ -27,18 +27,18 @@ POLICY = "role:doctor or patient:p-17"
 @pytest.fixture(scope="module")
 def two_org_server(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[RunningServer, CA, CA]]:
+) -> Iterator[tuple[RunningServer, OrgCA, OrgCA]]:
     tmp = tmp_path_factory.mktemp("two-orgs")
-    hosp1, hosp2 = make_ca("Hosp1 CA"), make_ca("Hosp2 CA")
+    hosp1, hosp2 = OrgCA.new("Hosp1 CA"), OrgCA.new("Hosp2 CA")
     cert, key = hosp1.server()
     cfg = load_config(env={})
     cfg.home = str(tmp / "home")
     cfg.server.listen = "127.0.0.1:0"
-    cfg.server.tls_cert = write_pem(tmp / "server.pem", cert)
-    cfg.server.tls_key = write_pem(tmp / "server.key", key)
+    cfg.server.tls_cert = _write(tmp / "server.pem", cert)
+    cfg.server.tls_key = _write(tmp / "server.key", key)
     cfg.server.client_cas = {
-        "Hosp1MSP": write_pem(tmp / "ca1.pem", hosp1.pem),
-        "Hosp2MSP": write_pem(tmp / "ca2.pem", hosp2.pem),
+        "Hosp1MSP": _write(tmp / "ca1.pem", hosp1.pem),
+        "Hosp2MSP": _write(tmp / "ca2.pem", hosp2.pem),
     }
     cfg.server.org_roles = {
         "Hosp1MSP": ("consent-admin", "auditor", "device"),
@@ -54,11 +54,11 @@ Stub = Callable[..., Any]
 
 
 @pytest.fixture
-def as_(two_org_server: tuple[RunningServer, CA, CA]) -> Iterator[Stub]:
+def as_(two_org_server: tuple[RunningServer, OrgCA, OrgCA]) -> Iterator[Stub]:
     running, _, _ = two_org_server
     channels: list[grpc.Channel] = []
 
-    def stub(ca: CA, subject: str, roles: list[str], extra: dict[str, str] | None = None) -> Any:
+    def stub(ca: OrgCA, subject: str, roles: list[str], extra: dict[str, str] | None = None) -> Any:
         cert, key = ca.client(subject, roles, extra)
         creds = grpc.ssl_channel_credentials(
             root_certificates=two_org_server[1].pem,  # the server's certificate is Hosp1's
@@ -87,7 +87,7 @@ def _in(hours: float) -> Timestamp:
 
 
 def test_no_cross_organisation_impersonation(
-    two_org_server: tuple[RunningServer, CA, CA], as_: Stub
+    two_org_server: tuple[RunningServer, OrgCA, OrgCA], as_: Stub
 ) -> None:
     _, hosp1, hosp2 = two_org_server
     patient = as_(hosp1, "p-17", ["patient"])
@@ -182,10 +182,10 @@ def test_no_cross_organisation_impersonation(
 
 
 def test_a_certificate_from_an_unknown_ca_is_refused(
-    two_org_server: tuple[RunningServer, CA, CA],
+    two_org_server: tuple[RunningServer, OrgCA, OrgCA],
 ) -> None:
     running, hosp1, _ = two_org_server
-    stranger = make_ca("Hosp1 CA")  # Hosp1's name, another key
+    stranger = OrgCA.new("Hosp1 CA")  # Hosp1's name, another key
     cert, key = stranger.client("p-17", ["patient"])
     creds = grpc.ssl_channel_credentials(
         root_certificates=hosp1.pem, private_key=key, certificate_chain=cert
@@ -201,15 +201,20 @@ def test_a_certificate_from_an_unknown_ca_is_refused(
 def test_server_needs_a_ca_for_every_configured_role_grant(tmp_path: Path) -> None:
     from ehr_common.errors import ConfigError
 
-    hosp1 = make_ca("Hosp1 CA")
+    hosp1 = OrgCA.new("Hosp1 CA")
     cert, key = hosp1.server()
     cfg = load_config(env={})
     cfg.home = str(tmp_path / "home")
     cfg.server.listen = "127.0.0.1:0"
-    cfg.server.tls_cert = write_pem(tmp_path / "s.pem", cert)
-    cfg.server.tls_key = write_pem(tmp_path / "s.key", key)
-    cfg.server.client_ca = write_pem(tmp_path / "ca.pem", hosp1.pem)
+    cfg.server.tls_cert = _write(tmp_path / "s.pem", cert)
+    cfg.server.tls_key = _write(tmp_path / "s.key", key)
+    cfg.server.client_ca = _write(tmp_path / "ca.pem", hosp1.pem)
     cfg.server.org_roles = {"Hosp9MSP": ("auditor",)}
     KeyAuthority.setup(cfg.authority_dir, passphrase=PASS)
     with pytest.raises(ConfigError, match="Hosp9MSP"):
         start_server(cfg, passphrase=PASS)
+
+
+def _write(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)

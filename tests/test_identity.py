@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from certs import OrgCA
 from hypothesis import given
 from hypothesis import strategies as st
-from pki import make_ca, write_pem
 
 from ehr_common.config import load_config
 from ehr_common.errors import ConfigError, InvalidArgument, Unauthenticated
@@ -24,8 +24,8 @@ from ehr_common.identity import (
     split_principal,
 )
 
-HOSP1 = make_ca("Hosp1 CA")
-HOSP2 = make_ca("Hosp2 CA")
+HOSP1 = OrgCA.new("Hosp1 CA")
+HOSP2 = OrgCA.new("Hosp2 CA")
 GRANTS = {"Hosp1MSP": PRIVILEGED_ROLES, "Hosp2MSP": frozenset({"device"})}
 
 
@@ -56,7 +56,7 @@ def test_privileged_roles_only_from_organisations_that_grant_them() -> None:
 
 def test_a_certificate_no_configured_ca_issued_is_refused() -> None:
     auth = two_orgs()
-    stranger = make_ca("Hosp1 CA")  # copies Hosp1's CA name, has its own key
+    stranger = OrgCA.new("Hosp1 CA")  # copies Hosp1's CA name, has its own key
     for pem in (
         stranger.client("p-17", ["patient"])[0],
         # Hosp1's name and key id, but not Hosp1's signature
@@ -67,11 +67,11 @@ def test_a_certificate_no_configured_ca_issued_is_refused() -> None:
     with pytest.raises(Unauthenticated, match="parsed"):
         auth.from_certificate(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
     with pytest.raises(Unauthenticated, match="subject"):
-        auth.from_certificate(HOSP1.client("bad/subject")[0])
+        auth.from_certificate(HOSP1.client("bad/subject", claims={})[0])
 
 
 def test_an_organisations_intermediate_ca_issues_for_it() -> None:
-    intermediate = make_ca("Hosp1 issuing CA", parent=HOSP1)
+    intermediate = OrgCA.new("Hosp1 issuing CA", parent=HOSP1)
     orgs = load_trusted_orgs(
         {"Hosp1MSP": HOSP1.pem + intermediate.pem, "Hosp2MSP": HOSP2.pem}, GRANTS
     )
@@ -95,8 +95,8 @@ def test_one_ca_for_two_organisations_is_a_config_error() -> None:
 
 def test_configuration_of_client_cas_and_role_grants(tmp_path: Path) -> None:
     toml = tmp_path / "ehr.toml"
-    ca1 = write_pem(tmp_path / "ca1.pem", HOSP1.pem)
-    ca2 = write_pem(tmp_path / "ca2.pem", HOSP2.pem)
+    ca1 = _write(tmp_path / "ca1.pem", HOSP1.pem)
+    ca2 = _write(tmp_path / "ca2.pem", HOSP2.pem)
     toml.write_text(
         "[server]\n"
         'tls_cert = "s.pem"\ntls_key = "s.key"\n'
@@ -165,3 +165,8 @@ def test_qualified_ids_round_trip(msp: str, other: str, subject: str) -> None:
     assert qualify(q, other) == q  # an explicit organisation is kept
     with pytest.raises(InvalidArgument):
         qualify(f"{q}/x", other)
+
+
+def _write(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
