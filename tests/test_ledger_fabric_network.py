@@ -94,9 +94,9 @@ def test_a_committed_revocation_is_read_at_once_on_every_organisation(ledger: An
     every reachable peer holds the block). No retry here, on purpose."""
     client = LedgerClient(ledger, SERVICE)
     admin = Caller("consent-admin-sync", "Hosp2MSP", frozenset({"consent-admin"}))
-    patient = f"p-{uuid.uuid4().hex[:8]}"
+    patient = f"Hosp2MSP/p-{uuid.uuid4().hex[:8]}"  # a consent-admin acts for its own org
     for i in range(8):
-        grantee = f"dr-sync-{i}"
+        grantee = f"Hosp1MSP/dr-sync-{i}"
         client.grant_consent(admin, patient, grantee, None)
         client.revoke_consent(admin, patient, grantee)
         at = core_time(datetime.now(UTC))
