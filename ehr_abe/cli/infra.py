@@ -16,14 +16,14 @@ if TYPE_CHECKING:
     from ehr_abe.infra.config import InfraConfig
 
 app = typer.Typer(
-    help="Local infrastructure for development and tests: MinIO and a two-organisation "
-    "Fabric network.",
+    help="Local infrastructure for development and tests: MinIO, a two-organisation "
+    "Fabric network and Mosquitto (MQTT over TLS for devices).",
     no_args_is_help=True,
 )
 
 ComponentsArg = Annotated[
     list[str] | None,
-    typer.Argument(metavar="[COMPONENT]...", help="minio, fabric (default: all available)."),
+    typer.Argument(metavar="[COMPONENT]...", help="minio, fabric, mqtt (default: all available)."),
 ]
 InfraConfigOption = Annotated[
     Path | None, typer.Option("--config", help="Infra TOML (state_dir, [minio], [fabric]).")
