@@ -201,7 +201,11 @@ def load_infra_config(
 def _apply_mqtt(s: MqttSettings, table: Mapping[str, Any], env: Mapping[str, str]) -> None:
     values: dict[str, object] = dict(table)
     values.update(
-        {k[len(MQTT_ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(MQTT_ENV_PREFIX)}
+        {
+            k[len(MQTT_ENV_PREFIX) :].lower(): v
+            for k, v in env.items()
+            if k.startswith(MQTT_ENV_PREFIX)
+        }
     )
     known = {f.name for f in dataclasses.fields(MqttSettings)}
     for key, value in values.items():

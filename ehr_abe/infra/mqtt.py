@@ -49,7 +49,11 @@ def mosquitto_binary() -> Path | None:
     found = shutil.which("mosquitto")
     if found:
         return Path(found)
-    for candidate in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto"):
+    for candidate in (
+        "/usr/sbin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+        "/opt/homebrew/sbin/mosquitto",
+    ):
         if Path(candidate).is_file():
             return Path(candidate)
     return None
