@@ -149,3 +149,82 @@ def grant(storage: Storage, patient_id: str, reader: str) -> None:
         metadata=md(patient_id, "patient"),
         timeout=30,
     )
+
+
+# -- MQTT ---------------------------------------------------------------------------------
+def write_identity(conn: Path, subject: str, roles: list[str], out: Path) -> tuple[Path, Path]:
+    from ehr_abe.infra.mqtt import issue_identity
+
+    cert, key = issue_identity(conn, subject, roles)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{subject}.crt").write_bytes(cert)
+    (out / f"{subject}.key").write_bytes(key)
+    (out / f"{subject}.key").chmod(0o600)
+    return out / f"{subject}.crt", out / f"{subject}.key"
+
+
+def with_mqtt(cfg: EdgeConfig, conn: Path, certs: Path) -> EdgeConfig:
+    from ehr_abe.infra.mqtt import load_connection
+
+    doc = load_connection(conn)
+    cfg.mqtt_host, cfg.mqtt_port, cfg.mqtt_ca = doc["host"], int(doc["port"]), Path(doc["ca_cert"])
+    cfg.subject = doc["edge_subject"]
+    cfg.mqtt_cert, cfg.mqtt_key = write_identity(conn, cfg.subject, ["edge-gateway"], certs)
+    return cfg
+
+
+@dataclass
+class MqttDevice:
+    """A device's MQTT v5 client: publishes QoS 1 and sees each PUBACK's reason code."""
+
+    client: Any
+    reason_codes: dict[int, int] = field(default_factory=dict)
+
+    def publish(self, topic: str, payload: bytes, timeout: float = 10.0) -> int:
+        """The broker's reason code for this publish (0 success, 135 not authorised)."""
+        info = self.client.publish(topic, payload, qos=1)
+        info.wait_for_publish(timeout)
+        deadline = time.monotonic() + timeout
+        while info.mid not in self.reason_codes and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self.reason_codes.pop(info.mid)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def mqtt_device(
+    conn: Path,
+    cert_pem: bytes,
+    key_pem: bytes,
+    client_id: str,
+    *,
+    ca: Path | None = None,
+    connect_timeout: float = 10.0,
+) -> MqttDevice:
+    """Connected, or raises OSError/ssl.SSLError when the broker refuses the handshake."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from ehr_abe.infra.mqtt import client_tls_context, load_connection
+
+    doc = load_connection(conn)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.tls_set_context(client_tls_context(ca or Path(doc["ca_cert"]), cert_pem, key_pem))
+    dev = MqttDevice(client)
+
+    def on_publish(_c: Any, _u: Any, mid: int, reason: Any, _p: Any) -> None:
+        dev.reason_codes[mid] = int(reason.value) if hasattr(reason, "value") else int(reason)
+
+    client.on_publish = on_publish
+    client.max_inflight_messages_set(200)
+    client.connect(doc["host"], int(doc["port"]), keepalive=30)
+    client.loop_start()
+    deadline = time.monotonic() + connect_timeout
+    while not client.is_connected():
+        if time.monotonic() > deadline:
+            client.loop_stop()
+            raise OSError("the broker did not accept the connection")
+        time.sleep(0.01)
+    return dev

@@ -248,12 +248,13 @@ def test_a_taken_port_is_named(own_minio: MinioServer) -> None:
 
 @pytest.mark.minio
 def test_cli_up_status_down(minio_binary: Path, tmp_path: Path) -> None:
-    port, console = _free_ports(2)
+    port, console, mqtt_port = _free_ports(3)
     env = dict(
         os.environ,
         EHR_ABE_INFRA_DIR=str(tmp_path / "infra"),
         EHR_ABE_MINIO_PORT=str(port),
         EHR_ABE_MINIO_CONSOLE_PORT=str(console),
+        EHR_ABE_MQTT_PORT=str(mqtt_port),
         FABRIC_HOME=str(tmp_path / "no-fabric"),
         COLUMNS="200",
     )
@@ -292,6 +293,9 @@ def test_minio(minio_connection):
 
 def test_fabric(fabric_connection):
     pass
+
+def test_mqtt(mqtt_connection):
+    pass
 """
 
 
@@ -302,12 +306,14 @@ def test_absent_engines_skip_unless_required(
     pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
     pytester.makepyfile(_USES_ENGINES)
     monkeypatch.setenv("EHR_ABE_INFRA_DIR", str(tmp_path / "nothing-here"))
-    for name in ("EHR_ABE_REQUIRE_MINIO", "EHR_ABE_REQUIRE_FABRIC"):
+    for name in ("EHR_ABE_REQUIRE_MINIO", "EHR_ABE_REQUIRE_FABRIC", "EHR_ABE_REQUIRE_MQTT"):
         monkeypatch.setenv(name, "1" if required else "0")
     result = pytester.runpytest_inprocess("-rsf", "-p", "no:cacheprovider")
     if required:
-        result.assert_outcomes(errors=2)  # pytest.fail in a fixture: an error, never a pass
+        result.assert_outcomes(errors=3)  # pytest.fail in a fixture: an error, never a pass
         result.stdout.fnmatch_lines(["*MinIO is required here (EHR_ABE_REQUIRE_MINIO=1)*"])
+        result.stdout.fnmatch_lines(["*Mosquitto is required here (EHR_ABE_REQUIRE_MQTT=1)*"])
     else:
-        result.assert_outcomes(skipped=2)
+        result.assert_outcomes(skipped=3)
         result.stdout.fnmatch_lines(["*MinIO unavailable*connection.json missing*"])
+        result.stdout.fnmatch_lines(["*Mosquitto unavailable*connection.json missing*"])
