@@ -1,6 +1,7 @@
 """The test command (`make test`): infrastructure up, pytest, infrastructure down.
 
-MinIO always starts (built once from the Go module proxy and cached). Fabric
+MinIO always starts (built once from the Go module proxy and cached); Mosquitto
+starts when it is installed (one line says so otherwise). Fabric
 starts when release 3.1.5 binaries are installed (FABRIC_HOME or the default
 location); otherwise one line says the Fabric tests are skipped and why.
 Everything started here is stopped here, whatever the outcome.
@@ -22,10 +23,15 @@ def _ehr_abe(*args: str) -> int:
 def main() -> int:
     from ehr_abe.infra.fabric import fabric_installed
     from ehr_abe.infra.fabric.settings import FabricSettings
+    from ehr_abe.infra.mqtt import INSTALL_HINT, mosquitto_binary
 
     env = os.environ
     installed, why = fabric_installed(FabricSettings.from_env())
     components = ["minio"]
+    if mosquitto_binary() is not None:
+        components.append("mqtt")
+    else:
+        print(f"MQTT tests skipped: {INSTALL_HINT}", flush=True)
     if installed:
         components.append("fabric")
         env["EHR_ABE_REQUIRE_FABRIC"] = "1"
