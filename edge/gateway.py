@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from abe_service.envelope import AbeEncryptor
 from abe_service.segments import SegmentHeader, new_window_key, seal_segment, window_context
 from edge.config import Device, EdgeConfig
-from edge.fhir import to_ndjson
+from edge.fhir import ObservationValidator, to_ndjson
 from edge.readings import Reason, Rejected, check_sequence, parse_reading
 from edge.spool import OutboxItem, Spool, SpooledReading
 from ehr_common.errors import (
@@ -110,6 +110,7 @@ class Gateway:
         self.spool = Spool(cfg.spool_dir / "spool.sqlite", cfg.spool_max_mb * 1024 * 1024)
         self.stats = Stats()
         self.encryptor = AbeEncryptor.from_public_params(cfg.public_params.read_bytes())
+        self.validator = ObservationValidator(cfg.fhir_validation)
         self._inbox: queue.SimpleQueue[tuple[int, int, str, bytes] | None] = queue.SimpleQueue()
         self._last = self.spool.last_seqs()
         self._open: dict[str, _Open] = {}
@@ -220,7 +221,7 @@ class Gateway:
         try:
             reading = parse_reading(device_id, device.device_type, payload, now_ms)
             check_sequence(self._last.get(device_id), reading.seq)
-            body = to_ndjson(reading, device.patient_id)
+            body = to_ndjson(reading, device.patient_id, self.validator)
         except Rejected as exc:
             self._reject(exc.reason)
             return None

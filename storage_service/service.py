@@ -40,7 +40,6 @@ from storage_service.records import (
     MAX_POLICY_CHARS,
     RecordMeta,
     envelope_key,
-    metadata_key,
     new_record_id,
     record_context,
     utc_now,
@@ -225,38 +224,29 @@ class StorageCore:
             raise InvalidArgument(f"not a valid ehr-abe envelope: {exc}") from None
 
         duplicate = False
+        meta = self._meta(
+            record_id, patient_id, record_type, author, utc_now(), envelope_policy, envelope
+        )
         try:
-            self.store.put(envelope_key(record_id), envelope)
+            self._put_one_object(meta, envelope, adopt=False)
         except AlreadyExists:
             if not idempotency_key:
                 raise
             # An earlier attempt with this idempotency key wrote the object and then
-            # failed: adopt what it stored instead of writing a second version.
+            # failed before its index commit: adopt what it stored, never a second version.
             envelope = self.store.get(envelope_key(record_id))
-            envelope_policy = self.encryptor.envelope_policy(envelope)
-            duplicate = True
-        meta = RecordMeta(
-            record_id=record_id,
-            patient_id=patient_id,
-            record_type=record_type,
-            author=author,
-            created_at=utc_now(),
-            policy=envelope_policy,
-            size=len(envelope),
-            content_sha256=hashlib.sha256(envelope).digest(),
-        )
-        try:
-            self.store.put(metadata_key(record_id), json.dumps(meta.to_json_dict()).encode())
-        except AlreadyExists:
-            stored = RecordMeta.from_json_dict(json.loads(self.store.get(metadata_key(record_id))))
-            if stored.content_sha256 != meta.content_sha256:
-                raise IntegrityError(
-                    f"record {record_id}: stored metadata does not match"
-                ) from None
-            meta = stored
+            meta = self._meta(
+                record_id,
+                patient_id,
+                record_type,
+                author,
+                meta.created_at,
+                self.encryptor.envelope_policy(envelope),
+                envelope,
+            )
             duplicate = True
         leaf = merkle.leaf_hash(meta.leaf_bytes())
-        if not self.index.insert(meta, leaf):
+        if not self.index.commit_group([(meta, leaf, None)])[0]:
             duplicate = True
         self.anchorer.notify()
         indexed = self.index.get(record_id)
@@ -433,12 +423,16 @@ class StorageCore:
             content_sha256=hashlib.sha256(data).digest(),
         )
 
-    def _put_one_object(self, meta: RecordMeta, data: bytes) -> None:
-        """One object per record, its metadata riding along as object metadata."""
+    def _put_one_object(self, meta: RecordMeta, data: bytes, *, adopt: bool = True) -> None:
+        """One object per record, its metadata riding along as object metadata (the
+        index and the anchored leaf are the truth; this copy helps an operator).
+        adopt: an existing object with the same bytes counts as written."""
         packed = base64.b64encode(json.dumps(meta.to_json_dict()).encode()).decode()
         try:
             self.store.put(envelope_key(meta.record_id), data, {"ehr-meta": packed})
         except AlreadyExists:
+            if not adopt:
+                raise
             # A resend after a failure between the object write and the index commit.
             if (
                 hashlib.sha256(self.store.get(envelope_key(meta.record_id))).digest()

@@ -332,3 +332,37 @@ def test_group_commit_commits_waiting_writers_together(tmp_path: Path) -> None:
     assert index.group_commits == 2  # the first writer alone, then the seven that waited
     assert index.commit_group([(meta[0], bytes(32), None)]) == [False]
     index.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(sorted(GOOD)),
+    st.integers(0, 2**53 - 1),
+    st.integers(NOW - 86_000_000, NOW + 290_000),
+    st.floats(0, 1),
+    st.lists(st.integers(-20_000, 20_000), min_size=1, max_size=60),
+)
+def test_shape_validation_agrees_with_validating_every_observation(
+    device_type: str, seq: int, t: int, x: float, samples: list[int]
+) -> None:
+    """The cached per-shape validation is sound: any reading the edge accepts yields
+    Observations the library validates in full."""
+    from edge.fhir import ObservationValidator
+
+    lo_hi = {f.name: (f.low, f.high, f.integer) for f in DEVICE_TYPES[device_type]}
+    body: dict[str, object] = {"seq": seq, "t": t}
+    for name, (lo, hi, integer) in lo_hi.items():
+        v = lo + (hi - lo) * x
+        body[name] = round(v) if integer else v
+    if device_type == "bp-cuff":
+        body["dia"] = 20 + (float(body["sys"]) - 40) * 0.5  # type: ignore[arg-type]
+        if float(body["sys"]) <= float(body["dia"]):  # type: ignore[arg-type]
+            return
+    if device_type == "ecg":
+        body["samples"] = samples
+    r = parse_reading("dev-1", device_type, json.dumps(body).encode(), NOW)
+    shape = ObservationValidator("shape")
+    shape(observations(parse_reading("dev-0", device_type, _payload(device_type), NOW), "p-0")[0])
+    for o in observations(r, "p-17"):
+        shape(o)
+        validate(o)  # the library, in full
