@@ -164,6 +164,10 @@ class RecordIndex:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        # Point reads on a connection of their own: WAL lets them proceed while a
+        # (group) commit holds the writer connection through its fsync.
+        self._reader = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._reader_lock = threading.Lock()
         # Group commit: concurrent writers' rows share one transaction (one fsync).
         self._group = threading.Condition()
         self._group_queue: list[_Ticket] = []
@@ -171,8 +175,9 @@ class RecordIndex:
         self.group_commits = 0  # how many transactions served commit_group (bench, tests)
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._reader_lock:
             self._db.close()
+            self._reader.close()
 
     # -- settings -----------------------------------------------------------
     def setting(self, key: str, default_factory: object) -> str:
@@ -306,8 +311,8 @@ class RecordIndex:
         ]
 
     def get(self, record_id: str) -> IndexedRecord | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._reader_lock:
+            row = self._reader.execute(
                 f"SELECT {_RECORD_COLS} FROM records WHERE record_id=?", (record_id,)
             ).fetchone()
         return _record(row) if row else None

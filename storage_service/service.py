@@ -168,6 +168,7 @@ class StorageCore:
         self.anchorer = Anchorer(index, ledger, anchor_policy or AnchorPolicy(), instance)
         self._roots: dict[str, bytes] = {}  # anchored roots read from the ledger (immutable)
         self._roots_lock = threading.Lock()
+        self._window_cache: dict[str, _Window] = {}  # window records are immutable
         # Object writes of the segment streams overlap (MinIO answers in parallel).
         self._writers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="segment-put")
 
@@ -343,12 +344,18 @@ class StorageCore:
             self._authorize_write(caller, header.patient_id, header.device_id)
             window = windows.get(header.window_id)
             if window is None:
-                wrec = self.index.get(new_record_id(caller.subject, "window/" + header.window_id))
-                if wrec is None:
-                    raise FailedPrecondition(
-                        f"segment {item.idempotency_key!r}: window {header.window_id} was never written"
-                    )
-                window = self._window_of(wrec, header.patient_id, header.device_id)
+                wrid = new_record_id(caller.subject, "window/" + header.window_id)
+                window = self._window_cache.get(wrid)
+                if window is None:
+                    wrec = self.index.get(wrid)
+                    if wrec is None:
+                        raise FailedPrecondition(
+                            f"segment {item.idempotency_key!r}: window {header.window_id} was never written"
+                        )
+                    window = self._window_of(wrec, wrec.meta.patient_id, wrec.meta.author)
+                    if len(self._window_cache) > 50_000:
+                        self._window_cache.clear()
+                    self._window_cache[wrid] = window
                 windows[header.window_id] = window
             if (window.patient_id, window.device_id) != (header.patient_id, header.device_id):
                 raise InvalidArgument(
