@@ -530,6 +530,7 @@ def measure_raw(system: System, devs: list[str], seconds: float, work: Path) -> 
         },
     )
     pub.join()
+    used = cpu.used()  # before the subscriber exits: its CPU is read from /proc
     sub.join()
     got = json.loads((work / "raw-sub.json").read_text())
     published = sum(len(v) for v in json.loads((work / "raw-pub.json").read_text()).values())
@@ -542,7 +543,7 @@ def measure_raw(system: System, devs: list[str], seconds: float, work: Path) -> 
         received=len(lat),
         published=published,
         devices=len(devs),
-        cpu=cpu.used(),
+        cpu=used,
     )
 
 

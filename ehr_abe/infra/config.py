@@ -85,8 +85,9 @@ class MqttSettings:
     max_queued_messages: int = 1_200_000
     max_queued_mb: int = 512
     #: QoS 1 messages in flight to one client before its PUBACKs: the edge acks
-    #: after a durable group commit, so this bounds one commit's batch.
-    max_inflight_messages: int = 2000
+    #: only after a durable commit, so this must cover what arrives during one
+    #: commit and its fsync (2,000 left the edge idle between commits under load).
+    max_inflight_messages: int = 10_000
     #: Largest accepted MQTT packet: a reading or an ECG block is far smaller.
     max_packet_kb: int = 64
     start_timeout_s: float = 20.0
