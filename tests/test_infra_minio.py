@@ -128,23 +128,26 @@ def test_a_failed_build_names_its_log_and_leaves_no_binary(tmp_path: Path) -> No
 def test_unknown_component_is_refused() -> None:
     with pytest.raises(InfraError, match="unknown component"):
         manager.select(["minio", "postgres"])
-    assert manager.select([]) == ["minio", "fabric"]
-    assert manager.select(["fabric", "minio"]) == ["minio", "fabric"]
+    assert manager.select([]) == ["minio", "fabric", "mqtt"]
+    assert manager.select(["mqtt", "fabric", "minio"]) == ["minio", "fabric", "mqtt"]
 
 
 def test_fabric_without_binaries_is_skipped_with_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FABRIC_HOME", str(tmp_path / "no-fabric"))
+    monkeypatch.setenv("EHR_ABE_MOSQUITTO", str(tmp_path / "no-mosquitto"))
     cfg = InfraConfig(state_dir=tmp_path / "infra")
     lines: list[str] = []
     chosen = manager.components(cfg, [], lines.append)
     assert [c.name for c in chosen] == ["minio"]
-    assert len(lines) == 1 and lines[0].startswith("Fabric skipped: ")
+    assert [line.split(":")[0] for line in lines] == ["Fabric skipped", "MQTT skipped"]
+    assert "apt-get install mosquitto" in lines[1]
     with pytest.raises(InfraError, match="fabric"):
         manager.components(cfg, ["fabric"], lines.append)
     rows = manager.status(cfg)
-    assert [r.name for r in rows] == ["minio", "fabric"] and rows[1].state == "not-installed"
+    assert [r.name for r in rows] == ["minio", "fabric", "mqtt"]
+    assert rows[1].state == rows[2].state == "not-installed"
 
 
 def test_down_never_signals_a_process_that_is_not_ours(tmp_path: Path) -> None:
