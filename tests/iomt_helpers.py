@@ -40,7 +40,9 @@ class Storage:
     running: RunningServer | None = None
 
     @staticmethod
-    def create(home: Path, minio_connection: Path | None) -> Storage:
+    def create(
+        home: Path, minio_connection: Path | None, fabric_connection: Path | None = None
+    ) -> Storage:
         cfg = load_config(env={})
         cfg.home = str(home)
         cfg.server.listen = f"127.0.0.1:{free_port()}"
@@ -48,6 +50,9 @@ class Storage:
         if minio_connection is not None:
             cfg.storage.object_store = "minio"
             cfg.storage.minio_connection = str(minio_connection)
+        if fabric_connection is not None:
+            cfg.storage.ledger = "fabric"
+            cfg.storage.fabric_connection = str(fabric_connection)
         KeyAuthority.setup(cfg.authority_dir, passphrase=PASS)
         s = Storage(cfg)
         s.start()

@@ -292,3 +292,38 @@ def test_edge_killed_mid_stream_loses_nothing(
             cl.close()
         edge.send_signal(signal.SIGTERM)
         edge.wait(timeout=30)
+
+
+@pytest.mark.fabric
+def test_segments_are_anchored_on_fabric(
+    tmp_path: Path, minio_connection: Path, mqtt_connection: Path, fabric_connection: Path
+) -> None:
+    storage = Storage.create(tmp_path / "home", minio_connection, fabric_connection)
+    t = tag()
+    devices = {f"ox-{t}": Device("pulse-oximeter", f"p-{t}")}
+    cfg = with_mqtt(
+        edge_config(tmp_path / "spool", storage, devices), mqtt_connection, tmp_path / "certs"
+    )
+    gw = Gateway(cfg, GrpcSegmentSink(storage.endpoint, subject=cfg.subject))
+    gw.start()
+    sim = DeviceSim(f"ox-{t}", "pulse-oximeter")
+    client = _connect(mqtt_connection, tmp_path, sim.device_id)
+    try:
+        for _ in range(20):
+            assert client.publish(sim.topic, sim.reading()) == 0
+        reader = AbeKeyring.from_bytes(
+            storage.authority().issue_key(READER, ["role:nurse"]).user_key
+        )
+        expected = {(sim.device_id, q) for q in sim.sent}
+        got = _all_fetched(storage, reader, f"p-{t}", expected)
+        assert sorted(got) == sorted(expected)
+
+        def anchored() -> bool:
+            segs = fetch(storage, reader, f"p-{t}", READER)
+            return bool(segs) and all(s.anchored for s in segs)
+
+        _wait(anchored, 60, "the segments' batch to be anchored on Fabric")
+    finally:
+        client.close()
+        gw.stop()
+        storage.stop()
