@@ -57,8 +57,10 @@ WRITER_ROLES = frozenset({"device", "clinician", "doctor", "nurse", "record-writ
 #: Record type of a stream window's key envelope (see abe_service.segments).
 WINDOW_RECORD_TYPE = "window-key"
 SEGMENT_TYPE_PREFIX = "segment."
-#: Items (window keys and segments) in one WriteSegments call.
+#: Items (window keys and segments) and bytes in one WriteSegments call: the
+#: work one call can ask for is bounded whatever its items are.
 MAX_STREAM_ITEMS = 4096
+MAX_STREAM_BYTES = 256 * 1024 * 1024
 #: Segments returned by one FetchSegments call.
 MAX_FETCH_SEGMENTS = 100_000
 #: Roles allowed to verify the whole store and read audit trails.
@@ -288,111 +290,130 @@ class StorageCore:
             tuple[Future[None] | None, WriteResult, RecordMeta | None, SegmentRow | None]
         ] = []
         now = utc_now()
-        for n, item in enumerate(items):
-            if n >= MAX_STREAM_ITEMS:
-                raise InvalidArgument(
-                    f"more than {MAX_STREAM_ITEMS} items in one WriteSegments call"
-                )
-            if isinstance(item, WindowItem):
-                validate_id("window id", item.window_id)
-                validate_id("patient id", item.patient_id)
-                validate_id("device id", item.device_id)
-                self._authorize_write(caller, item.patient_id, item.device_id)
-                record_id = new_record_id(caller.subject, "window/" + item.window_id)
+        received = 0
+        try:
+            for n, item in enumerate(items):
+                if n >= MAX_STREAM_ITEMS:
+                    raise InvalidArgument(
+                        f"more than {MAX_STREAM_ITEMS} items in one WriteSegments call"
+                    )
+                received += len(item.envelope if isinstance(item, WindowItem) else item.sealed)
+                if received > MAX_STREAM_BYTES:
+                    raise InvalidArgument(
+                        f"more than {MAX_STREAM_BYTES} bytes in one WriteSegments call"
+                    )
+                if isinstance(item, WindowItem):
+                    validate_id("window id", item.window_id)
+                    validate_id("patient id", item.patient_id)
+                    validate_id("device id", item.device_id)
+                    self._authorize_write(caller, item.patient_id, item.device_id)
+                    record_id = new_record_id(caller.subject, "window/" + item.window_id)
+                    existing = self.index.get(record_id)
+                    if existing is not None:
+                        w = self._window_of(existing, item.patient_id, item.device_id)
+                        windows[item.window_id] = w
+                        pending.append(
+                            (None, WriteResult(item.window_id, record_id, True), None, None)
+                        )
+                        continue
+                    if len(item.envelope) > MAX_ENVELOPE_BYTES:
+                        raise InvalidArgument("window envelope too large")
+                    try:
+                        policy = self.encryptor.envelope_policy(item.envelope)
+                    except DecodeError as exc:
+                        raise InvalidArgument(
+                            f"window {item.window_id}: not a valid envelope: {exc}"
+                        ) from None
+                    meta = self._meta(
+                        record_id,
+                        item.patient_id,
+                        WINDOW_RECORD_TYPE,
+                        item.device_id,
+                        now,
+                        policy,
+                        item.envelope,
+                    )
+                    windows[item.window_id] = _Window(
+                        record_id, item.patient_id, item.device_id, policy
+                    )
+                    future = self._writers.submit(self._put_one_object, meta, item.envelope)
+                    pending.append(
+                        (future, WriteResult(item.window_id, record_id, False), meta, None)
+                    )
+                    continue
+                try:
+                    header, _, _ = parse_segment(item.sealed)
+                except DecodeError as exc:
+                    raise InvalidArgument(f"segment {item.idempotency_key!r}: {exc}") from None
+                if not item.idempotency_key or len(item.idempotency_key) > 256:
+                    raise InvalidArgument("a segment needs an idempotency key of 1-256 characters")
+                validate_id("patient id", header.patient_id)
+                validate_id("device id", header.device_id)
+                if item.record_type != SEGMENT_TYPE_PREFIX + header.device_type:
+                    raise InvalidArgument(
+                        f"segment record type {item.record_type!r} does not match its device type"
+                    )
+                validate_record_type(item.record_type)
+                self._authorize_write(caller, header.patient_id, header.device_id)
+                window = windows.get(header.window_id)
+                if window is None:
+                    wrid = new_record_id(caller.subject, "window/" + header.window_id)
+                    window = self._window_cache.get(wrid)
+                    if window is None:
+                        wrec = self.index.get(wrid)
+                        if wrec is None:
+                            raise FailedPrecondition(
+                                f"segment {item.idempotency_key!r}: window {header.window_id} was never written"
+                            )
+                        window = self._window_of(wrec, wrec.meta.patient_id, wrec.meta.author)
+                        if len(self._window_cache) > 50_000:
+                            self._window_cache.clear()
+                        self._window_cache[wrid] = window
+                    windows[header.window_id] = window
+                if (window.patient_id, window.device_id) != (header.patient_id, header.device_id):
+                    raise InvalidArgument(
+                        f"segment {item.idempotency_key!r} names another patient or device than its window"
+                    )
+                record_id = new_record_id(caller.subject, "segment/" + item.idempotency_key)
                 existing = self.index.get(record_id)
                 if existing is not None:
-                    w = self._window_of(existing, item.patient_id, item.device_id)
-                    windows[item.window_id] = w
-                    pending.append((None, WriteResult(item.window_id, record_id, True), None, None))
+                    if existing.meta.content_sha256 != hashlib.sha256(item.sealed).digest():
+                        raise AlreadyExists(
+                            f"segment {item.idempotency_key!r} was stored before with other content"
+                        )
+                    pending.append(
+                        (None, WriteResult(item.idempotency_key, record_id, True), None, None)
+                    )
                     continue
-                if len(item.envelope) > MAX_ENVELOPE_BYTES:
-                    raise InvalidArgument("window envelope too large")
-                try:
-                    policy = self.encryptor.envelope_policy(item.envelope)
-                except DecodeError as exc:
-                    raise InvalidArgument(
-                        f"window {item.window_id}: not a valid envelope: {exc}"
-                    ) from None
                 meta = self._meta(
                     record_id,
-                    item.patient_id,
-                    WINDOW_RECORD_TYPE,
-                    item.device_id,
+                    header.patient_id,
+                    item.record_type,
+                    header.device_id,
                     now,
-                    policy,
-                    item.envelope,
+                    window.policy,
+                    item.sealed,
                 )
-                windows[item.window_id] = _Window(
-                    record_id, item.patient_id, item.device_id, policy
+                seg = SegmentRow(
+                    record_id,
+                    header.patient_id,
+                    header.device_id,
+                    window.record_id,
+                    header.first_seq,
+                    header.last_seq,
+                    header.first_time_ms,
+                    header.last_time_ms,
                 )
-                future = self._writers.submit(self._put_one_object, meta, item.envelope)
-                pending.append((future, WriteResult(item.window_id, record_id, False), meta, None))
-                continue
-            try:
-                header, _, _ = parse_segment(item.sealed)
-            except DecodeError as exc:
-                raise InvalidArgument(f"segment {item.idempotency_key!r}: {exc}") from None
-            if not item.idempotency_key or len(item.idempotency_key) > 256:
-                raise InvalidArgument("a segment needs an idempotency key of 1-256 characters")
-            validate_id("patient id", header.patient_id)
-            validate_id("device id", header.device_id)
-            if item.record_type != SEGMENT_TYPE_PREFIX + header.device_type:
-                raise InvalidArgument(
-                    f"segment record type {item.record_type!r} does not match its device type"
-                )
-            validate_record_type(item.record_type)
-            self._authorize_write(caller, header.patient_id, header.device_id)
-            window = windows.get(header.window_id)
-            if window is None:
-                wrid = new_record_id(caller.subject, "window/" + header.window_id)
-                window = self._window_cache.get(wrid)
-                if window is None:
-                    wrec = self.index.get(wrid)
-                    if wrec is None:
-                        raise FailedPrecondition(
-                            f"segment {item.idempotency_key!r}: window {header.window_id} was never written"
-                        )
-                    window = self._window_of(wrec, wrec.meta.patient_id, wrec.meta.author)
-                    if len(self._window_cache) > 50_000:
-                        self._window_cache.clear()
-                    self._window_cache[wrid] = window
-                windows[header.window_id] = window
-            if (window.patient_id, window.device_id) != (header.patient_id, header.device_id):
-                raise InvalidArgument(
-                    f"segment {item.idempotency_key!r} names another patient or device than its window"
-                )
-            record_id = new_record_id(caller.subject, "segment/" + item.idempotency_key)
-            existing = self.index.get(record_id)
-            if existing is not None:
-                if existing.meta.content_sha256 != hashlib.sha256(item.sealed).digest():
-                    raise AlreadyExists(
-                        f"segment {item.idempotency_key!r} was stored before with other content"
-                    )
+                future = self._writers.submit(self._put_one_object, meta, item.sealed)
                 pending.append(
-                    (None, WriteResult(item.idempotency_key, record_id, True), None, None)
+                    (future, WriteResult(item.idempotency_key, record_id, False), meta, seg)
                 )
-                continue
-            meta = self._meta(
-                record_id,
-                header.patient_id,
-                item.record_type,
-                header.device_id,
-                now,
-                window.policy,
-                item.sealed,
-            )
-            seg = SegmentRow(
-                record_id,
-                header.patient_id,
-                header.device_id,
-                window.record_id,
-                header.first_seq,
-                header.last_seq,
-                header.first_time_ms,
-                header.last_time_ms,
-            )
-            future = self._writers.submit(self._put_one_object, meta, item.sealed)
-            pending.append((future, WriteResult(item.idempotency_key, record_id, False), meta, seg))
+        except BaseException:
+            # No object write may outlive a refused call (its answer says nothing was stored).
+            for fut, *_ in pending:
+                if fut is not None:
+                    fut.exception()
+            raise
         rows: list[tuple[RecordMeta, bytes, SegmentRow | None]] = []
         for fut, _res, row_meta, row_seg in pending:
             if fut is not None:
@@ -445,7 +466,9 @@ class StorageCore:
                 hashlib.sha256(self.store.get(envelope_key(meta.record_id))).digest()
                 != meta.content_sha256
             ):
-                raise IntegrityError(f"record {meta.record_id}: stored object differs") from None
+                raise AlreadyExists(
+                    f"record {meta.record_id} was stored before with other content"
+                ) from None
 
     @staticmethod
     def _window_of(rec: IndexedRecord, patient_id: str, device_id: str) -> _Window:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -277,6 +278,33 @@ def test_stream_rules(core: StorageCore, authority: KeyAuthority) -> None:
         core.write_segments(DEVICE, [_segment(key, 0, payload=b"other")])
     with pytest.raises(InvalidArgument):
         core.write_segments(DEVICE, [SegmentItem("k", "segment.ecg", b"junk")])
+    with pytest.raises(InvalidArgument):  # a segment moved to another device's record type
+        core.write_segments(DEVICE, [replace(_segment(key, 40), record_type="segment.ecg")])
+
+
+def test_one_stream_call_is_bounded(
+    core: StorageCore, authority: KeyAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import storage_service.service as service
+
+    window, key = _window(authority)
+    s0, s2 = _segment(key, 0), _segment(key, 2)
+    monkeypatch.setattr(service, "MAX_STREAM_ITEMS", 2)
+    with pytest.raises(InvalidArgument, match="items"):
+        core.write_segments(EDGE, [window, s0, s2])
+    monkeypatch.setattr(service, "MAX_STREAM_ITEMS", 100)
+    monkeypatch.setattr(service, "MAX_STREAM_BYTES", len(window.envelope) + 10)
+    with pytest.raises(InvalidArgument, match="bytes"):
+        core.write_segments(EDGE, [window, s0])
+    monkeypatch.setattr(service, "MAX_STREAM_BYTES", 1 << 20)
+    # the refused calls left objects but no records: the resend of the same bytes lands
+    assert [r.duplicate for r in core.write_segments(EDGE, [window, s0, s2])] == [False] * 3
+    monkeypatch.setattr(service, "MAX_STREAM_ITEMS", 1)
+    with pytest.raises(InvalidArgument):  # segment 6's object is written, its record is not
+        core.write_segments(EDGE, [_segment(key, 6), _segment(key, 8)])
+    monkeypatch.setattr(service, "MAX_STREAM_ITEMS", 100)
+    with pytest.raises(AlreadyExists):  # other bytes (a fresh nonce) under that key: refused
+        core.write_segments(EDGE, [_segment(key, 6)])
 
 
 def test_concurrent_streams_all_land(core: StorageCore, authority: KeyAuthority) -> None:
