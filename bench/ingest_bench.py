@@ -601,16 +601,19 @@ def measure_ward(
             sum(len(v) for d, v in published.items() if ward[d] == "ecg") * 25 / (ended - first), 1
         ),
     }
+    last_anchor = max((t + d for t, d in lat), default=ended)
+    warm_last = max((t + d for t, d in lat if t >= warm), default=ended)
+    # per_s: readings anchored per second, from the first publish to the last anchor
     emit(
         op=f"ward{tag}_cold",
-        per_s=round(total / (ended - first), 1),
+        per_s=round(len(lat) / (last_anchor - first), 1),
         p50_ms=round(pct([d for _, d in lat], 50) * 1000, 1),
         p99_ms=round(pct([d for _, d in lat], 99) * 1000, 1),
         **common,
     )
     emit(
         op=f"ward{tag}",
-        per_s=round(len(warm_lat) / max(1e-9, ended - warm), 1),
+        per_s=round(len(warm_lat) / max(1e-9, warm_last - warm), 1),
         p50_ms=round(pct(warm_lat, 50) * 1000, 1),
         p99_ms=round(pct(warm_lat, 99) * 1000, 1),
         warmup_s=round(warm - first, 1),
