@@ -46,7 +46,7 @@ class EdgeConfig:
     #: "shape" (each Observation structure validated once by fhir.resources) or
     #: "every" (each Observation; ~330 µs each). See edge.fhir.ObservationValidator.
     fhir_validation: str = "shape"
-    send_max_items: int = 512
+    send_max_items: int = 128  # small calls: an item waits less for the call before it
     send_max_bytes: int = 8 * 1024 * 1024
     # MQTT (from `ehr-abe infra up mqtt`'s connection.json unless given)
     mqtt_host: str = "127.0.0.1"

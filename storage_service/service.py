@@ -172,7 +172,7 @@ class StorageCore:
         self._roots_lock = threading.Lock()
         self._window_cache: dict[str, _Window] = {}  # window records are immutable
         # Object writes of the segment streams overlap (MinIO answers in parallel).
-        self._writers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="segment-put")
+        self._writers = ThreadPoolExecutor(max_workers=48, thread_name_prefix="segment-put")
 
     def start(self) -> None:
         self.anchorer.start()

@@ -67,7 +67,7 @@ class MinioStore:
         self._workers = workers
         self._http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s * 3),
-            maxsize=workers,
+            maxsize=max(workers, 64),  # segment streams write up to 48 objects at once
             # Only reads are retried: a retried conditional PUT whose first try
             # landed would come back 412 and look like someone else's object.
             retries=urllib3.Retry(
