@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import grpc
 import pytest
+from conftest import free_port
 
 PASS = "cli test passphrase"
 
@@ -143,3 +147,153 @@ def test_wrong_passphrase_and_refusal_to_overwrite(home: Path, tmp_path: Path) -
     assert r.returncode == 3 and b"wrong passphrase" in r.stderr
     r = run("authority", "setup", home=home)
     assert r.returncode == 6 and b"refusing to overwrite" in r.stderr
+
+
+def test_demo_plays_the_scenario(tmp_path: Path) -> None:
+    r = run("demo", home=tmp_path, env={"COLUMNS": "200"})
+    out = r.stdout.decode()
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    assert "Traceback" not in out + r.stderr.decode()
+    # the anchoring step reports what really happened: all twelve readings, one batch
+    assert "this flush anchored 12 records in 1 batch(es)" in out
+    assert "the 12 records now sit in 1 batch(es) (1 transaction(s))" in out
+    assert "leaf 3 of 12" in out
+    assert "failed: r-" in out  # the tampered object was found by VerifyRecords
+    assert "demo complete" in out
+
+
+def _wait_serving(port: int, proc: subprocess.Popen[bytes], seconds: float = 90) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + seconds
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        while True:
+            assert proc.poll() is None, f"serve exited with {proc.returncode}"
+            try:
+                status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            assert time.monotonic() < deadline, "serve did not start serving"
+            time.sleep(0.2)
+
+
+def test_serve_then_verify(home: Path) -> None:
+    """`ehr-abe serve` as a subprocess on a free port: called over gRPC, stopped by
+    its pid; then `ehr-abe verify` checks what it stored, and finds a tampered object."""
+    from ehr_common.api.v1 import storage_pb2, storage_pb2_grpc
+    from storage_service.records import envelope_key
+
+    port = free_port()
+    env = {**os.environ, "EHR_ABE_HOME": str(home), "EHR_ABE_MASTER_PASSPHRASE": PASS}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ehr_abe", "serve", "--listen", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_serving(port, proc)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            st = storage_pb2_grpc.StorageServiceStub(ch)
+            device = (("x-ehr-subject", "pump-1"), ("x-ehr-roles", "device"))
+            ids = [
+                st.PutRecord(
+                    storage_pb2.PutRecordRequest(
+                        patient_id="p-5",
+                        record_type="infusion",
+                        plain=storage_pb2.PlainContent(
+                            payload=b"%d ml/h" % i, policy="role:doctor"
+                        ),
+                    ),
+                    metadata=device,
+                ).record_id
+                for i in range(3)
+            ]
+            assert st.FlushAnchors(storage_pb2.FlushAnchorsRequest(), metadata=device).records == 3
+    finally:
+        proc.send_signal(signal.SIGTERM)  # the pid we started, nothing else
+        try:
+            rc = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    assert rc == 0, stderr[-2000:]
+    assert "DEVELOPMENT MODE" in stderr and "Traceback" not in stderr
+
+    r = run("verify", home=home, env={"COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr
+    assert b"checked 3, passed 3 (0 pending anchoring), failed 0" in r.stdout
+
+    path = home / "storage" / "objects" / envelope_key(ids[1])
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.chmod(0o600)
+    path.write_bytes(bytes(data))
+    r = run("verify", home=home, env={"COLUMNS": "200"})
+    assert r.returncode == 4 and b"Traceback" not in r.stderr
+    assert b"failed 1" in r.stdout and f"FAILED {ids[1]}".encode() in r.stdout
+
+
+# -- outputs: atomic, owner-only for secrets, never through a link, --force to replace ---------
+def _names(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir())
+
+
+def test_key_output_refuses_to_replace_an_existing_file_without_force(
+    home: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "k.key"
+    target.write_bytes(b"an older key")
+    target.chmod(0o644)
+    r = run("key", "issue", "dr-f", "role:doctor", "-o", str(target), home=home)
+    assert r.returncode == 6 and b"--force" in r.stderr and b"Traceback" not in r.stderr
+    assert target.read_bytes() == b"an older key"
+    r = run("key", "issue", "dr-f", "role:doctor", "-o", str(target), "--force", home=home)
+    assert r.returncode == 0, r.stderr
+    # Replaced by rename: the new key is 0600 although the old file was 0644.
+    assert target.read_bytes() != b"an older key"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert _names(tmp_path) == ["k.key"]  # no temporary left behind
+
+
+def test_outputs_never_follow_a_symbolic_link(home: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"not yours")
+    victim.chmod(0o644)
+    link = tmp_path / "out.key"
+    link.symlink_to(victim)
+    for force in ((), ("--force",)):
+        r = run("key", "issue", "dr-s", "role:doctor", "-o", str(link), *force, home=home)
+        assert r.returncode == 2 and b"symbolic link" in r.stderr, r.stderr
+    dangling = tmp_path / "dangling.key"
+    dangling.symlink_to(tmp_path / "elsewhere")
+    r = run("key", "issue", "dr-s", "role:doctor", "-o", str(dangling), home=home)
+    assert r.returncode == 2
+    assert victim.read_bytes() == b"not yours" and not (tmp_path / "elsewhere").exists()
+    assert oct(victim.stat().st_mode & 0o777) == "0o644"
+
+
+def test_plaintext_is_written_owner_only_whatever_existed(home: Path, tmp_path: Path) -> None:
+    key = tmp_path / "d.key"
+    assert run("key", "issue", "dr-p", "role:doctor", "-o", str(key), home=home).returncode == 0
+    (tmp_path / "in.txt").write_bytes(b"HR 80")
+    env = tmp_path / "e.env"
+    r = run("encrypt", "-p", "role:doctor", str(tmp_path / "in.txt"), "-o", str(env), home=home)
+    assert r.returncode == 0, r.stderr
+    assert oct(env.stat().st_mode & 0o777) == "0o644"  # an envelope is not secret
+    out = tmp_path / "plain.txt"
+    out.write_bytes(b"old")
+    out.chmod(0o644)
+    r = run("decrypt", "-k", str(key), str(env), "-o", str(out), home=home)
+    assert r.returncode == 6 and out.read_bytes() == b"old"
+    r = run("decrypt", "-k", str(key), str(env), "-o", str(out), "--force", home=home)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == b"HR 80" and oct(out.stat().st_mode & 0o777) == "0o600"
+    fresh = tmp_path / "fresh.txt"
+    r = run("decrypt", "-k", str(key), str(env), "-o", str(fresh), home=home, env={})
+    assert r.returncode == 0 and oct(fresh.stat().st_mode & 0o777) == "0o600"

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REQUIRE_MQTT, unavailable
 
 from ehr_abe.infra.config import load_infra_config
 from ehr_abe.infra.mqtt import MosquittoBroker, acl_text, mosquitto_binary, mosquitto_config
 from ehr_common.errors import ConfigError
-from tests.conftest import REQUIRE_MQTT, unavailable
 
 
 def test_config_and_acl_say_what_the_broker_enforces() -> None:

@@ -4,14 +4,12 @@ unreachable network looks like to callers (real gRPC to closed ports)."""
 from __future__ import annotations
 
 import json
-import socket
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from certs import self_signed_ca
+from conftest import free_port
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ehr_common.errors import ConfigError, Unavailable
@@ -27,36 +25,11 @@ from storage_service.ledger.fabric import (
 
 
 def write_pair(d: Path, cn: str) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    cert_pem, key_pem = self_signed_ca(cn)
     cp, kp = d / f"{cn}.crt", d / f"{cn}.key"
-    cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    kp.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cp.write_bytes(cert_pem)
+    kp.write_bytes(key_pem)
     return cp, kp
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def connection_doc(tmp_path: Path) -> dict[str, object]:
@@ -67,11 +40,11 @@ def connection_doc(tmp_path: Path) -> dict[str, object]:
         "organizations": {
             "hosp1": {
                 "msp_id": "Hosp1MSP",
-                "gateway": {"endpoint": f"127.0.0.1:{closed_port()}", "tls_ca": str(ca)},
+                "gateway": {"endpoint": f"127.0.0.1:{free_port()}", "tls_ca": str(ca)},
             },
             "hosp2": {
                 "msp_id": "Hosp2MSP",
-                "gateway": {"endpoint": f"127.0.0.1:{closed_port()}", "tls_ca": ca.name},
+                "gateway": {"endpoint": f"127.0.0.1:{free_port()}", "tls_ca": ca.name},
             },
         },
     }

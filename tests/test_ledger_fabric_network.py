@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import REQUIRE_FABRIC, unavailable
 
 from ehr_common.errors import AccessDenied, AlreadyExists, EhrAbeError
 from storage_service.ledger.base import Caller
@@ -47,12 +48,16 @@ def network(connection: Path) -> Any:
     cfg = InfraConfig()
     net, why = fabric_component(cfg)
     if net is None:
-        pytest.skip(f"cannot control the Fabric network: {why}")
+        unavailable("Fabric", REQUIRE_FABRIC, f"cannot control the Fabric network: {why}")
     managed = cfg.state_dir / "fabric" / "connection.json"
     if managed.resolve() != connection.resolve():
-        pytest.skip(f"{connection} was not written by the managed network ({managed})")
+        unavailable(
+            "Fabric",
+            REQUIRE_FABRIC,
+            f"{connection} was not written by the managed network ({managed})",
+        )
     if not any(s.state == "running" for s in net.status()):
-        pytest.skip("the managed Fabric network is not running")
+        unavailable("Fabric", REQUIRE_FABRIC, "the managed Fabric network is not running")
     return net
 
 
@@ -125,7 +130,11 @@ def test_anchoring_continues_with_one_organisations_peer_down(
     org2 = ledger.connection.orgs[1]
     victims = [s for s in statuses if org2.org.lower() in s.name.lower()]
     if not victims:
-        pytest.skip(f"no running peer of {org2.org} in {[s.name for s in statuses]}")
+        unavailable(
+            "Fabric",
+            REQUIRE_FABRIC,
+            f"no running peer of {org2.org} in {[s.name for s in statuses]}",
+        )
     os.kill(victims[0].pid, signal.SIGTERM)  # the peer process the network started
     try:
         time.sleep(2)
