@@ -126,8 +126,11 @@ def _mqtt_available(env: Env) -> tuple[bool, str]:
 
 
 def _mqtt_isolate(env: Env) -> None:
-    if "EHR_ABE_MQTT_PORT" not in env:
-        env["EHR_ABE_MQTT_PORT"] = str(_free_ports(1)[0])
+    if "EHR_ABE_MQTT_PORT" in env:
+        return
+    taken = {env.get("EHR_ABE_MINIO_PORT"), env.get("EHR_ABE_MINIO_CONSOLE_PORT")}
+    port = next(p for p in iter(lambda: str(_free_ports(1)[0]), None) if p not in taken)
+    env["EHR_ABE_MQTT_PORT"] = port
 
 
 COMPONENTS: list[Component] = [
