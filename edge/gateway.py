@@ -124,11 +124,28 @@ class Gateway:
         self._threads: list[threading.Thread] = []
         self._client: Any = None
         self.ack: Callable[[int, int], None] = lambda mid, qos: None
+        #: set when the writer or sender met an error it cannot go on from (a spool
+        #: that cannot be written): the edge stops taking messages; the CLI exits
+        self.fatal = ""
 
     # -- lifecycle -------------------------------------------------------------
+    def _guarded(self, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except Exception as exc:  # nothing unacknowledged is lost: the broker keeps it
+                log.critical("edge %s stopped: %s", target.__name__, exc)
+                self.fatal = f"{target.__name__}: {exc}"
+                self._stop.set()
+                if self._client is not None:
+                    with contextlib.suppress(Exception):
+                        self._client.disconnect()
+
+        return run
+
     def start_workers(self) -> None:
         for target, name in ((self._writer, "edge-writer"), (self._sender, "edge-sender")):
-            t = threading.Thread(target=target, name=name, daemon=True)
+            t = threading.Thread(target=self._guarded(target), name=name, daemon=True)
             t.start()
             self._threads.append(t)
         t = threading.Thread(target=self._stats_loop, name="edge-stats", daemon=True)

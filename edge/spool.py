@@ -206,7 +206,13 @@ class Spool:
         if not items:
             return
         with self._lock:
-            self._db.executemany("DELETE FROM outbox WHERE id=?", [(i.id,) for i in items])
+            self._db.execute("BEGIN IMMEDIATE")  # one commit (one fsync) for the call
+            try:
+                self._db.executemany("DELETE FROM outbox WHERE id=?", [(i.id,) for i in items])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         self._bytes -= sum(len(i.payload) for i in items)
 
     def bury(self, item: OutboxItem, error: str) -> None:

@@ -65,9 +65,14 @@ def edge(
         f"storage {cfg.storage_endpoint}, spool {cfg.spool_dir}",
         highlight=False,
     )
-    stop.wait()
+    while not stop.wait(1.0) and not gateway.fatal:
+        pass
     gateway.stop()
     sink.close()
+    if gateway.fatal:
+        from ehr_common.errors import Unavailable
+
+        raise Unavailable(f"the edge stopped: {gateway.fatal}")
 
 
 def _when(text: str | None) -> datetime | None:
