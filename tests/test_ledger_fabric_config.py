@@ -143,3 +143,43 @@ def test_ca_key_issuer_mints_fabric_ca_style_identities(tmp_path: Path) -> None:
     fresh_cert.verify_directly_issued_by(new_ca)
     with pytest.raises(ConfigError, match="no development CA"):
         CaKeyIssuer(tmp_path / "ids", conn.orgs).identity_for(Caller("x", "Hosp2MSP"))
+
+
+class _RecordingGateway:
+    """Stands in for one peer's Gateway to observe the client's coordination only:
+    which gateways were asked to confirm a commit, in what order."""
+
+    def __init__(self, name: str, log: list[str], *, endorses: bool, down: bool = False):
+        self.endpoint, self._log, self._endorses, self._down = name, log, endorses, down
+
+    def endorse_and_submit(self, *_: object) -> tuple[str, bytes]:
+        self._log.append(f"submit@{self.endpoint}")
+        return "tx-1", b"{}"
+
+    def wait_for_commit(self, *_: object, timeout_s: float | None = None) -> int:
+        self._log.append(f"commit@{self.endpoint}")
+        if self._down:
+            raise Unavailable(f"{self.endpoint} is down")
+        return 7
+
+
+def test_a_commit_waits_until_every_reachable_peer_holds_it(tmp_path: Path) -> None:
+    """Read your writes across organisations: after submit returns, a read routed to
+    another organisation's peer must not answer from before the commit (a revoked
+    consent still granting). An unreachable peer does not fail the transaction."""
+    conn = parse_connection(connection_doc(tmp_path), tmp_path)
+    cert, key = write_pair(tmp_path, "client")
+    from storage_service.fabric_gateway.signing import SigningIdentity
+
+    ident = SigningIdentity.from_files("Hosp2MSP", cert, key)
+    ledger = FabricLedger(conn, StaticIdentities({("Hosp2MSP", "admin"): ident}))
+    caller = Caller("admin", "Hosp2MSP", frozenset({"consent-admin"}))
+    for hosp1_down in (False, True):
+        log: list[str] = []
+        ledger._gateways = {  # type: ignore[assignment]
+            "hosp1": _RecordingGateway("hosp1", log, endorses=False, down=hosp1_down),
+            "hosp2": _RecordingGateway("hosp2", log, endorses=True),
+        }
+        result = ledger.submit(caller, "RevokeConsent", ["p-1", "dr-1"])
+        assert result.block == 7
+        assert log == ["submit@hosp2", "commit@hosp2", "commit@hosp1"]

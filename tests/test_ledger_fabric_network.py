@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from conftest import REQUIRE_FABRIC, unavailable
 
+from chaincode.core import format_time as core_time
 from ehr_common.errors import AccessDenied, AlreadyExists, EhrAbeError
 from storage_service.ledger.base import Caller
 from storage_service.ledger.client import LedgerClient
@@ -85,6 +86,23 @@ def test_anchor_is_read_back_from_each_organisation(ledger: Any) -> None:
     assert client.get_anchor(batch).block == receipt.block
     with pytest.raises(AlreadyExists):
         client.anchor_batch(batch, b"\x43" * 32, 3)
+
+
+def test_a_committed_revocation_is_read_at_once_on_every_organisation(ledger: Any) -> None:
+    """Read your writes across organisations: consent revoked through Hosp2's gateway
+    must not still be granted by Hosp1's peer a moment later (submit waits until
+    every reachable peer holds the block). No retry here, on purpose."""
+    client = LedgerClient(ledger, SERVICE)
+    admin = Caller("consent-admin-sync", "Hosp2MSP", frozenset({"consent-admin"}))
+    patient = f"p-{uuid.uuid4().hex[:8]}"
+    for i in range(8):
+        grantee = f"dr-sync-{i}"
+        client.grant_consent(admin, patient, grantee, None)
+        client.revoke_consent(admin, patient, grantee)
+        at = core_time(datetime.now(UTC))
+        for org in ledger.connection.orgs:
+            raw = ledger.evaluate_at(org.org, SERVICE, "ConsentAllows", [patient, grantee, at])
+            assert json.loads(raw)["allowed"] is False, f"{org.org} still grants after revoke"
 
 
 def test_consent_change_by_another_subject_is_refused_by_the_chaincode(ledger: Any) -> None:
