@@ -129,7 +129,14 @@ def pids_by_marker() -> dict[str, int]:
 
 # -- the system under test ----------------------------------------------------------------------
 class System:
-    def __init__(self, work: Path, devices: dict[str, tuple[str, str]], ledger: str, age_s: float):
+    def __init__(
+        self,
+        work: Path,
+        devices: dict[str, tuple[str, str]],
+        ledger: str,
+        age_s: float,
+        anchor_age_s: float = 0.5,
+    ):
         from abe_service.authority import KeyAuthority
         from ehr_abe.infra.mqtt import issue_identity, load_connection
         from ehr_common.certificates import mint_tls_server_cert
@@ -163,7 +170,7 @@ class System:
             f'tls_cert = "{tls / "server.crt"}"\ntls_key = "{tls / "server.key"}"\n'
             f'client_ca = "{self.ca}"\n[storage]\nobject_store = "minio"\n'
             f'minio_connection = "{minio}"\nledger = "{ledger}"\n'
-            f'fabric_connection = "{fabric}"\nbatch_max_age_s = 0.5\nbatch_max_records = 5000\n'
+            f'fabric_connection = "{fabric}"\nbatch_max_age_s = {anchor_age_s}\nbatch_max_records = 5000\n'
         )
         lines = [
             "[edge]",
@@ -763,6 +770,7 @@ def main() -> int:
     ap.add_argument("--sweep-duration", type=float, default=20.0)
     ap.add_argument("--puts", type=int, default=2000)
     ap.add_argument("--segment-age", type=float, default=1.5)
+    ap.add_argument("--anchor-age", type=float, default=0.5, help="storage batch_max_age_s")
     ap.add_argument("--ledger", choices=["fabric", "embedded"], default="fabric")
     ap.add_argument("--ops", default="ingest,raw_mqtt,ward,put")
     ap.add_argument("--plot", action="store_true")
@@ -784,7 +792,7 @@ def main() -> int:
     for ward in wards.values():
         devices.update({d: (t, f"p-{d}") for d, t in ward.items()})
     work = Path(tempfile.mkdtemp(prefix="ehr-ingest-bench-"))
-    system = System(work, devices, args.ledger, args.segment_age)
+    system = System(work, devices, args.ledger, args.segment_age, args.anchor_age)
     try:
         system.start()
         if "raw_mqtt" in ops:
