@@ -44,7 +44,7 @@ PRIVILEGED_ROLES = frozenset(
         "authority",
         "anchorer",
         "device",
-        "edge",
+        "edge-gateway",
         "record-writer",
     }
 )

@@ -17,7 +17,7 @@ The rules (README, "Security model"):
 - a reading relayed for a device (`device=` given: an IoMT edge gateway
   forwarding what a device sent it) is written only if that device is
   currently assigned to the patient, and the caller is the device itself or
-  an `edge` gateway of the device's organisation;
+  an `edge-gateway` of the device's organisation;
 - the author of a record is always the authenticated caller.
 Reads: the patient, or a subject the patient's consent on the ledger allows.
 """
@@ -34,7 +34,7 @@ CLINICIAN_ROLES = frozenset({"clinician", "doctor", "nurse"})
 ORG_WRITER_ROLES = CLINICIAN_ROLES | {"record-writer"}
 DEVICE_ROLE = "device"
 #: an IoMT gateway that authenticates devices itself and relays their readings
-EDGE_ROLE = "edge"
+EDGE_ROLE = "edge-gateway"
 
 FACT_ASSIGNMENT = "assignment"
 FACT_CONSENT = "consent"
