@@ -15,6 +15,7 @@ from ehr_common.errors import AccessDenied, ConfigError, InvalidArgument
 from ehr_common.identity import Caller
 from storage_service.authorization import (
     CLINICIAN_ROLES,
+    EDGE_ROLE,
     FACT_ASSIGNMENT,
     FACT_CONSENT,
     WriteFacts,
@@ -86,12 +87,12 @@ def test_relayed_device_readings(caller: Caller, patient: str, device: str, assi
     while the device is assigned to the patient; nothing else about the caller counts."""
     f = WriteFacts(device_assigned=assigned, consented=True)
     assert facts_needed(caller, patient, device) == {FACT_ASSIGNMENT}
-    edge = Caller("gw-1", caller.msp_id, caller.roles | {"edge"})
+    edge = Caller("gw-1", caller.msp_id, caller.roles | {EDGE_ROLE})
     expected = assigned and caller.msp_id == device.split("/")[0]
     assert allowed_relay(edge, patient, f, device) == expected
     itself = Caller(device.split("/")[1], device.split("/")[0], frozenset({"device"}))
     assert allowed_relay(itself, patient, f, device) == assigned
-    plain = Caller("dr-a", caller.msp_id, caller.roles - {"edge"})
+    plain = Caller("dr-a", caller.msp_id, caller.roles - {EDGE_ROLE})
     assert not allowed_relay(plain, patient, f, device) or plain.principal == device
 
 

@@ -560,12 +560,12 @@ def test_an_edge_gateway_relays_only_for_assigned_devices(
     """The check every write path shares (PutRecord and streamed device readings)."""
     core = make_core()
     patient, _ = _patient(backends, core)  # DEVICE is assigned to this patient
-    edge = Caller("gw-ward-3", "Hosp1MSP", frozenset({"edge"}))
+    edge = Caller("gw-ward-3", "Hosp1MSP", frozenset({"edge-gateway"}))
     assert core.authorize_write(edge, patient, device_id=DEVICE.subject) == patient
     assert core.authorize_write(DEVICE, patient, device_id=DEVICE.principal) == patient
     with pytest.raises(AccessDenied, match="not currently assigned"):
         core.authorize_write(edge, patient, device_id="Hosp1MSP/pump-unassigned")
-    foreign_edge = Caller("gw-9", "Hosp2MSP", frozenset({"edge"}))
+    foreign_edge = Caller("gw-9", "Hosp2MSP", frozenset({"edge-gateway"}))
     with pytest.raises(AccessDenied, match="gateway"):
         core.authorize_write(foreign_edge, patient, device_id=DEVICE.principal)
     with pytest.raises(AccessDenied, match="gateway"):
