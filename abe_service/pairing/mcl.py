@@ -39,11 +39,27 @@ class GTElement(ctypes.Structure):
     _fields_ = [("d", ctypes.c_uint64 * _GT_WORDS)]
 
 
+_GT_WINDOWS = 32  # 8-bit windows of a 256-bit exponent
+_GT_SIZE = ctypes.sizeof(GTElement)
+#: mclBnGT_mul called with raw addresses: a third of the per-call cost of byref().
+_RAW_BINARY_OP = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+
+
+class GTTable:
+    """Fixed-base comb table (MclBackend.gt_fixed_base); entry 256·i + d, d = 0 unused."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries = (GTElement * (_GT_WINDOWS * 256))()
+
+
 #: What the fast backend adds: MSM and Miller loops with one final exponentiation.
 FAST_SYMBOLS = ("mclBnG1_mulVec", "mclBnG2_mulVec", "mclBn_millerLoopVec", "mclBn_finalExp")
 #: What every backend needs from the library (our DST, encodings, GT validation).
 BASIC_SYMBOLS = (
     "mclBnG1_hashAndMapToWithDst",
+    "mclBnG2_hashAndMapToWithDst",
     "mclBn_setETHserialization",
     "mclBn_verifyOrderG1",
     "mclBn_verifyOrderG2",
@@ -117,6 +133,7 @@ class MclBackend:
 
     def __init__(self, lib: ctypes.CDLL):
         self._lib = lib
+        self._gt_mul_raw = _RAW_BINARY_OP(ctypes.cast(lib.mclBnGT_mul, ctypes.c_void_p).value)
         # The standard generators (zcash/IETF compressed encodings).
         self._g1 = self.g1_from_bytes(
             bytes.fromhex(
@@ -200,6 +217,17 @@ class MclBackend:
     def g2_generator(self) -> G2Point:
         return self._g2
 
+    def hash_to_g2(self, data: bytes, dst: bytes) -> G2Point:
+        p = G2Point()
+        if (
+            self._lib.mclBnG2_hashAndMapToWithDst(
+                ctypes.byref(p), data, ctypes.c_size_t(len(data)), dst, ctypes.c_size_t(len(dst))
+            )
+            != 0
+        ):
+            raise ValueError("hash to G2 failed")
+        return p
+
     def g2_mul(self, p: G2Point, k: int) -> G2Point:
         out = G2Point()
         self._lib.mclBnG2_mul(ctypes.byref(out), ctypes.byref(p), ctypes.byref(self._fr(k)))
@@ -264,6 +292,38 @@ class MclBackend:
 
     def gt_eq(self, a: GTElement, b: GTElement) -> bool:
         return bool(self._lib.mclBnGT_isEqual(ctypes.byref(a), ctypes.byref(b)))
+
+    def gt_fixed_base(self, a: GTElement) -> GTTable:
+        """A comb table for `a`: entry (i, d) = a^(d · 256^i), i < 32, 1 <= d < 256
+        (8192 elements, 4.7 MB; about 20 ms to build). gt_pow_fixed then costs at
+        most 32 GT multiplications instead of a full exponentiation (about 3x faster)."""
+        lib = self._lib
+        table = GTTable()
+        cur = GTElement()  # a^(256^i)
+        ctypes.memmove(ctypes.byref(cur), ctypes.byref(a), ctypes.sizeof(GTElement))
+        entries = table.entries
+        for i in range(_GT_WINDOWS):
+            row = i * 256
+            ctypes.memmove(ctypes.byref(entries[row + 1]), ctypes.byref(cur), ctypes.sizeof(cur))
+            for d in range(2, 256):
+                lib.mclBnGT_mul(
+                    ctypes.byref(entries[row + d]),
+                    ctypes.byref(entries[row + d - 1]),
+                    ctypes.byref(cur),
+                )
+            lib.mclBnGT_mul(ctypes.byref(cur), ctypes.byref(entries[row + 255]), ctypes.byref(cur))
+        return table
+
+    def gt_pow_fixed(self, table: GTTable, k: int) -> GTElement:
+        out = GTElement()
+        self._lib.mclBnGT_setInt(ctypes.byref(out), 1)
+        acc = ctypes.addressof(out)
+        base = ctypes.addressof(table.entries)
+        mul = self._gt_mul_raw
+        for i, d in enumerate((k % self.order).to_bytes(32, "little")):
+            if d:
+                mul(acc, acc, base + ((i << 8) | d) * _GT_SIZE)
+        return out
 
     # -- encodings ------------------------------------------------------------------------
     def _ser(self, fn: str, obj: ctypes.Structure, size: int) -> bytes:

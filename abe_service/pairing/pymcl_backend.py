@@ -60,6 +60,10 @@ class PymclBackend:
         fast = self._codec
         return self._m.G1.deserialize(fast.g1_to_bytes(fast.hash_to_g1(data, dst)))
 
+    def hash_to_g2(self, data: bytes, dst: bytes) -> Any:
+        fast = self._codec
+        return self._m.G2.deserialize(fast.g2_to_bytes(fast.hash_to_g2(data, dst)))
+
     def g1_mul(self, p: Any, k: int) -> Any:
         return p * self._fr(k)
 
@@ -123,6 +127,12 @@ class PymclBackend:
 
     def gt_eq(self, a: Any, b: Any) -> bool:
         return bool(a == b)
+
+    def gt_fixed_base(self, a: Any) -> Any:
+        return a  # no precomputation here: gt_pow_fixed is gt_pow
+
+    def gt_pow_fixed(self, table: Any, k: int) -> Any:
+        return self.gt_pow(table, k)
 
     def g1_to_bytes(self, p: Any) -> bytes:
         return bytes(p.serialize())
