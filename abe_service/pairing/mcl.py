@@ -45,6 +45,18 @@ _GT_SIZE = ctypes.sizeof(GTElement)
 _RAW_BINARY_OP = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 
 
+_G1_SIZE = ctypes.sizeof(G1Point)
+
+
+class G1Table:
+    """Fixed-base comb table (MclBackend.g1_fixed_base), affine (normalized) points."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries = (G1Point * (_GT_WINDOWS * 256))()
+
+
 class GTTable:
     """Fixed-base comb table (MclBackend.gt_fixed_base); entry 256·i + d, d = 0 unused."""
 
@@ -55,7 +67,13 @@ class GTTable:
 
 
 #: What the fast backend adds: MSM and Miller loops with one final exponentiation.
-FAST_SYMBOLS = ("mclBnG1_mulVec", "mclBnG2_mulVec", "mclBn_millerLoopVec", "mclBn_finalExp")
+FAST_SYMBOLS = (
+    "mclBnG1_mulVec",
+    "mclBnG2_mulVec",
+    "mclBn_millerLoopVec",
+    "mclBn_finalExp",
+    "mclBnG1_normalizeVec",
+)
 #: What every backend needs from the library (our DST, encodings, GT validation).
 BASIC_SYMBOLS = (
     "mclBnG1_hashAndMapToWithDst",
@@ -101,6 +119,13 @@ def _load(required: tuple[str, ...]) -> ctypes.CDLL:
     return lib
 
 
+def _raw_binary_op(lib: ctypes.CDLL, name: str) -> ctypes._CFunctionType:
+    address = ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+    if address is None:
+        raise OSError(f"pymcl's library has no address for {name}")
+    return _RAW_BINARY_OP(address)
+
+
 class MclBackend:
     name = "mcl"
     order = BLS12_381_ORDER
@@ -133,7 +158,8 @@ class MclBackend:
 
     def __init__(self, lib: ctypes.CDLL):
         self._lib = lib
-        self._gt_mul_raw = _RAW_BINARY_OP(ctypes.cast(lib.mclBnGT_mul, ctypes.c_void_p).value)
+        self._gt_mul_raw = _raw_binary_op(lib, "mclBnGT_mul")
+        self._g1_add_raw = _raw_binary_op(lib, "mclBnG1_add")
         # The standard generators (zcash/IETF compressed encodings).
         self._g1 = self.g1_from_bytes(
             bytes.fromhex(
@@ -205,6 +231,38 @@ class MclBackend:
         self._lib.mclBnG1_mulVec(
             ctypes.byref(out), pts, self._fr_array(scalars), ctypes.c_size_t(n)
         )
+        return out
+
+    def g1_fixed_base(self, p: G1Point) -> G1Table:
+        """A comb table for `p` (8192 affine points, 1.2 MB; about 30 ms to build):
+        g1_mul_fixed then costs at most 32 mixed additions, about 3x faster than g1_mul."""
+        lib = self._lib
+        table = G1Table()
+        entries = table.entries
+        cur = G1Point()
+        ctypes.memmove(ctypes.byref(cur), ctypes.byref(p), _G1_SIZE)
+        for i in range(_GT_WINDOWS):
+            row = i * 256
+            ctypes.memmove(ctypes.byref(entries[row + 1]), ctypes.byref(cur), _G1_SIZE)
+            for d in range(2, 256):
+                lib.mclBnG1_add(
+                    ctypes.byref(entries[row + d]),
+                    ctypes.byref(entries[row + d - 1]),
+                    ctypes.byref(cur),
+                )
+            lib.mclBnG1_add(ctypes.byref(cur), ctypes.byref(entries[row + 255]), ctypes.byref(cur))
+        n = _GT_WINDOWS * 256
+        lib.mclBnG1_normalizeVec(entries, entries, ctypes.c_size_t(n))
+        return table
+
+    def g1_mul_fixed(self, table: G1Table, k: int) -> G1Point:
+        out = G1Point()  # zero-filled: the identity
+        acc = ctypes.addressof(out)
+        base = ctypes.addressof(table.entries)
+        add = self._g1_add_raw
+        for i, d in enumerate((k % self.order).to_bytes(32, "little")):
+            if d:
+                add(acc, acc, base + ((i << 8) | d) * _G1_SIZE)
         return out
 
     def g1_is_identity(self, p: G1Point) -> bool:

@@ -81,6 +81,12 @@ class PymclBackend:
             acc = acc + p * self._fr(k)
         return acc
 
+    def g1_fixed_base(self, p: Any) -> Any:
+        return p  # no precomputation here: g1_mul_fixed is g1_mul
+
+    def g1_mul_fixed(self, table: Any, k: int) -> Any:
+        return self.g1_mul(table, k)
+
     def g1_is_identity(self, p: Any) -> bool:
         return bool(p.is_zero())
 
