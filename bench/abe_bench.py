@@ -1,7 +1,11 @@
-"""CP-ABE (FAME on BLS12-381) timings: setup, keygen, encrypt, decrypt, envelopes.
+"""CP-ABE timings: FAME and multi-authority (RW15) on BLS12-381, rabe beside them.
 
     uv run python bench/abe_bench.py [--backend mcl|pymcl|auto|both] [--sizes 2,5,10,20,50]
-                                     [--runs 15] [--plot [PNG]]
+                                     [--runs 15] [--schemes fame,ma] [--no-peer] [--plot [PNG]]
+
+Rows carry "scheme": "fame" or "ma"; the multi-authority rows, the rabe 0.4.2
+peer rows and the ratio rows are described in bench/ma_rows.py (rabe runs when
+cargo is available, unless --no-peer).
 
 One JSON line per (backend, op, N):
   {"op": ..., "n_attrs": N, "ms": median, "backend": ..., "runs": K, "p10_ms": ..., "p90_ms": ...,
@@ -48,6 +52,7 @@ from abe_service.fame import Fame, MasterKey, PublicKey
 from abe_service.pairing.base import get_backend
 from abe_service.policy import compile_policy
 from abe_service.serialization import UserKey, authority_id, public_params_to_bytes
+from bench.ma_rows import bench_ma, build_rabe, rabe_rows, ratio_rows
 
 DEFAULT_SIZES = (2, 5, 10, 20, 50)
 DEFAULT_RUNS = 15
@@ -77,9 +82,12 @@ def once(fn: Callable[[], object]) -> list[float]:
     return [(time.perf_counter() - t) * 1000]
 
 
-def line(backend: str, op: str, n: int, samples: list[float], note: str) -> dict[str, Any]:
+def line(
+    backend: str, op: str, n: int, samples: list[float], note: str, scheme: str = "fame"
+) -> dict[str, Any]:
     ordered = sorted(samples)
     return {
+        "scheme": scheme,
         "op": op,
         "n_attrs": n,
         "ms": round(statistics.median(ordered), 3),
@@ -163,6 +171,36 @@ def bench_backend(name: str, sizes: tuple[int, ...], runs: int) -> list[dict[str
     return rows
 
 
+def bench_ma_backend(
+    name: str, sizes: tuple[int, ...], runs: int, *, peer: bool
+) -> list[dict[str, Any]]:
+    """Multi-authority rows; rabe's at the same shape after each size, and the
+    ratios (bench/ma_rows.py)."""
+    backend = get_backend(name).name
+    binary = build_rabe() if peer else None
+    rows: list[dict[str, Any]] = []
+
+    def after_size(n: int, measured: list[tuple[str, int, list[float], str]]) -> None:
+        ours = [
+            line(backend, op, m, samples, note, scheme="ma") for op, m, samples, note in measured
+        ]
+        rows.extend(ours)
+        for row in ours:
+            print(json.dumps(row), flush=True)
+        if binary is not None:
+            k = max(3, runs // 3) if n >= 50 else runs
+            peers = rabe_rows(binary, (n,), k)
+            for extra in [*peers, *ratio_rows(ours, peers)]:
+                print(json.dumps(extra), flush=True)
+
+    for op, n, samples, note in bench_ma(name, sizes, runs, timed, once, after_size):
+        if op == "authority_tables":  # the one row not reported per size
+            row = line(backend, op, n, samples, note, scheme="ma")
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
 def plot(rows: list[dict[str, Any]], out: Path) -> None:
     import matplotlib
 
@@ -179,18 +217,20 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         "decrypt": "decrypt: AND of N attributes",
     }
     for ax, (op, title) in zip(axes.flat, titles.items(), strict=False):
-        for b in backends:
+        for b, scheme in [(b, sc) for b in backends for sc in ("fame", "ma")]:
             pts = sorted(
-                (r["n_attrs"], r["ms"]) for r in rows if r["backend"] == b and r["op"] == op
+                (r["n_attrs"], r["ms"])
+                for r in rows
+                if r["backend"] == b and r["op"] == op and r.get("scheme", "fame") == scheme
             )
             if not pts:
                 continue
             ax.plot(
                 [x for x, _ in pts],
                 [y for _, y in pts],
-                "o-",
+                "o-" if scheme == "fame" else "s--",
                 color=colors[b],
-                label=f"{b} (BLS12-381)",
+                label=f"{b} {scheme.upper()} (BLS12-381)",
             )
             for x, y in pts:
                 ax.annotate(
@@ -234,7 +274,15 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     width = 0.8 / max(1, len(backends))
     for i, b in enumerate(backends):
         values = [
-            next((r["ms"] for r in rows if r["backend"] == b and r["op"] == op), 0.0) for op in ops
+            next(
+                (
+                    r["ms"]
+                    for r in rows
+                    if r["backend"] == b and r["op"] == op and r.get("scheme") == "fame"
+                ),
+                0.0,
+            )
+            for op in ops
         ]
         bars = ax.bar(
             [j + i * width for j in range(len(ops))], values, width, color=colors[b], label=b
@@ -251,7 +299,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     ax.set_ylabel("median ms")
     ax.set_title("setup and full envelopes")
     ax.legend(fontsize=8)
-    fig.suptitle("ehr-abe: FAME CP-ABE timings (medians, attribute hashes warm)")
+    fig.suptitle("ehr-abe: FAME and multi-authority CP-ABE timings (medians, hashes warm)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
@@ -290,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PNG",
         help="write a PNG (default: bench/out/abe_bench.png)",
     )
+    ap.add_argument("--schemes", default="fame,ma", help="fame, ma or both (default: %(default)s)")
+    ap.add_argument(
+        "--no-peer", action="store_true", help="skip the rabe 0.4.2 rows (bench/rabe_peer)"
+    )
     args = ap.parse_args(argv)
     try:
         sizes = tuple(int(s) for s in args.sizes.split(",") if s.strip())
@@ -297,10 +349,16 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--sizes takes comma-separated integers")
     if not sizes or min(sizes) < 1 or args.runs < 1:
         ap.error("attribute counts and --runs must be positive")
+    schemes = {s.strip() for s in args.schemes.split(",") if s.strip()}
+    if not schemes or not schemes <= {"fame", "ma"}:
+        ap.error("--schemes takes fame, ma or both")
     backends = ("mcl", "pymcl") if args.backend == "both" else (args.backend,)
     rows: list[dict[str, Any]] = []
     for b in backends:
-        rows.extend(bench_backend(b, sizes, args.runs))
+        if "fame" in schemes:
+            rows.extend(bench_backend(b, sizes, args.runs))
+        if "ma" in schemes:
+            rows.extend(bench_ma_backend(b, sizes, args.runs, peer=not args.no_peer))
     if args.plot is not None:
         plot(rows, args.plot)
     return 0
