@@ -174,11 +174,12 @@ class MultiAuthority:
         G = self.group
         return self._tables(G.gt_to_bytes(pk.e_alpha), G.g1_to_bytes(pk.g_y))
 
-    def clear_caches(self) -> None:
-        """Forget hashes and authority tables (benchmarks: cold timings)."""
+    def clear_caches(self, *, tables: bool = True) -> None:
+        """Forget hashes, and authority comb tables unless tables=False (benchmarks)."""
         self._F_cached.cache_clear()
         self._H_cached.cache_clear()
-        self._tables.cache_clear()
+        if tables:
+            self._tables.cache_clear()
 
     # -- authority setup and key issue -----------------------------------------------------
     def authority_setup(self, authority: str) -> tuple[AuthorityPublicKey, AuthoritySecretKey]:

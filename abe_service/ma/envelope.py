@@ -1,0 +1,232 @@
+"""Multi-authority hybrid envelopes: RW15 key encapsulation + HKDF-SHA256 + AES-256-GCM.
+
+The same `Envelope` message as FAME with scheme "ma-rw15-bls12381-v1": the
+header is `ma_rows`, and `ma_authorities` names every authority whose public
+key the rows were made with, by fingerprint. The associated data binds the
+scheme, the policy, those fingerprints, every header element and the caller's
+context, so any changed byte fails decryption (IntegrityError) or parsing
+(DecodeError) and never yields a wrong plaintext.
+
+Encryptors take authority keys from the ledger's registry
+(abe_service/ma/registry.py) and check each against its registered
+fingerprint and authority id before use.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from abe_service.ma.labels import policy_authorities
+from abe_service.ma.scheme import SCHEME_ID, AuthorityPublicKey, MultiAuthority, merge_keys
+from abe_service.ma.serialization import (
+    FORMAT_VERSION,
+    IssuedKey,
+    envelope_header_bytes,
+    envelope_header_from_bytes,
+    fingerprint,
+    header_to_fields,
+    public_key_from_bytes,
+    rows_used,
+    user_key_from_bytes,
+)
+from abe_service.pairing.base import PairingBackend, get_backend
+from abe_service.policy import CompiledPolicy, compile_policy
+from ehr_common.api.v1 import formats_pb2 as fpb
+from ehr_common.errors import DecodeError, IntegrityError, InvalidArgument, PolicyNotSatisfied
+
+KDF_INFO = f"ehr-abe/{SCHEME_ID}/envelope/aes-256-gcm/v1".encode()
+AD_PREFIX = b"ehr-abe/envelope/ma/v1\x00"
+MAX_CONTEXT = 4096
+
+
+def _lp(b: bytes) -> bytes:
+    return struct.pack(">I", len(b)) + b
+
+
+def _associated_data(
+    policy: str,
+    authorities: Sequence[tuple[str, bytes]],
+    header: tuple[tuple[bytes, ...], ...],
+    context: bytes,
+) -> bytes:
+    parts = [AD_PREFIX, _lp(SCHEME_ID.encode()), _lp(policy.encode())]
+    for name, fp in authorities:
+        parts += [_lp(name.encode()), _lp(fp)]
+    for row in header:
+        parts.extend(_lp(b) for b in row)
+    parts.append(_lp(context))
+    return b"".join(parts)
+
+
+def _aes_key(group: PairingBackend, K: object) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=KDF_INFO).derive(
+        group.gt_to_bytes(K)
+    )
+
+
+@lru_cache(maxsize=1024)
+def _compiled(policy: str) -> CompiledPolicy:
+    return compile_policy(policy)
+
+
+def _check_context(context: bytes) -> None:
+    if not isinstance(context, bytes) or len(context) > MAX_CONTEXT:
+        raise InvalidArgument(f"context must be bytes of at most {MAX_CONTEXT} bytes")
+
+
+@dataclass(frozen=True)
+class VerifiedAuthority:
+    """An authority public key whose bytes matched the fingerprint it was registered
+    with, under the authority id it claims."""
+
+    authority: str
+    public_key: bytes
+    fingerprint: bytes
+    pk: AuthorityPublicKey
+
+
+def verify_authority_key(
+    group: PairingBackend, authority: str, public_key: bytes, expected_fingerprint: bytes
+) -> VerifiedAuthority:
+    """IntegrityError unless `public_key` hashes to `expected_fingerprint` and names
+    `authority` (a registry entry cannot lend one authority's key to another)."""
+    fp = fingerprint(public_key)
+    if fp != expected_fingerprint:
+        raise IntegrityError(
+            f"authority {authority}: the public key does not match its fingerprint"
+        )
+    pk = public_key_from_bytes(group, public_key)
+    if pk.authority != authority:
+        raise IntegrityError(
+            f"the key registered for authority {authority} belongs to {pk.authority}"
+        )
+    return VerifiedAuthority(authority, bytes(public_key), fp, pk)
+
+
+class MaEncryptor:
+    """Encrypts under multi-authority policies with verified authority keys."""
+
+    def __init__(self, ma: MultiAuthority, authorities: Mapping[str, VerifiedAuthority]):
+        self.ma = ma
+        self.authorities = dict(authorities)
+
+    @staticmethod
+    def from_public_keys(keys: Sequence[bytes], backend: str = "auto") -> MaEncryptor:
+        """From serialized public keys you trust as given (tests, offline use); services
+        use the ledger registry (verify_authority_key)."""
+        group = get_backend(backend)
+        verified = {}
+        for data in keys:
+            pk = public_key_from_bytes(group, data)
+            verified[pk.authority] = VerifiedAuthority(pk.authority, data, fingerprint(data), pk)
+        return MaEncryptor(MultiAuthority(group), verified)
+
+    def encrypt(self, policy: str, plaintext: bytes, context: bytes = b"") -> bytes:
+        _check_context(context)
+        if not isinstance(plaintext, bytes | bytearray):
+            raise InvalidArgument("plaintext must be bytes")
+        compiled = _compiled(policy)
+        needed = sorted(policy_authorities(compiled.normal_form))
+        missing = [a for a in needed if a not in self.authorities]
+        if missing:
+            raise InvalidArgument(f"no registered public key for authority {', '.join(missing)}")
+        group = self.ma.group
+        header, K = self.ma.encrypt({a: self.authorities[a].pk for a in needed}, compiled)
+        rows, header_bytes = header_to_fields(group, header.rows)
+        refs = [(a, self.authorities[a].fingerprint) for a in needed]
+        nonce = os.urandom(12)
+        sealed = AESGCM(_aes_key(group, K)).encrypt(
+            nonce,
+            bytes(plaintext),
+            _associated_data(compiled.normal_form, refs, header_bytes, context),
+        )
+        return fpb.Envelope(
+            kind=fpb.OBJECT_KIND_ENVELOPE,
+            version=FORMAT_VERSION,
+            scheme=SCHEME_ID,
+            policy=compiled.normal_form,
+            nonce=nonce,
+            ciphertext=sealed,
+            ma_rows=rows,
+            ma_authorities=[
+                fpb.MaAuthorityRef(authority=a, public_key_sha256=fp) for a, fp in refs
+            ],
+        ).SerializeToString(deterministic=True)
+
+    def envelope_policy(self, envelope: bytes) -> str:
+        return envelope_policy(envelope)
+
+
+def envelope_policy(envelope: bytes) -> str:
+    """The (normal-form) policy of a multi-authority envelope; DecodeError if malformed."""
+    msg = envelope_header_from_bytes(envelope)
+    compiled = _compiled_or_decode_error(msg.policy)
+    if len(compiled.row_labels) != len(msg.ma_rows):
+        raise DecodeError("envelope: header rows do not match its policy")
+    if sorted(policy_authorities(compiled.normal_form)) != [
+        a.authority for a in msg.ma_authorities
+    ]:
+        raise DecodeError("envelope: its authorities do not match its policy")
+    return msg.policy
+
+
+def _compiled_or_decode_error(policy: str) -> CompiledPolicy:
+    try:
+        return _compiled(policy)
+    except InvalidArgument as exc:
+        raise DecodeError(f"envelope: its policy does not parse: {exc}") from None
+
+
+class MaKeyring:
+    """A client's keys from several authorities for ONE global identifier; decrypts
+    multi-authority envelopes without any server."""
+
+    def __init__(self, ma: MultiAuthority, keys: Sequence[IssuedKey]):
+        if not keys:
+            raise InvalidArgument("a keyring needs at least one key")
+        self.ma = ma
+        self.keys = tuple(keys)
+        self.gid = keys[0].gid
+        self.key = merge_keys([k.key for k in keys])  # InvalidArgument across GIDs
+
+    @staticmethod
+    def from_user_keys(keys: Sequence[bytes], backend: str = "auto") -> MaKeyring:
+        group = get_backend(backend)
+        return MaKeyring(MultiAuthority(group), [user_key_from_bytes(group, k) for k in keys])
+
+    @property
+    def authorities(self) -> frozenset[str]:
+        return frozenset(k.authority for k in self.keys)
+
+    def decrypt(self, envelope: bytes, context: bytes = b"") -> bytes:
+        _check_context(context)
+        group = self.ma.group
+        msg = envelope_header_from_bytes(envelope)
+        envelope_policy(envelope)  # rows and authorities match the policy
+        compiled = _compiled_or_decode_error(msg.policy)
+        labels = frozenset(self.key.parts)
+        if not compiled.satisfied_by(labels):
+            raise PolicyNotSatisfied(
+                f"the keys of {self.gid} do not satisfy the policy {msg.policy!r}"
+            )
+        gammas = self.ma.reconstruction(compiled, self.key)
+        rows = rows_used(group, msg, gammas)
+        K = self.ma.decrypt_rows(gammas, compiled.row_labels, rows, self.key)
+        refs = [(a.authority, bytes(a.public_key_sha256)) for a in msg.ma_authorities]
+        ad = _associated_data(msg.policy, refs, envelope_header_bytes(msg), context)
+        try:
+            return AESGCM(_aes_key(group, K)).decrypt(bytes(msg.nonce), bytes(msg.ciphertext), ad)
+        except InvalidTag:
+            raise IntegrityError(
+                "the envelope failed authentication: it was modified, the context differs, "
+                "or a key was issued under another version of an authority's key"
+            ) from None
