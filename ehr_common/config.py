@@ -62,6 +62,9 @@ class StorageConfig:
     ledger_retry_s: float = 1.0
     #: objects fetched at once by verification (the object store's read pool)
     fetch_concurrency: int = 16
+    #: multi-authority records: AND `valid_until@<authority> >= <today>` into each new
+    #: record's policy, per authority (abe_service/ma/validity.py)
+    ma_validity: bool = True
 
 
 @dataclass
@@ -78,6 +81,10 @@ class Config:
     @property
     def authority_dir(self) -> Path:
         return Path(self.authority.dir) if self.authority.dir else self.home_dir / "authority"
+
+    def ma_authority_dir(self, org: str) -> Path:
+        """Where `ehr-abe authority setup --org <org>` keeps that authority's keys."""
+        return self.home_dir / "authorities" / org
 
     @property
     def storage_dir(self) -> Path:

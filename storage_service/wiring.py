@@ -51,24 +51,31 @@ def build_ledger(cfg: Config) -> Ledger:
 
 
 def build_storage_core(cfg: Config, authority: Any | None) -> StorageCore:
-    """`authority` is the in-process key authority (for encrypting plain payloads);
-    with server.abe_endpoint set, a remote AbeService is used instead."""
+    """`authority` is the in-process key authority (for encrypting plain payloads under
+    FAME); with server.abe_endpoint set, a remote AbeService is used instead.
+    Multi-authority policies are encrypted here with the authority keys registered on
+    the ledger (abe_service/ma/router.py)."""
     from abe_service.client import LocalEncryptor, RemoteEncryptor
+    from abe_service.ma.router import LedgerAuthorities, MaLedgerEncryptor, SchemeRouter
+    from abe_service.ma.scheme import MultiAuthority
+    from abe_service.pairing.base import get_backend
 
-    encryptor: Encryptor
+    fame: Encryptor
     if cfg.server.abe_endpoint:
-        encryptor = RemoteEncryptor.connect(cfg.server.abe_endpoint)
+        fame = RemoteEncryptor.connect(cfg.server.abe_endpoint)
     elif authority is not None:
-        encryptor = LocalEncryptor(authority.public_params)
+        fame = LocalEncryptor(authority.public_params)
     else:
         raise ConfigError("StorageService needs AbeService: run both, or set server.abe_endpoint")
     s = cfg.storage
     service_caller = Caller(SERVICE_SUBJECT, s.msp_id, SERVICE_ROLES)
+    ledger = LedgerClient(build_ledger(cfg), service_caller)
+    ma = MaLedgerEncryptor(LedgerAuthorities(ledger, MultiAuthority(get_backend())))
     return StorageCore(
         store=build_object_store(cfg),
         index=RecordIndex(cfg.storage_dir / "index.sqlite"),
-        ledger=LedgerClient(build_ledger(cfg), service_caller),
-        encryptor=encryptor,
+        ledger=ledger,
+        encryptor=SchemeRouter(fame, ma, validity=s.ma_validity),
         service_caller=service_caller,
         anchor_policy=AnchorPolicy(
             max_records=s.batch_max_records, max_age_s=s.batch_max_age_s, retry_s=s.ledger_retry_s
