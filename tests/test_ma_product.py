@@ -222,3 +222,64 @@ def test_from_public_keys_offline(authorities: dict[str, MaAuthority]) -> None:
         ]
     )
     assert ring.decrypt(env, b"") == b"offline"
+
+
+@pytest.mark.parametrize(
+    "ledger_kind", ["embedded", pytest.param("fabric", marks=pytest.mark.fabric)]
+)
+def test_storage_service_routes_both_schemes(
+    ledger_kind: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    authorities: dict[str, MaAuthority],
+) -> None:
+    """The real wiring: one StorageService stores FAME and multi-authority records side by
+    side; the multi-authority one gets the validity condition and is read with a keyring
+    of both centres' keys; stored envelopes say their scheme."""
+    import secrets
+
+    from abe_service.client import AbeKeyring
+    from abe_service.ma.router import envelope_scheme, today
+    from ehr_common.config import load_config
+    from storage_service.records import record_context
+    from storage_service.wiring import build_storage_core
+
+    cfg = load_config(env={})
+    cfg.home = str(tmp_path)
+    if ledger_kind == "fabric":
+        cfg.storage.ledger = "fabric"
+        cfg.storage.fabric_connection = str(request.getfixturevalue("fabric_connection"))
+    fame = KeyAuthority.setup(cfg.authority_dir, passphrase=PASS)
+    core = build_storage_core(cfg, fame)
+    try:
+        for name, a in authorities.items():  # a Fabric ledger may hold an earlier run's key
+            try:
+                core.ledger.get_authority(name)
+                core.ledger.rotate_authority(KA[name], name, a.public_key, a.fingerprint)
+            except NotFound:
+                core.ledger.register_authority(
+                    KA[name], name, SCHEME_ID, a.public_key, a.fingerprint
+                )
+        patient = f"p-{secrets.token_hex(4)}"
+        device = Caller("ecg-7", "Hosp1MSP", frozenset({"device"}))
+        ma_rec = core.put_record(
+            device, patient_id=patient, record_type="ecg", payload=b"joint", policy=POLICY
+        )
+        fame_rec = core.put_record(
+            device, patient_id=patient, record_type="ecg", payload=b"local", policy="role:doctor"
+        )
+        reader = Caller(patient, "Hosp1MSP", frozenset({"patient"}))
+        env, meta, _ = core.get_record(reader, ma_rec.meta.record_id)
+        assert envelope_scheme(env) == SCHEME_ID
+        assert meta.policy == normal_form(with_validity(POLICY, today()))
+        ring = keyring(authorities, "alice", until=today() + 1)
+        assert ring.decrypt(env, record_context(patient)) == b"joint"
+        stale = keyring(authorities, "bob", until=today() - 1)
+        with pytest.raises(PolicyNotSatisfied):
+            stale.decrypt(env, record_context(patient))
+        env2, meta2, _ = core.get_record(reader, fame_rec.meta.record_id)
+        assert meta2.policy == "role:doctor"
+        doctor = AbeKeyring.from_bytes(fame.issue_key("dr", ["role:doctor"]).user_key)
+        assert doctor.decrypt(env2, record_context(patient)) == b"local"
+    finally:
+        core.close()
