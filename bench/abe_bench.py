@@ -52,7 +52,7 @@ from abe_service.fame import Fame, MasterKey, PublicKey
 from abe_service.pairing.base import get_backend
 from abe_service.policy import compile_policy
 from abe_service.serialization import UserKey, authority_id, public_params_to_bytes
-from bench.ma_rows import bench_ma, build_rabe, rabe_rows, ratio_rows
+from bench.ma_rows import RabePeer, Sample, bench_ma, build_rabe, ratio_rows
 
 DEFAULT_SIZES = (2, 5, 10, 20, 50)
 DEFAULT_RUNS = 15
@@ -174,30 +174,31 @@ def bench_backend(name: str, sizes: tuple[int, ...], runs: int) -> list[dict[str
 def bench_ma_backend(
     name: str, sizes: tuple[int, ...], runs: int, *, peer: bool
 ) -> list[dict[str, Any]]:
-    """Multi-authority rows; rabe's at the same shape after each size, and the
-    ratios (bench/ma_rows.py)."""
+    """Multi-authority rows, rabe's interleaved with them, and the ratios (bench/ma_rows.py)."""
     backend = get_backend(name).name
     binary = build_rabe() if peer else None
+    rabe = RabePeer(binary) if binary is not None else None
     rows: list[dict[str, Any]] = []
 
-    def after_size(n: int, measured: list[tuple[str, int, list[float], str]]) -> None:
-        ours = [
-            line(backend, op, m, samples, note, scheme="ma") for op, m, samples, note in measured
-        ]
-        rows.extend(ours)
-        for row in ours:
+    def emit(samples: list[Sample]) -> list[dict[str, Any]]:
+        out = [line(backend, s.op, s.n, s.ms, s.note, scheme=s.scheme) for s in samples]
+        for row in out:
+            if row["scheme"].startswith("rabe-"):
+                row["backend"] = "rabe-0.4.2 (BN254)"
             print(json.dumps(row), flush=True)
-        if binary is not None:
-            k = max(3, runs // 3) if n >= 50 else runs
-            peers = rabe_rows(binary, (n,), k)
-            for extra in [*peers, *ratio_rows(ours, peers)]:
-                print(json.dumps(extra), flush=True)
+        rows.extend(out)
+        return out
 
-    for op, n, samples, note in bench_ma(name, sizes, runs, timed, once, after_size):
-        if op == "authority_tables":  # the one row not reported per size
-            row = line(backend, op, n, samples, note, scheme="ma")
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    def after_size(n: int, samples: list[Sample]) -> None:
+        for ratio in ratio_rows(emit(samples)):
+            print(json.dumps(ratio), flush=True)
+
+    try:
+        measured = bench_ma(name, sizes, runs, once, rabe, after_size)
+    finally:
+        if rabe is not None:
+            rabe.close()
+    emit([s for s in measured if s.op == "authority_tables"])
     return rows
 
 
@@ -217,7 +218,8 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         "decrypt": "decrypt: AND of N attributes",
     }
     for ax, (op, title) in zip(axes.flat, titles.items(), strict=False):
-        for b, scheme in [(b, sc) for b in backends for sc in ("fame", "ma")]:
+        series = sorted({(r["backend"], r.get("scheme", "fame")) for r in rows if r["op"] == op})
+        for b, scheme in series:
             pts = sorted(
                 (r["n_attrs"], r["ms"])
                 for r in rows
@@ -228,9 +230,9 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
             ax.plot(
                 [x for x, _ in pts],
                 [y for _, y in pts],
-                "o-" if scheme == "fame" else "s--",
-                color=colors[b],
-                label=f"{b} {scheme.upper()} (BLS12-381)",
+                {"fame": "o-", "ma": "s--"}.get(scheme, "^:"),
+                color=colors.get(b, "tab:gray") if scheme in ("fame", "ma") else None,
+                label=f"{b} {scheme.upper()} (BLS12-381)" if scheme in ("fame", "ma") else scheme,
             )
             for x, y in pts:
                 ax.annotate(
@@ -240,7 +242,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
                     xytext=(0, 7),
                     ha="center",
                     fontsize=7,
-                    color=colors[b],
+                    color=colors.get(b, "tab:gray"),
                 )
         ref = CHARM_FAME_MNT224_AT_10[op]
         ax.axhline(ref, color="crimson", linestyle="--", linewidth=1)

@@ -12,18 +12,23 @@ ops:
   authority_tables                one sample: building one authority's comb tables (E, Y),
                                   paid once per authority per process (n_attrs 0)
 
-rabe rows ("peer": "rabe-0.4.2") come from bench/rabe_peer (a Rust program
-built with cargo), run in the same process run; ratio rows give rabe's best
-scheme per operation divided by ours.
+rabe rows ("scheme": "rabe-aw11" / "rabe-bdabe") come from bench/rabe_peer (a
+Rust program built with cargo, run as a subprocess in --serve mode): for each
+operation its samples are interleaved with ours, one by one, so both see the
+same machine load; ratio rows give rabe's best scheme per operation (its
+median) divided by ours.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +47,7 @@ RABE_BIN = RABE_DIR / "target" / "release" / "rabe_peer"
 AUTHORITIES = ("hosp1", "hosp2")
 WARM = "two authorities; hashes warm, comb tables built; median after one untimed run"
 COLD = "hash caches (F(attr), H(GID)) cleared first; comb tables kept; one sample"
-Timed = Callable[[Callable[[], object], int], list[float]]
+PEER_NOTE = "rabe 0.4.2 on BN254, same shape; samples interleaved with ours; rabe caches nothing"
 
 
 def split_labels(n: int) -> tuple[list[str], list[str]]:
@@ -57,32 +62,80 @@ def bench_ma(
     backend: str,
     sizes: tuple[int, ...],
     runs: int,
-    timed: Timed,
     once: Callable[[Callable[[], object]], list[float]],
-    after_size: Callable[[int, list[tuple[str, int, list[float], str]]], None] | None = None,
-) -> list[tuple[str, int, list[float], str]]:
-    """Our rows, size by size; `after_size(n, rows)` runs after each size (the peer
-    is measured there, interleaved with ours, so both see the same machine load)."""
+    peer: RabePeer | None = None,
+    after_size: Callable[[int, list[Sample]], None] | None = None,
+) -> list[Sample]:
+    """Our rows (and the peer's, interleaved sample by sample), size by size;
+    `after_size(n, samples)` runs after each size."""
     ma = MultiAuthority(get_backend(backend))
     keys = {name: ma.authority_setup(name) for name in AUTHORITIES}
     pks = {name: pk for name, (pk, _) in keys.items()}
     sk1, sk2 = keys[AUTHORITIES[0]][1], keys[AUTHORITIES[1]][1]
-    out: list[tuple[str, int, list[float], str]] = []
-    out.append(
-        (
+    out: list[Sample] = [
+        Sample(
+            "ma",
             "authority_tables",
             0,
             once(lambda: ma._table_uncached(*_pk_bytes(ma, pks))),
             "one authority",
         )
-    )
+    ]
     for n in sizes:
         k = max(3, runs // 3) if n >= 50 else runs
-        rows = bench_ma_size(ma, pks, (sk1, sk2), n, k, timed, once)
+        rows = bench_ma_size(ma, pks, (sk1, sk2), n, k, once, peer)
         out += rows
         if after_size is not None:
             after_size(n, rows)
     return out
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Timings of one (scheme, op, n): scheme "ma" (ours) or "rabe-<scheme>"."""
+
+    scheme: str
+    op: str
+    n: int
+    ms: list[float]
+    note: str
+
+
+class RabePeer:
+    """bench/rabe_peer --serve: one rabe sample per request, so that its samples can be
+    interleaved with ours and both see the same machine load."""
+
+    def __init__(self, binary: Path):
+        self._proc = subprocess.Popen(
+            [str(binary), "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+
+    def _ask(self, line: str) -> str:
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(line + "\n")
+        self._proc.stdin.flush()
+        answer = self._proc.stdout.readline().strip()
+        if not answer or answer == "error":
+            raise SystemExit(f"rabe_peer: no answer to {line!r}")
+        return answer
+
+    def shape(self, n: int) -> None:
+        self._ask(f"shape {n}")
+
+    def sample(self, scheme: str, op: str) -> float:
+        return float(self._ask(f"time {scheme} {op}"))
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        self._proc.wait(timeout=30)
+
+
+PEER_SCHEMES = ("aw11", "bdabe")
 
 
 def bench_ma_size(
@@ -91,9 +144,9 @@ def bench_ma_size(
     sks: tuple[AuthoritySecretKey, AuthoritySecretKey],
     n: int,
     k: int,
-    timed: Timed,
     once: Callable[[Callable[[], object]], list[float]],
-) -> list[tuple[str, int, list[float], str]]:
+    peer: RabePeer | None,
+) -> list[Sample]:
     l1, l2 = split_labels(n)
     policy = compile_policy(" and ".join(l1 + l2))
 
@@ -104,17 +157,38 @@ def bench_ma_size(
     header, expected = ma.encrypt(pks, policy)
     if not ma.group.gt_eq(ma.decrypt(policy, header, key), expected):
         raise SystemExit(f"ma: decryption under {n} attributes is wrong")
-    out = [
-        ("keygen", n, timed(keygen, k), WARM),
-        ("encrypt", n, timed(lambda: ma.encrypt(pks, policy), k), WARM),
-        ("decrypt", n, timed(lambda: ma.decrypt(policy, header, key), k), WARM),
-    ]
+    if peer is not None:
+        peer.shape(n)
+    ours: dict[str, Callable[[], object]] = {
+        "keygen": keygen,
+        "encrypt": lambda: ma.encrypt(pks, policy),
+        "decrypt": lambda: ma.decrypt(policy, header, key),
+    }
+    out = []
+    for op, fn in ours.items():
+        fn()  # warm-up: hashes, tables
+        theirs: dict[str, list[float]] = {s: [] for s in PEER_SCHEMES}
+        if peer is not None:
+            for s in PEER_SCHEMES:
+                peer.sample(s, op)  # warm-up
+        gc.collect()
+        samples = []
+        for _ in range(k):  # interleaved: ours, then each peer scheme, k times
+            t = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - t) * 1000)
+            if peer is not None:
+                for s in PEER_SCHEMES:
+                    theirs[s].append(peer.sample(s, op))
+        out.append(Sample("ma", op, n, samples, WARM))
+        if peer is not None:
+            out += [Sample(f"rabe-{s}", op, n, theirs[s], PEER_NOTE) for s in PEER_SCHEMES]
     ma.clear_caches(tables=False)
-    out.append(("encrypt_cold", n, once(lambda: ma.encrypt(pks, policy)), COLD))
+    out.append(Sample("ma", "encrypt_cold", n, once(lambda: ma.encrypt(pks, policy)), COLD))
     ma.clear_caches(tables=False)
-    out.append(("keygen_cold", n, once(keygen), COLD))
+    out.append(Sample("ma", "keygen_cold", n, once(keygen), COLD))
     ma.clear_caches(tables=False)
-    out.append(("decrypt_cold", n, once(lambda: ma.decrypt(policy, header, key)), COLD))
+    out.append(Sample("ma", "decrypt_cold", n, once(lambda: ma.decrypt(policy, header, key)), COLD))
     return out
 
 
@@ -144,27 +218,19 @@ def build_rabe() -> Path | None:
     return RABE_BIN
 
 
-def rabe_rows(binary: Path, sizes: tuple[int, ...], runs: int) -> list[dict[str, Any]]:
-    run = subprocess.run(
-        [str(binary), "--sizes", ",".join(map(str, sizes)), "--runs", str(runs)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if run.returncode != 0:
-        print(
-            json.dumps({"note": "rabe_peer failed", "stderr": run.stderr[-500:]}), file=sys.stderr
-        )
-    return [json.loads(s) for s in run.stdout.splitlines() if s.startswith("{")]
-
-
-def ratio_rows(ours: list[dict[str, Any]], rabe: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (op, N): rabe's fastest scheme's median over ours (warm), measured in this run."""
+def ratio_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (op, N): rabe's fastest scheme's median over ours (warm), measured interleaved."""
     out = []
-    for row in ours:
-        if row["op"] not in ("keygen", "encrypt", "decrypt"):
+    for row in rows:
+        if row["scheme"] != "ma" or row["op"] not in ("keygen", "encrypt", "decrypt"):
             continue
-        peers = [p for p in rabe if p["op"] == row["op"] and p["n_attrs"] == row["n_attrs"]]
+        peers = [
+            p
+            for p in rows
+            if p["scheme"].startswith("rabe-")
+            and p["op"] == row["op"]
+            and p["n_attrs"] == row["n_attrs"]
+        ]
         if not peers or row["ms"] <= 0:
             continue
         best = min(peers, key=lambda p: p["ms"])
@@ -173,11 +239,12 @@ def ratio_rows(ours: list[dict[str, Any]], rabe: list[dict[str, Any]]) -> list[d
                 "op": f"ratio_{row['op']}",
                 "n_attrs": row["n_attrs"],
                 "scheme": "ma",
-                "rabe_best": best["scheme"],
+                "rabe_best": best["scheme"].removeprefix("rabe-"),
                 "rabe_ms": best["ms"],
                 "ma_ms": row["ms"],
                 "speedup": round(best["ms"] / row["ms"], 2),
-                "note": "rabe 0.4.2 (BN254) best scheme / ours (BLS12-381), same run",
+                "note": "rabe 0.4.2 (BN254) best scheme's median / ours (BLS12-381), "
+                "samples interleaved in this run",
             }
         )
     return out
