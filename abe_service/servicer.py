@@ -45,6 +45,7 @@ class AbeServicer(pb_grpc.AbeServiceServicer):  # type: ignore[misc]
         msp_id: str,
         ledger: Any = None,
         ma_validity: bool = True,
+        fame_validity: bool = False,
     ):
         self.authority = authority
         self._tls = tls
@@ -59,7 +60,9 @@ class AbeServicer(pb_grpc.AbeServiceServicer):  # type: ignore[misc]
             if ledger is not None
             else None
         )
-        self._router = SchemeRouter(authority.encryptor, ma, validity=ma_validity)
+        self._router = SchemeRouter(
+            authority.encryptor, ma, validity=ma_validity, fame_validity=fame_validity
+        )
 
     def GetPublicParams(
         self, request: pb.GetPublicParamsRequest, context: Any

@@ -101,6 +101,7 @@ def start_server(cfg: Config, *, passphrase: bytes | None = None) -> RunningServ
                 msp_id=cfg.storage.msp_id,
                 ledger=ledger,
                 ma_validity=cfg.storage.ma_validity,
+                fame_validity=cfg.storage.fame_validity,
             ),
             server,
         )

@@ -65,6 +65,9 @@ class StorageConfig:
     #: multi-authority records: AND `valid_until@<authority> >= <today>` into each new
     #: record's policy, per authority (abe_service/ma/validity.py)
     ma_validity: bool = True
+    #: FAME records: AND `valid_until >= <today>` into each new record's policy. Off by
+    #: default: FAME keys carry validity only when issued with `key issue --valid-days`.
+    fame_validity: bool = False
 
 
 @dataclass

@@ -75,7 +75,7 @@ def build_storage_core(cfg: Config, authority: Any | None) -> StorageCore:
         store=build_object_store(cfg),
         index=RecordIndex(cfg.storage_dir / "index.sqlite"),
         ledger=ledger,
-        encryptor=SchemeRouter(fame, ma, validity=s.ma_validity),
+        encryptor=SchemeRouter(fame, ma, validity=s.ma_validity, fame_validity=s.fame_validity),
         service_caller=service_caller,
         anchor_policy=AnchorPolicy(
             max_records=s.batch_max_records, max_age_s=s.batch_max_age_s, retry_s=s.ledger_retry_s

@@ -283,3 +283,26 @@ def test_storage_service_routes_both_schemes(
         assert doctor.decrypt(env2, record_context(patient)) == b"local"
     finally:
         core.close()
+
+
+def test_fame_time_bound_keys_when_configured(tmp_path: Path) -> None:
+    """FAME keys issued with valid_from/valid_until, and a router with fame_validity:
+    the whole policy gets `valid_until >= today` (one authority)."""
+    from abe_service.client import AbeKeyring
+
+    fame = KeyAuthority.setup(tmp_path, passphrase=PASS)
+    r = SchemeRouter(fame.encryptor, None, fame_validity=True, day=lambda: DAY)
+    env = r.encrypt("role:doctor or patient:p-1", b"fame", b"c")
+    assert r.envelope_policy(env) == normal_form(
+        "(role:doctor or patient:p-1) and valid_until >= 20500"
+    )
+
+    def key(until: int) -> AbeKeyring:
+        attrs = ["role:doctor", f"valid_from={DAY - 9}", f"valid_until={until}"]
+        return AbeKeyring.from_bytes(fame.issue_key("dr", attrs).user_key)
+
+    assert key(DAY).decrypt(env, b"c") == b"fame"
+    with pytest.raises(PolicyNotSatisfied):
+        key(DAY - 1).decrypt(env, b"c")
+    plain = SchemeRouter(fame.encryptor, None, day=lambda: DAY)  # default: off for FAME
+    assert plain.envelope_policy(plain.encrypt("role:doctor", b"x", b"")) == "role:doctor"

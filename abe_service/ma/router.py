@@ -23,9 +23,9 @@ from abe_service.ma.envelope import envelope_policy as ma_envelope_policy
 from abe_service.ma.labels import authority_of_label, policy_authorities
 from abe_service.ma.scheme import SCHEME_ID as MA_SCHEME
 from abe_service.ma.scheme import MultiAuthority
-from abe_service.ma.validity import day_number, with_validity
+from abe_service.ma.validity import VALID_UNTIL, day_number, with_validity
 from abe_service.policy import parse
-from abe_service.policy.language import Attr, Compare, PolicyNode
+from abe_service.policy.language import And, Attr, Compare, PolicyNode, render
 from ehr_common.api.v1 import formats_pb2 as fpb
 from ehr_common.errors import ConfigError, DecodeError, IntegrityError, InvalidArgument
 
@@ -160,16 +160,20 @@ class SchemeRouter:
         ma: Encryptor | None,
         *,
         validity: bool = True,
+        fame_validity: bool = False,
         day: Callable[[], int] = today,
     ):
         self.fame = fame
         self.ma = ma
         self.validity = validity
+        self.fame_validity = fame_validity
         self._day = day
 
     def policy_for_new_record(self, policy: str) -> str:
-        if self.validity and is_multi_authority(policy):
-            return with_validity(policy, self._day())
+        if is_multi_authority(policy):
+            return with_validity(policy, self._day()) if self.validity else policy
+        if self.fame_validity:  # one authority: the condition goes on the whole policy
+            return render(And((parse(policy), Compare(VALID_UNTIL, ">=", self._day()))))
         return policy
 
     def encrypt(self, policy: str, plaintext: bytes, context: bytes) -> bytes:
@@ -179,7 +183,7 @@ class SchemeRouter:
             return self.ma.encrypt(self.policy_for_new_record(policy), plaintext, context)
         if self.fame is None:
             raise ConfigError("this service has no FAME authority: qualify attributes (@authority)")
-        return self.fame.encrypt(policy, plaintext, context)
+        return self.fame.encrypt(self.policy_for_new_record(policy), plaintext, context)
 
     def envelope_policy(self, envelope: bytes) -> str:
         if envelope_scheme(envelope) == MA_SCHEME:

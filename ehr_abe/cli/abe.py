@@ -26,7 +26,12 @@ MspOption = Annotated[
     str | None, typer.Option("--msp", help="Its Fabric MSP id (default: hosp1 -> Hosp1MSP).")
 ]
 ValidDaysOption = Annotated[
-    int, typer.Option("--valid-days", help="Multi-authority keys: days of validity from today.")
+    int | None,
+    typer.Option(
+        "--valid-days",
+        help="Days of validity from today (multi-authority keys: default 365; FAME keys: "
+        "adds valid_from/valid_until only when given).",
+    ),
 ]
 RecordOption = Annotated[
     bool, typer.Option(help="Record the key issue on the ledger (multi-authority).")
@@ -141,7 +146,7 @@ def key_issue(
     home: HomeOption = None,
     key_file: KeyFileOption = None,
     org: OrgOption = None,
-    valid_days: ValidDaysOption = 365,
+    valid_days: ValidDaysOption = None,
     record: RecordOption = True,
     msp: MspOption = None,
 ) -> None:
@@ -162,7 +167,7 @@ def key_issue(
             attributes,
             passphrase,
             key_file,
-            valid_days=valid_days,
+            valid_days=365 if valid_days is None else valid_days,
             record=record,
             msp=msp,
         )
@@ -170,6 +175,19 @@ def key_issue(
         console.print(f"key {key_id} from {org} for {subject} written to {out}", highlight=False)
         return
     auth = KeyAuthority.open(cfg.authority_dir, passphrase=passphrase, key_file=key_file)
+    if valid_days is not None:  # FAME time-bound key (storage.fame_validity checks it)
+        from datetime import UTC, datetime
+
+        from abe_service.ma.validity import VALID_FROM, VALID_UNTIL, day_number
+
+        if not 1 <= valid_days <= 3650:
+            raise ConfigError("--valid-days must be 1 .. 3650")
+        today = day_number(datetime.now(UTC))
+        attributes = [
+            *attributes,
+            f"{VALID_FROM}={today}",
+            f"{VALID_UNTIL}={today + valid_days}",
+        ]
     issued = auth.issue_key(subject, attributes)
     _write_output(out, issued.user_key, 0o600)
     console.print(f"key {issued.key_id} for {subject} written to {out}", highlight=False)
@@ -183,7 +201,7 @@ def key_renew(
     config: ConfigOption = None,
     home: HomeOption = None,
     key_file: KeyFileOption = None,
-    valid_days: ValidDaysOption = 365,
+    valid_days: ValidDaysOption = None,
     record: RecordOption = True,
     msp: MspOption = None,
 ) -> None:
@@ -194,7 +212,15 @@ def key_renew(
     cfg = config_from(config, home)
     passphrase, key_file = _master_secret(cfg, key_file, confirm=False)
     data, key_id = ma.issue(
-        cfg, org, subject, None, passphrase, key_file, valid_days=valid_days, record=record, msp=msp
+        cfg,
+        org,
+        subject,
+        None,
+        passphrase,
+        key_file,
+        valid_days=365 if valid_days is None else valid_days,
+        record=record,
+        msp=msp,
     )
     _write_output(out, data, 0o600)
     console.print(f"renewal {key_id} from {org} for {subject} written to {out}", highlight=False)
