@@ -18,6 +18,7 @@ from abe_service.pairing.base import get_backend
 from abe_service.policy import normal_form
 from ehr_common.errors import (
     AlreadyExists,
+    ConfigError,
     DecodeError,
     IntegrityError,
     InvalidArgument,
@@ -306,3 +307,25 @@ def test_fame_time_bound_keys_when_configured(tmp_path: Path) -> None:
         key(DAY - 1).decrypt(env, b"c")
     plain = SchemeRouter(fame.encryptor, None, day=lambda: DAY)  # default: off for FAME
     assert plain.envelope_policy(plain.encrypt("role:doctor", b"x", b"")) == "role:doctor"
+
+
+def test_abe_service_encrypt_routes_both_schemes(
+    ledger: LedgerClient, authorities: dict[str, MaAuthority], tmp_path: Path
+) -> None:
+    from abe_service.servicer import AbeServicer
+    from ehr_common.api.v1 import abe_pb2
+
+    fame = KeyAuthority.setup(tmp_path, passphrase=PASS)
+    servicer = AbeServicer(fame, tls=False, msp_id="Hosp1MSP", ledger=ledger)
+    resp = servicer.Encrypt(
+        abe_pb2.EncryptRequest(policy=POLICY, plaintext=b"m", context=b"c"), None
+    )
+    assert "valid_until@hosp1 >= " in resp.policy_normal_form
+    assert keyring(authorities, "alice", until=10**6).decrypt(resp.envelope, b"c") == b"m"
+    resp = servicer.Encrypt(
+        abe_pb2.EncryptRequest(policy="role:doctor", plaintext=b"f", context=b"c"), None
+    )
+    assert resp.policy_normal_form == "role:doctor"
+    alone = AbeServicer(fame, tls=False, msp_id="Hosp1MSP")  # no ledger: no registry
+    with pytest.raises(ConfigError, match="multi-authority"):
+        alone.Encrypt(abe_pb2.EncryptRequest(policy=POLICY, plaintext=b"m"), None)
