@@ -198,7 +198,7 @@ def bench_ma_backend(
     finally:
         if rabe is not None:
             rabe.close()
-    emit([s for s in measured if s.op == "authority_tables"])
+    emit([s for s in measured if s.op == "authority_tables" or s.op.startswith("envelope_")])
     return rows
 
 

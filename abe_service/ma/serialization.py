@@ -231,12 +231,16 @@ def envelope_header_bytes(msg: fpb.Envelope) -> tuple[tuple[bytes, ...], ...]:
 def rows_used(
     group: PairingBackend, msg: fpb.Envelope, gammas: Mapping[int, int]
 ) -> dict[int, CiphertextRow]:
-    """Decode and validate only the rows decryption uses."""
+    """Decode and validate only the rows decryption uses (C2, C3, C4: curve and subgroup)."""
     out: dict[int, CiphertextRow] = {}
     for i in gammas:
         r = msg.ma_rows[i]
         out[i] = CiphertextRow(
-            group.gt_from_bytes(r.c1),
+            # C1 is only multiplied (or raised to the public γ) into K, which goes through
+            # HKDF and the AEAD: no secret meets it, so a non-GT element can only make
+            # decryption fail, and the costly subgroup check (≈ 5 GT exponentiations)
+            # is skipped. Every point that meets a key component IS checked.
+            group.gt_from_bytes(r.c1, check_subgroup=False),
             group.g1_from_bytes(r.c2),
             group.g1_from_bytes(r.c3),
             group.g2_from_bytes(r.c4),

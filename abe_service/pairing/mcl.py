@@ -422,12 +422,16 @@ class MclBackend:
             raise DecodeError("the G2 identity is not allowed here")
         return p
 
-    def gt_from_bytes(self, data: bytes) -> GTElement:
+    def gt_from_bytes(self, data: bytes, *, check_subgroup: bool = True) -> GTElement:
         if not isinstance(data, bytes | bytearray) or len(data) != 576:
             raise DecodeError("a GT element is 576 bytes")
         a = GTElement()
         read = self._lib.mclBnGT_deserialize(ctypes.byref(a), bytes(data), ctypes.c_size_t(576))
-        if read != 576 or not self._lib.mclBnGT_isValid(ctypes.byref(a)):
+        if read != 576:
+            raise DecodeError("not a valid Fp12 element")
+        if not check_subgroup:
+            return a
+        if not self._lib.mclBnGT_isValid(ctypes.byref(a)):
             raise DecodeError("not a valid GT element")
         # Subgroup check with the generic (non-GLV) power: a^(r-1) * a == 1, and a != 1.
         lib = self._lib

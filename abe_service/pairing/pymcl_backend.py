@@ -166,7 +166,7 @@ class PymclBackend:
     def g2_from_bytes(self, data: bytes, *, allow_identity: bool = False) -> Any:
         return self._point(self._m.G2, data, 96, allow_identity, "G2")
 
-    def gt_from_bytes(self, data: bytes) -> Any:
+    def gt_from_bytes(self, data: bytes, *, check_subgroup: bool = True) -> Any:
         fast = self._codec
-        fast.gt_from_bytes(data)  # validates (subgroup check)
+        fast.gt_from_bytes(data, check_subgroup=check_subgroup)  # validates
         return self._m.GT.deserialize(bytes(data))
