@@ -236,7 +236,7 @@ def rows_used(
     for i in gammas:
         r = msg.ma_rows[i]
         out[i] = CiphertextRow(
-            # C1 is only multiplied (or raised to the public γ) into K, which goes through
+            # C1 is only multiplied (or raised to a public coefficient) into K, which goes through
             # HKDF and the AEAD: no secret meets it, so a non-GT element can only make
             # decryption fail, and the costly subgroup check (≈ 5 GT exponentiations)
             # is skipped. Every point that meets a key component IS checked.
