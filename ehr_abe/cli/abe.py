@@ -296,7 +296,7 @@ def encrypt(
             data = ma_enc.encrypt(policy, _read_input(input_), context.encode())
         else:
             ledger_enc = ma.encryptor_from_ledger(config_from(config, home))
-            data = ledger_enc.encrypt(policy, _read_input(input_), context.encode())  # type: ignore[attr-defined]
+            data = ledger_enc.encrypt(policy, _read_input(input_), context.encode())
         _write_output(out, data)
         return
     if params is not None:

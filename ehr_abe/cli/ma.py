@@ -5,9 +5,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ehr_common.config import Config
 from ehr_common.errors import ConfigError, NotFound
+
+if TYPE_CHECKING:  # imported lazily at run time: the CLI starts fast
+    from abe_service.ma.router import MaLedgerEncryptor
+    from storage_service.ledger.base import Caller
+    from storage_service.ledger.client import LedgerClient
 
 
 def msp_of(org: str) -> str:
@@ -15,7 +21,7 @@ def msp_of(org: str) -> str:
     return org[:1].upper() + org[1:] + "MSP"
 
 
-def _ledger(cfg: Config) -> object:
+def _ledger(cfg: Config) -> LedgerClient:
     from storage_service.ledger.base import Caller
     from storage_service.ledger.client import LedgerClient
     from storage_service.wiring import SERVICE_ROLES, SERVICE_SUBJECT, build_ledger
@@ -25,7 +31,7 @@ def _ledger(cfg: Config) -> object:
     )
 
 
-def _caller(org: str, msp: str | None) -> object:
+def _caller(org: str, msp: str | None) -> Caller:
     from storage_service.ledger.base import Caller
 
     return Caller(f"authority-{org}", msp or msp_of(org), frozenset({"authority"}))
@@ -44,7 +50,6 @@ def setup(
     """Create the authority's keys; register (or, with --force, rotate) them on the ledger."""
     from abe_service.ma.authority import MaAuthority
     from abe_service.ma.scheme import SCHEME_ID
-    from storage_service.ledger.client import LedgerClient
 
     auth = MaAuthority.setup(
         cfg.ma_authority_dir(org), org, passphrase=passphrase, key_file=key_file, force=force
@@ -52,14 +57,13 @@ def setup(
     lines = [f"authority [bold]{org}[/] created in {cfg.ma_authority_dir(org)}"]
     if register:
         ledger = _ledger(cfg)
-        assert isinstance(ledger, LedgerClient)
         caller = _caller(org, msp)
         try:
             ledger.get_authority(org)
-            ledger.rotate_authority(caller, org, auth.public_key, auth.fingerprint)  # type: ignore[arg-type]
+            ledger.rotate_authority(caller, org, auth.public_key, auth.fingerprint)
             lines.append("its key is registered on the ledger (rotated: a new version)")
         except NotFound:
-            ledger.register_authority(caller, org, SCHEME_ID, auth.public_key, auth.fingerprint)  # type: ignore[arg-type]
+            ledger.register_authority(caller, org, SCHEME_ID, auth.public_key, auth.fingerprint)
             lines.append("its key is registered on the ledger")
         finally:
             ledger.close()
@@ -68,22 +72,16 @@ def setup(
 
 
 def revoke(cfg: Config, org: str, reason: str, msp: str | None) -> str:
-    from storage_service.ledger.client import LedgerClient
-
     ledger = _ledger(cfg)
-    assert isinstance(ledger, LedgerClient)
     try:
-        ledger.revoke_authority(_caller(org, msp), org, reason)  # type: ignore[arg-type]
+        ledger.revoke_authority(_caller(org, msp), org, reason)
     finally:
         ledger.close()
     return f"authority {org}'s key is revoked on the ledger; `authority setup --org {org} --force` rotates it"
 
 
 def show(cfg: Config, org: str | None) -> list[str]:
-    from storage_service.ledger.client import LedgerClient
-
     ledger = _ledger(cfg)
-    assert isinstance(ledger, LedgerClient)
     try:
         entries = [ledger.get_authority(org)] if org else ledger.list_authorities()
     finally:
@@ -111,7 +109,6 @@ def issue(
     recorded on the ledger under the authority's organisation."""
     from abe_service.ma.authority import MaAuthority
     from abe_service.ma.validity import day_number
-    from storage_service.ledger.client import LedgerClient
 
     if not 1 <= valid_days <= 3650:
         raise ConfigError("--valid-days must be 1 .. 3650")
@@ -123,10 +120,9 @@ def issue(
         issued = auth.issue_key(gid, attributes, valid_from=today, valid_until=today + valid_days)
     if record:
         ledger = _ledger(cfg)
-        assert isinstance(ledger, LedgerClient)
         try:
             ledger.record_key_issue(
-                _caller(org, msp),  # type: ignore[arg-type]
+                _caller(org, msp),
                 gid,
                 issued.attribute_set_sha256,
                 org,
@@ -137,13 +133,10 @@ def issue(
     return issued.user_key, issued.key_id
 
 
-def encryptor_from_ledger(cfg: Config) -> object:
+def encryptor_from_ledger(cfg: Config) -> MaLedgerEncryptor:
     """A multi-authority encryptor with the ledger's verified authority keys."""
     from abe_service.ma.router import LedgerAuthorities, MaLedgerEncryptor
     from abe_service.ma.scheme import MultiAuthority
     from abe_service.pairing.base import get_backend
-    from storage_service.ledger.client import LedgerClient
 
-    ledger = _ledger(cfg)
-    assert isinstance(ledger, LedgerClient)
-    return MaLedgerEncryptor(LedgerAuthorities(ledger, MultiAuthority(get_backend())))
+    return MaLedgerEncryptor(LedgerAuthorities(_ledger(cfg), MultiAuthority(get_backend())))
