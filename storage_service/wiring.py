@@ -52,17 +52,24 @@ def build_ledger(cfg: Config) -> Ledger:
 
 def build_storage_core(cfg: Config, authority: Any | None) -> StorageCore:
     """`authority` is the in-process key authority (for encrypting plain payloads under
-    FAME); with server.abe_endpoint set, a remote AbeService is used instead.
-    Multi-authority policies are encrypted here with the authority keys registered on
-    the ledger (abe_service/ma/router.py)."""
-    from abe_service.client import LocalEncryptor, RemoteEncryptor
+    FAME); with server.abe_endpoint set, the public parameters come from that AbeService,
+    checked against server.abe_authority_id and cached, and payloads are still
+    encrypted here: plaintext never leaves this process. Multi-authority policies are
+    encrypted here too, with the authority keys registered on the ledger
+    (abe_service/ma/router.py)."""
+    from abe_service.client import LocalEncryptor, fetch_public_params
     from abe_service.ma.router import LedgerAuthorities, MaLedgerEncryptor, SchemeRouter
     from abe_service.ma.scheme import MultiAuthority
     from abe_service.pairing.base import get_backend
 
     fame: Encryptor
     if cfg.server.abe_endpoint:
-        fame = RemoteEncryptor.connect(cfg.server.abe_endpoint)
+        params = fetch_public_params(
+            cfg.server.abe_endpoint,
+            cfg.server.abe_authority_id,
+            cfg.storage_dir / "abe_public_params",
+        )
+        fame = LocalEncryptor(params)
     elif authority is not None:
         fame = LocalEncryptor(authority.public_params)
     else:

@@ -1,11 +1,13 @@
-"""Multi-authority hybrid envelopes: RW15 key encapsulation + HKDF-SHA256 + AES-256-GCM.
+"""Multi-authority hybrid envelopes: RW15 key encapsulation + the committing hybrid
+layer (abe_service/hybrid.py, shared with FAME).
 
 The same `Envelope` message as FAME with scheme "ma-rw15-bls12381-v1": the
 header is `ma_rows`, and `ma_authorities` names every authority whose public
-key the rows were made with, by fingerprint. The associated data binds the
-scheme, the policy, those fingerprints, every header element and the caller's
-context, so any changed byte fails decryption (IntegrityError) or parsing
-(DecodeError) and never yields a wrong plaintext.
+key the rows were made with, by fingerprint. The binding (associated data and
+key commitment) covers the scheme, the policy, those fingerprints, every header
+element and the caller's context, so any changed byte fails decryption
+(IntegrityError) or parsing (DecodeError) and never yields a wrong plaintext,
+and a malformed header cannot open to different plaintexts for different readers.
 
 Encryptors take authority keys from the ledger's registry
 (abe_service/ma/registry.py) and check each against its registered
@@ -14,21 +16,14 @@ fingerprint and authority id before use.
 
 from __future__ import annotations
 
-import os
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
+from abe_service.envelope import envelope_binding
+from abe_service.hybrid import Sealed, open_sealed, seal
 from abe_service.ma.labels import policy_authorities
 from abe_service.ma.scheme import SCHEME_ID, AuthorityPublicKey, MultiAuthority, merge_keys
 from abe_service.ma.serialization import (
-    FORMAT_VERSION,
     IssuedKey,
     envelope_header_bytes,
     envelope_header_from_bytes,
@@ -39,43 +34,28 @@ from abe_service.ma.serialization import (
     user_key_from_bytes,
 )
 from abe_service.pairing.base import PairingBackend, get_backend
-from abe_service.policy import CompiledPolicy, compile_policy
+from abe_service.policy import CompiledPolicy, compile_policy_cached
+from abe_service.serialization import ENVELOPE_VERSION
 from ehr_common.api.v1 import formats_pb2 as fpb
 from ehr_common.errors import DecodeError, IntegrityError, InvalidArgument, PolicyNotSatisfied
 
-KDF_INFO = f"ehr-abe/{SCHEME_ID}/envelope/aes-256-gcm/v1".encode()
-AD_PREFIX = b"ehr-abe/envelope/ma/v1\x00"
 MAX_CONTEXT = 4096
 
 
-def _lp(b: bytes) -> bytes:
-    return struct.pack(">I", len(b)) + b
-
-
-def _associated_data(
+def _binding(
     policy: str,
     authorities: Sequence[tuple[str, bytes]],
     header: tuple[tuple[bytes, ...], ...],
     context: bytes,
 ) -> bytes:
-    parts = [AD_PREFIX, _lp(SCHEME_ID.encode()), _lp(policy.encode())]
-    for name, fp in authorities:
-        parts += [_lp(name.encode()), _lp(fp)]
-    for row in header:
-        parts.extend(_lp(b) for b in row)
-    parts.append(_lp(context))
-    return b"".join(parts)
+    """The hybrid layer's binding: FAME's layout (envelope.envelope_binding) with the
+    authority references as the first header group."""
+    refs = tuple(part for name, fp in authorities for part in (name.encode(), fp))
+    return envelope_binding(SCHEME_ID, "", policy, (refs, *header), context)
 
 
-def _aes_key(group: PairingBackend, K: object) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=KDF_INFO).derive(
-        group.gt_to_bytes(K)
-    )
-
-
-@lru_cache(maxsize=1024)
 def _compiled(policy: str) -> CompiledPolicy:
-    return compile_policy(policy)
+    return compile_policy_cached(policy)
 
 
 def _check_context(context: bytes) -> None:
@@ -143,19 +123,19 @@ class MaEncryptor:
         header, K = self.ma.encrypt({a: self.authorities[a].pk for a in needed}, compiled)
         rows, header_bytes = header_to_fields(group, header.rows)
         refs = [(a, self.authorities[a].fingerprint) for a in needed]
-        nonce = os.urandom(12)
-        sealed = AESGCM(_aes_key(group, K)).encrypt(
-            nonce,
+        sealed = seal(
+            group.gt_to_bytes(K),
+            _binding(compiled.normal_form, refs, header_bytes, context),
             bytes(plaintext),
-            _associated_data(compiled.normal_form, refs, header_bytes, context),
         )
         return fpb.Envelope(
             kind=fpb.OBJECT_KIND_ENVELOPE,
-            version=FORMAT_VERSION,
+            version=ENVELOPE_VERSION,
             scheme=SCHEME_ID,
             policy=compiled.normal_form,
-            nonce=nonce,
-            ciphertext=sealed,
+            nonce=sealed.nonce,
+            ciphertext=sealed.ciphertext,
+            key_commitment=sealed.commitment,
             ma_rows=rows,
             ma_authorities=[
                 fpb.MaAuthorityRef(authority=a, public_key_sha256=fp) for a, fp in refs
@@ -222,11 +202,9 @@ class MaKeyring:
         rows = rows_used(group, msg, gammas)
         K = self.ma.decrypt_rows(gammas, compiled.row_labels, rows, self.key)
         refs = [(a.authority, bytes(a.public_key_sha256)) for a in msg.ma_authorities]
-        ad = _associated_data(msg.policy, refs, envelope_header_bytes(msg), context)
-        try:
-            return AESGCM(_aes_key(group, K)).decrypt(bytes(msg.nonce), bytes(msg.ciphertext), ad)
-        except InvalidTag:
-            raise IntegrityError(
-                "the envelope failed authentication: it was modified, the context differs, "
-                "or a key was issued under another version of an authority's key"
-            ) from None
+        binding = _binding(msg.policy, refs, envelope_header_bytes(msg), context)
+        return open_sealed(
+            group.gt_to_bytes(K),
+            binding,
+            Sealed(bytes(msg.nonce), bytes(msg.key_commitment), bytes(msg.ciphertext)),
+        )

@@ -25,10 +25,11 @@ from abe_service.ma.scheme import (
     UserKey,
 )
 from abe_service.pairing.base import PairingBackend
+from abe_service.serialization import ENVELOPE_VERSION
 from ehr_common.api.v1 import formats_pb2 as fpb
 from ehr_common.errors import DecodeError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # keys; envelopes share FAME's ENVELOPE_VERSION (key-committing)
 MAX_ROWS = 4096
 MAX_PARTS = 4096
 MAX_LABEL_CHARS = 512
@@ -37,7 +38,7 @@ MAX_GID_CHARS = 256
 M = TypeVar("M", bound=Message)
 
 
-def _parse(cls: type[M], data: bytes, kind: int, what: str) -> M:
+def _parse(cls: type[M], data: bytes, kind: int, what: str, version: int = FORMAT_VERSION) -> M:
     if not isinstance(data, bytes | bytearray) or not data:
         raise DecodeError(f"{what}: empty or not bytes")
     try:
@@ -46,7 +47,7 @@ def _parse(cls: type[M], data: bytes, kind: int, what: str) -> M:
         raise DecodeError(f"{what}: not a valid serialized {what}") from None
     if getattr(msg, "kind") != kind:  # noqa: B009 - generated attribute
         raise DecodeError(f"{what}: this is not a {what}")
-    if getattr(msg, "version") != FORMAT_VERSION:  # noqa: B009
+    if getattr(msg, "version") != version:  # noqa: B009
         raise DecodeError(f"{what}: unsupported format version {getattr(msg, 'version')}")  # noqa: B009
     if getattr(msg, "scheme") != SCHEME_ID:  # noqa: B009
         raise DecodeError(f"{what}: unsupported scheme {getattr(msg, 'scheme')!r}")  # noqa: B009
@@ -204,7 +205,7 @@ def header_to_fields(
 def envelope_header_from_bytes(data: bytes) -> fpb.Envelope:
     """Structure only (kinds, counts, lengths); points are decoded by `rows_used`."""
     what = "multi-authority envelope"
-    msg = _parse(fpb.Envelope, data, fpb.OBJECT_KIND_ENVELOPE, what)
+    msg = _parse(fpb.Envelope, data, fpb.OBJECT_KIND_ENVELOPE, what, ENVELOPE_VERSION)
     if msg.authority_id or msg.ct0 or msg.rows:
         raise DecodeError(f"{what}: carries FAME fields")
     if not 1 <= len(msg.ma_rows) <= MAX_ROWS:
@@ -219,8 +220,8 @@ def envelope_header_from_bytes(data: bytes) -> fpb.Envelope:
         _authority(a.authority, what)
         if len(a.public_key_sha256) != 32:
             raise DecodeError(f"{what}: bad authority key fingerprint")
-    if len(msg.nonce) != 12 or len(msg.ciphertext) < 16:
-        raise DecodeError(f"{what}: bad nonce or ciphertext")
+    if len(msg.nonce) != 12 or len(msg.ciphertext) < 16 or len(msg.key_commitment) != 32:
+        raise DecodeError(f"{what}: bad nonce, key commitment or ciphertext")
     return msg
 
 

@@ -144,7 +144,7 @@ class CiphertextRow(_message.Message):
     def __init__(self, ct1: _Optional[bytes] = ..., ct2: _Optional[bytes] = ..., ct3: _Optional[bytes] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("kind", "version", "scheme", "authority_id", "policy", "ct0", "rows", "nonce", "ciphertext", "ma_rows", "ma_authorities")
+    __slots__ = ("kind", "version", "scheme", "authority_id", "policy", "ct0", "rows", "nonce", "ciphertext", "key_commitment", "ma_rows", "ma_authorities")
     KIND_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SCHEME_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +154,7 @@ class Envelope(_message.Message):
     ROWS_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    KEY_COMMITMENT_FIELD_NUMBER: _ClassVar[int]
     MA_ROWS_FIELD_NUMBER: _ClassVar[int]
     MA_AUTHORITIES_FIELD_NUMBER: _ClassVar[int]
     kind: ObjectKind
@@ -165,9 +166,10 @@ class Envelope(_message.Message):
     rows: _containers.RepeatedCompositeFieldContainer[CiphertextRow]
     nonce: bytes
     ciphertext: bytes
+    key_commitment: bytes
     ma_rows: _containers.RepeatedCompositeFieldContainer[MaCiphertextRow]
     ma_authorities: _containers.RepeatedCompositeFieldContainer[MaAuthorityRef]
-    def __init__(self, kind: _Optional[_Union[ObjectKind, str]] = ..., version: _Optional[int] = ..., scheme: _Optional[str] = ..., authority_id: _Optional[str] = ..., policy: _Optional[str] = ..., ct0: _Optional[_Iterable[bytes]] = ..., rows: _Optional[_Iterable[_Union[CiphertextRow, _Mapping]]] = ..., nonce: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., ma_rows: _Optional[_Iterable[_Union[MaCiphertextRow, _Mapping]]] = ..., ma_authorities: _Optional[_Iterable[_Union[MaAuthorityRef, _Mapping]]] = ...) -> None: ...
+    def __init__(self, kind: _Optional[_Union[ObjectKind, str]] = ..., version: _Optional[int] = ..., scheme: _Optional[str] = ..., authority_id: _Optional[str] = ..., policy: _Optional[str] = ..., ct0: _Optional[_Iterable[bytes]] = ..., rows: _Optional[_Iterable[_Union[CiphertextRow, _Mapping]]] = ..., nonce: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., key_commitment: _Optional[bytes] = ..., ma_rows: _Optional[_Iterable[_Union[MaCiphertextRow, _Mapping]]] = ..., ma_authorities: _Optional[_Iterable[_Union[MaAuthorityRef, _Mapping]]] = ...) -> None: ...
 
 class MaAuthorityPublicKey(_message.Message):
     __slots__ = ("kind", "version", "scheme", "authority", "e_alpha", "g_y")
