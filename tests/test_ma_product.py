@@ -315,17 +315,22 @@ def test_abe_service_encrypt_routes_both_schemes(
     from abe_service.servicer import AbeServicer
     from ehr_common.api.v1 import abe_pb2
 
+    class DevContext:  # development mode: the caller names itself in headers
+        def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+            return (("x-ehr-subject", "ecg-7"), ("x-ehr-roles", "device"))
+
+    ctx = DevContext()
     fame = KeyAuthority.setup(tmp_path, passphrase=PASS)
     servicer = AbeServicer(fame, tls=False, msp_id="Hosp1MSP", ledger=ledger)
     resp = servicer.Encrypt(
-        abe_pb2.EncryptRequest(policy=POLICY, plaintext=b"m", context=b"c"), None
+        abe_pb2.EncryptRequest(policy=POLICY, plaintext=b"m", context=b"c"), ctx
     )
     assert "valid_until@hosp1 >= " in resp.policy_normal_form
     assert keyring(authorities, "alice", until=10**6).decrypt(resp.envelope, b"c") == b"m"
     resp = servicer.Encrypt(
-        abe_pb2.EncryptRequest(policy="role:doctor", plaintext=b"f", context=b"c"), None
+        abe_pb2.EncryptRequest(policy="role:doctor", plaintext=b"f", context=b"c"), ctx
     )
     assert resp.policy_normal_form == "role:doctor"
     alone = AbeServicer(fame, tls=False, msp_id="Hosp1MSP")  # no ledger: no registry
     with pytest.raises(ConfigError, match="multi-authority"):
-        alone.Encrypt(abe_pb2.EncryptRequest(policy=POLICY, plaintext=b"m"), None)
+        alone.Encrypt(abe_pb2.EncryptRequest(policy=POLICY, plaintext=b"m"), ctx)

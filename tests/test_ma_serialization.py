@@ -89,7 +89,9 @@ def test_structural_refusals(world: dict[str, object]) -> None:
         variant(lambda m: m.ma_authorities.reverse()),  # unsorted
         variant(lambda m: setattr(m, "authority_id", "a-x")),  # FAME fields
         variant(lambda m: setattr(m, "scheme", "fame-bls12381-v1")),
-        variant(lambda m: setattr(m, "version", 2)),
+        variant(lambda m: setattr(m, "version", 1)),  # not key-committing
+        variant(lambda m: setattr(m, "version", 3)),
+        variant(lambda m: setattr(m, "key_commitment", b"")),
         variant(lambda m: setattr(m.ma_rows[0], "c4", m.ma_rows[0].c4[:-1])),
         env + b"\x00",  # not canonical
     ]
@@ -101,7 +103,10 @@ def test_structural_refusals(world: dict[str, object]) -> None:
     off = variant(lambda m: setattr(m.ma_rows[0], "c2", b"\x80" + b"\x11" * 47))
     with pytest.raises(DecodeError):
         ring.decrypt(off, b"ctx")
-    # a different authority fingerprint: bound by the AEAD
+    # a different authority fingerprint, or another key commitment: bound, refused
+    forged = variant(lambda m: setattr(m, "key_commitment", b"\x02" * 32))
+    with pytest.raises(IntegrityError):
+        ring.decrypt(forged, b"ctx")
     swapped = variant(lambda m: setattr(m.ma_authorities[0], "public_key_sha256", b"\x01" * 32))
     with pytest.raises(IntegrityError):
         ring.decrypt(swapped, b"ctx")
