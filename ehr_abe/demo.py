@@ -314,7 +314,7 @@ class Demo:
             self.console.print("  (skipped: the centres' authority keys are not on this machine)")
             return
         from abe_service.ma.envelope import MaKeyring
-        from abe_service.ma.scheme import merge_keys
+        from abe_service.ma.scheme import UserKey, merge_keys
         from abe_service.ma.validity import day_number
 
         today = day_number(datetime.now(UTC))
@@ -377,8 +377,16 @@ class Demo:
             lambda: solo.decrypt(got.envelope, record_context(PATIENT)),
         )
         self.expect_refusal(
-            "Dr Solo borrows Dr Joint's hosp2 key (collusion)",
+            "Dr Solo adds Dr Joint's hosp2 key to his keyring",
             lambda: merge_keys([solo.key, joint.keys[1].key]),
+        )
+        # and the mathematics agrees: the pooled parts, forced into one key, give a wrong
+        # session key (H(GID) differs), which the key commitment refuses
+        pooled = MaKeyring(solo.ma, solo.keys)
+        pooled.key = UserKey(solo.gid, {**solo.key.parts, **joint.keys[1].key.parts})
+        self.expect_refusal(
+            "the two keys forced together decrypt (collusion)",
+            lambda: pooled.decrypt(got.envelope, record_context(PATIENT)),
         )
         expired = MaKeyring.from_user_keys(
             [
