@@ -88,7 +88,9 @@ class AbeServicer(pb_grpc.AbeServiceServicer):  # type: ignore[misc]
         from abe_service.ma.scheme import MultiAuthority
 
         ma = (
-            MaLedgerEncryptor(LedgerAuthorities(ledger, MultiAuthority(authority.fame.group)))
+            MaLedgerEncryptor(
+                LedgerAuthorities(ledger, MultiAuthority.shared(authority.fame.group))
+            )
             if ledger is not None
             else None
         )

@@ -77,7 +77,7 @@ def build_storage_core(cfg: Config, authority: Any | None) -> StorageCore:
     s = cfg.storage
     service_caller = Caller(SERVICE_SUBJECT, s.msp_id, SERVICE_ROLES)
     ledger = LedgerClient(build_ledger(cfg), service_caller)
-    ma = MaLedgerEncryptor(LedgerAuthorities(ledger, MultiAuthority(get_backend())))
+    ma = MaLedgerEncryptor(LedgerAuthorities(ledger, MultiAuthority.shared(get_backend())))
     return StorageCore(
         store=build_object_store(cfg),
         index=RecordIndex(cfg.storage_dir / "index.sqlite"),

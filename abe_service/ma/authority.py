@@ -77,7 +77,7 @@ class MaAuthority:
                 f"authority {authority} already exists in {directory}; refusing to overwrite "
                 "its key (use --force, then rotate the key on the ledger)"
             )
-        ma = MultiAuthority(get_backend(backend))
+        ma = MultiAuthority.shared(get_backend(backend))
         pk, sk = ma.authority_setup(authority)
         pk_bytes = public_key_to_bytes(ma.group, pk)
         sealed = seal_master_key(
@@ -101,7 +101,7 @@ class MaAuthority:
             raise ConfigError(
                 f"no multi-authority key in {directory}: run `ehr-abe authority setup --org ...`"
             )
-        ma = MultiAuthority(get_backend(backend))
+        ma = MultiAuthority.shared(get_backend(backend))
         pk_bytes = pk_path.read_bytes()
         if public_only:
             return MaAuthority(ma, pk_bytes, None)

@@ -108,7 +108,7 @@ class MaEncryptor:
         for data in keys:
             pk = public_key_from_bytes(group, data)
             verified[pk.authority] = VerifiedAuthority(pk.authority, data, fingerprint(data), pk)
-        return MaEncryptor(MultiAuthority(group), verified)
+        return MaEncryptor(MultiAuthority.shared(group), verified)
 
     def encrypt(self, policy: str, plaintext: bytes, context: bytes = b"") -> bytes:
         _check_context(context)
@@ -149,14 +149,22 @@ class MaEncryptor:
 def envelope_policy(envelope: bytes) -> str:
     """The (normal-form) policy of a multi-authority envelope; DecodeError if malformed."""
     msg = envelope_header_from_bytes(envelope)
+    _check_header(msg)
+    return msg.policy
+
+
+def _check_header(msg: fpb.Envelope) -> CompiledPolicy:
+    """The envelope's policy, compiled; its rows and authorities must match it."""
     compiled = _compiled_or_decode_error(msg.policy)
     if len(compiled.row_labels) != len(msg.ma_rows):
         raise DecodeError("envelope: header rows do not match its policy")
-    if sorted(policy_authorities(compiled.normal_form)) != [
-        a.authority for a in msg.ma_authorities
-    ]:
+    try:
+        needed = sorted(policy_authorities(compiled.normal_form))
+    except InvalidArgument as exc:
+        raise DecodeError(f"envelope: its policy is not a multi-authority one: {exc}") from None
+    if needed != [a.authority for a in msg.ma_authorities]:
         raise DecodeError("envelope: its authorities do not match its policy")
-    return msg.policy
+    return compiled
 
 
 def _compiled_or_decode_error(policy: str) -> CompiledPolicy:
@@ -181,7 +189,9 @@ class MaKeyring:
     @staticmethod
     def from_user_keys(keys: Sequence[bytes], backend: str = "auto") -> MaKeyring:
         group = get_backend(backend)
-        return MaKeyring(MultiAuthority(group), [user_key_from_bytes(group, k) for k in keys])
+        return MaKeyring(
+            MultiAuthority.shared(group), [user_key_from_bytes(group, k) for k in keys]
+        )
 
     @property
     def authorities(self) -> frozenset[str]:
@@ -191,8 +201,7 @@ class MaKeyring:
         _check_context(context)
         group = self.ma.group
         msg = envelope_header_from_bytes(envelope)
-        envelope_policy(envelope)  # rows and authorities match the policy
-        compiled = _compiled_or_decode_error(msg.policy)
+        compiled = _check_header(msg)  # rows and authorities match the policy
         labels = frozenset(self.key.parts)
         if not compiled.satisfied_by(labels):
             raise PolicyNotSatisfied(

@@ -56,11 +56,12 @@ keys for its own labels.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from abe_service.ma.labels import authority_of_label
 from abe_service.pairing.base import PairingBackend
@@ -138,6 +139,19 @@ def check_gid(gid: str) -> bytes:
 
 class MultiAuthority:
     """The RW15 algorithms over one pairing backend (pure: no I/O)."""
+
+    _shared: ClassVar[dict[int, MultiAuthority]] = {}
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def shared(cls, group: PairingBackend) -> MultiAuthority:
+        """One instance per backend and process: its comb tables (about 6 MB for
+        e(g,h) and g, built in about 50 ms) and hash caches are reused."""
+        with cls._shared_lock:
+            inst = cls._shared.get(id(group))
+            if inst is None or inst.group is not group:
+                inst = cls._shared[id(group)] = cls(group)
+            return inst
 
     def __init__(self, group: PairingBackend):
         self.group = group

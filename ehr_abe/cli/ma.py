@@ -139,4 +139,4 @@ def encryptor_from_ledger(cfg: Config) -> MaLedgerEncryptor:
     from abe_service.ma.scheme import MultiAuthority
     from abe_service.pairing.base import get_backend
 
-    return MaLedgerEncryptor(LedgerAuthorities(_ledger(cfg), MultiAuthority(get_backend())))
+    return MaLedgerEncryptor(LedgerAuthorities(_ledger(cfg), MultiAuthority.shared(get_backend())))
