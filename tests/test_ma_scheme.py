@@ -176,6 +176,9 @@ def test_policy_and_key_qualification() -> None:
         policy_authorities("role:doctor@hosp1 and admin")
     with pytest.raises(PolicyError, match="after the value"):
         compile_policy("role@hosp1:doctor")
+    with pytest.raises(PolicyError, match="at most 16 authorities"):
+        policy_authorities(" or ".join(f"a@h{i}" for i in range(17)))
+    assert len(policy_authorities(" or ".join(f"a@h{i}" for i in range(16)))) == 16
 
 
 def test_encrypt_needs_every_authority_key(ma: MultiAuthority, auths: Authorities) -> None:

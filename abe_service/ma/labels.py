@@ -17,6 +17,9 @@ from abe_service.policy.language import Attr, Compare
 from ehr_common.errors import PolicyError
 
 AUTHORITY_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+#: Most authorities one policy may name: each costs the encryptor a ledger lookup
+#: (cached), a key check and a comb table (about 6 MB).
+MAX_AUTHORITIES_PER_POLICY = 16
 
 
 def check_authority_id(authority: str) -> str:
@@ -58,4 +61,6 @@ def policy_authorities(policy: str | PolicyNode) -> frozenset[str]:
                 "`name@authority`, `name:value@authority` or `name@authority >= n`"
             )
         out.add(authority)
+        if len(out) > MAX_AUTHORITIES_PER_POLICY:
+            raise PolicyError(f"a policy may name at most {MAX_AUTHORITIES_PER_POLICY} authorities")
     return frozenset(out)
