@@ -70,8 +70,10 @@ from ehr_common.errors import DecodeError, InvalidArgument, PolicyNotSatisfied
 SCHEME_ID = "ma-rw15-bls12381-v1"
 GID_DST = b"EHR-ABE-V01-CS02-with-BLS12381G2_XMD:SHA-256_SSWU_RO_MA-RW15-GID_"
 ATTRIBUTE_DST = b"EHR-ABE-V01-CS02-with-BLS12381G2_XMD:SHA-256_SSWU_RO_MA-RW15-ATTR_"
-#: Comb tables kept for authorities' E and Y (4.7 + 1.2 MB each).
-GT_TABLES_CACHE = 8
+#: Comb tables kept for authorities' E and Y (4.7 + 1.2 MB each): as many as one policy
+#: may name (labels.MAX_AUTHORITIES_PER_POLICY), so one encryption never evicts its own.
+#: Only authorities registered on the ledger reach encryption: a consortium's handful.
+GT_TABLES_CACHE = 16
 
 
 @dataclass(frozen=True)
