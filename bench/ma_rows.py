@@ -296,6 +296,7 @@ def ratio_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append(
             {
                 "op": f"ratio_{row['op']}",
+                "regime": "warm",
                 "n_attrs": row["n_attrs"],
                 "scheme": "ma",
                 "rabe_best": best["scheme"].removeprefix("rabe-"),
