@@ -9,7 +9,6 @@ Files in its directory (like abe_service/authority.py's):
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,8 @@ from abe_service.authority import (
     MAX_ATTRIBUTES_PER_KEY,
     MIN_PASSPHRASE,
     _write_file,
+    attribute_set_hmac,
+    record_key,
     seal_master_key,
     unseal_master_key,
 )
@@ -45,7 +46,10 @@ SEALED_SECRET_KEY_FILE = "ma_secret_key.sealed"
 class MaIssued:
     user_key: bytes  # serialized MaUserKey
     key_id: str
-    attribute_set_sha256: bytes
+    #: for the ledger's key-issue record: HMAC-SHA256 of the key's labels under a key
+    #: derived from the authority's secret key (abe_service.authority.attribute_set_hmac),
+    #: so the ledger lets no one test a guess of a key's attributes
+    attribute_set_hmac: bytes
 
 
 class MaAuthority:
@@ -56,6 +60,9 @@ class MaAuthority:
         self.authority = self.pk.authority
         self.fingerprint = fingerprint(public_key)
         self._sk = sk
+        self._record_key = (
+            record_key(secret_key_to_bytes(ma.group, sk, public_key)) if sk is not None else None
+        )
 
     @staticmethod
     def setup(
@@ -132,8 +139,8 @@ class MaAuthority:
                 )
         key = self.ma.keygen(self._sk, gid, labels)
         key_id = "k-" + secrets.token_hex(12)
-        canonical = "\n".join(sorted(attributes)).encode()
-        digest = hashlib.sha256(b"ehr-abe/attribute-set/v1\x00" + canonical).digest()
+        assert self._record_key is not None  # with the secret key
+        digest = bytes.fromhex(attribute_set_hmac(self._record_key, labels))
         issued = IssuedKey(self.authority, gid, key_id, tuple(attributes), self.fingerprint, key)
         return MaIssued(user_key_to_bytes(self.ma.group, issued), key_id, digest)
 

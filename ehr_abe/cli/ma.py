@@ -124,7 +124,7 @@ def issue(
             ledger.record_key_issue(
                 _caller(org, msp),
                 gid,
-                issued.attribute_set_sha256,
+                issued.attribute_set_hmac,
                 org,
                 issued.key_id,
             )
