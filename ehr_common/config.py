@@ -86,6 +86,12 @@ class StorageConfig:
     #: created 0600 on first start). Never inside data_dir: whoever can read
     #: the data must not hold the secret too.
     secret_file: str = ""
+    #: multi-authority records: AND `valid_until@<authority> >= <today>` into each new
+    #: record's policy, per authority (abe_service/ma/validity.py)
+    ma_validity: bool = True
+    #: FAME records: AND `valid_until >= <today>` into each new record's policy. Off by
+    #: default: FAME keys carry validity only when issued with `key issue --valid-days`.
+    fame_validity: bool = False
 
 
 @dataclass
@@ -102,6 +108,10 @@ class Config:
     @property
     def authority_dir(self) -> Path:
         return Path(self.authority.dir) if self.authority.dir else self.home_dir / "authority"
+
+    def ma_authority_dir(self, org: str) -> Path:
+        """Where `ehr-abe authority setup --org <org>` keeps that authority's keys."""
+        return self.home_dir / "authorities" / org
 
     @property
     def storage_dir(self) -> Path:
