@@ -53,6 +53,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +237,12 @@ def verify_records_vs_raw_gets(records: int, rounds: int) -> dict[str, object]:
             core: Any = running.closers[0]
             device = Caller("bench-device", cfg.storage.msp_id, frozenset({"device"}))
             patient = f"p-{secrets.token_hex(4)}"
+            core.assign_device(  # a device writes only for a patient it is assigned to
+                Caller("bench-nurse", cfg.storage.msp_id, frozenset({"nurse"})),
+                patient,
+                "bench-device",
+                datetime.now(UTC) + timedelta(hours=1),
+            )
             payload = os.urandom(1024)
 
             def put(_i: int) -> str:

@@ -453,7 +453,7 @@ class Demo:
             storage_pb2.GetRecordRequest(record_id=resp.record_id),
         )
         self.ok(f"stored policy (validity added by the storage service): {got.metadata.policy}")
-        plain = joint.decrypt(got.envelope, record_context(PATIENT))
+        plain = joint.decrypt(got.envelope, record_context(PATIENT_ID))
         self.ok(f"Dr Joint's keyring (both centres) decrypts: {plain.decode()}")
         got = self.call(
             HOSP1_ONLY,
@@ -462,7 +462,7 @@ class Demo:
         )
         self.expect_refusal(
             "Dr Solo, hosp1's key alone",
-            lambda: solo.decrypt(got.envelope, record_context(PATIENT)),
+            lambda: solo.decrypt(got.envelope, record_context(PATIENT_ID)),
         )
         self.expect_refusal(
             "Dr Solo adds Dr Joint's hosp2 key to his keyring",
@@ -474,7 +474,7 @@ class Demo:
         pooled.key = UserKey(solo.gid, {**solo.key.parts, **joint.keys[1].key.parts})
         self.expect_refusal(
             "the two keys forced together decrypt (collusion)",
-            lambda: pooled.decrypt(got.envelope, record_context(PATIENT)),
+            lambda: pooled.decrypt(got.envelope, record_context(PATIENT_ID)),
         )
         expired = MaKeyring.from_user_keys(
             [
@@ -484,7 +484,7 @@ class Demo:
         )
         self.expect_refusal(
             "a key that expired yesterday opens today's record",
-            lambda: expired.decrypt(got.envelope, record_context(PATIENT)),
+            lambda: expired.decrypt(got.envelope, record_context(PATIENT_ID)),
         )
 
 

@@ -3,6 +3,7 @@ with ledger-verified authority keys, keyrings across authorities, scheme routing
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from ehr_common.errors import (
     NotFound,
     PolicyNotSatisfied,
 )
+from ehr_common.identity import Authenticator
 from storage_service.ledger.base import Caller
 from storage_service.ledger.client import LedgerClient
 from storage_service.ledger.embedded import EmbeddedLedger
@@ -263,6 +265,8 @@ def test_storage_service_routes_both_schemes(
                 )
         patient = f"p-{secrets.token_hex(4)}"
         device = Caller("ecg-7", "Hosp1MSP", frozenset({"device"}))
+        nurse = Caller("nurse-1", "Hosp1MSP", frozenset({"nurse"}))
+        core.assign_device(nurse, patient, "ecg-7", datetime.now(UTC) + timedelta(hours=1))
         ma_rec = core.put_record(
             device, patient_id=patient, record_type="ecg", payload=b"joint", policy=POLICY
         )
@@ -274,14 +278,15 @@ def test_storage_service_routes_both_schemes(
         assert envelope_scheme(env) == SCHEME_ID
         assert meta.policy == normal_form(with_validity(POLICY, today()))
         ring = keyring(authorities, "alice", until=today() + 1)
-        assert ring.decrypt(env, record_context(patient)) == b"joint"
+        ctx = record_context(f"Hosp1MSP/{patient}")  # bound to the qualified patient id
+        assert ring.decrypt(env, ctx) == b"joint"
         stale = keyring(authorities, "bob", until=today() - 1)
         with pytest.raises(PolicyNotSatisfied):
-            stale.decrypt(env, record_context(patient))
+            stale.decrypt(env, ctx)
         env2, meta2, _ = core.get_record(reader, fame_rec.meta.record_id)
         assert meta2.policy == "role:doctor"
         doctor = AbeKeyring.from_bytes(fame.issue_key("dr", ["role:doctor"]).user_key)
-        assert doctor.decrypt(env2, record_context(patient)) == b"local"
+        assert doctor.decrypt(env2, ctx) == b"local"
     finally:
         core.close()
 
@@ -321,7 +326,8 @@ def test_abe_service_encrypt_routes_both_schemes(
 
     ctx = DevContext()
     fame = KeyAuthority.setup(tmp_path, passphrase=PASS)
-    servicer = AbeServicer(fame, tls=False, msp_id="Hosp1MSP", ledger=ledger)
+    dev = Authenticator(tls=False, default_msp="Hosp1MSP")
+    servicer = AbeServicer(fame, dev, ledger=ledger)
     resp = servicer.Encrypt(
         abe_pb2.EncryptRequest(policy=POLICY, plaintext=b"m", context=b"c"), ctx
     )
@@ -331,6 +337,6 @@ def test_abe_service_encrypt_routes_both_schemes(
         abe_pb2.EncryptRequest(policy="role:doctor", plaintext=b"f", context=b"c"), ctx
     )
     assert resp.policy_normal_form == "role:doctor"
-    alone = AbeServicer(fame, tls=False, msp_id="Hosp1MSP")  # no ledger: no registry
+    alone = AbeServicer(fame, dev)  # no ledger: no registry
     with pytest.raises(ConfigError, match="multi-authority"):
         alone.Encrypt(abe_pb2.EncryptRequest(policy=POLICY, plaintext=b"m"), ctx)
