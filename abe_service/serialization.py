@@ -251,6 +251,10 @@ def envelope_to_bytes(env: EnvelopeData) -> bytes:
 def envelope_header_from_bytes(data: bytes) -> fpb.Envelope:
     """Structural parse only (no point validation): enough to read the policy."""
     msg = _parse(fpb.Envelope, data, fpb.OBJECT_KIND_ENVELOPE, "envelope", ENVELOPE_VERSION)
+    if msg.ma_rows or msg.ma_authorities:
+        # The multi-authority fields are not bound by FAME's associated data: left in,
+        # they would give one envelope many encodings that all open.
+        raise DecodeError("envelope: a FAME envelope carries multi-authority fields")
     if len(msg.ct0) != 3 or not msg.rows or len(msg.rows) > MAX_ROWS:
         raise DecodeError("envelope: wrong number of header elements")
     if len(msg.nonce) != 12 or len(msg.ciphertext) < 16 or len(msg.key_commitment) != 32:
