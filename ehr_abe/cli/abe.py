@@ -29,7 +29,8 @@ ValidDaysOption = Annotated[
     int | None,
     typer.Option(
         "--valid-days",
-        help="Days of validity from today (multi-authority keys: default 365; FAME keys: "
+        help="Days of validity from today: the key opens records written from today through "
+        "today + N (UTC days, both included) (multi-authority keys: default 365; FAME keys: "
         "adds valid_from/valid_until only when given).",
     ),
 ]
