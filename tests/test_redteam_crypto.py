@@ -310,3 +310,28 @@ def test_storage_refuses_client_envelopes_without_validity(
         writer, patient_id=patient, record_type="ecg", payload=b"p", policy=policy
     )
     assert res.meta.policy == normal_form(with_validity(policy, DAY))
+
+
+# -- secrets in reprs (multi-authority) ---------------------------------------------------
+def test_no_ma_secret_in_any_repr(hosps: dict[str, MaAuthority]) -> None:
+    """Before: repr(AuthoritySecretKey) printed alpha and y (the authority's secret),
+    repr(MaIssued) the serialized user key, repr(IssuedKey/UserKey) every key part."""
+    from abe_service.ma.serialization import user_key_from_bytes
+    from abe_service.pairing.base import get_backend
+
+    a = hosps["hosp1"]
+    issued = a.issue_key("g", ["role:doctor@hosp1"], valid_from=0, valid_until=9)
+    sk = a._sk
+    assert sk is not None
+    group = get_backend()
+    parsed = user_key_from_bytes(group, issued.user_key)
+    secrets_ = [str(sk.alpha), f"{sk.alpha:x}", str(sk.y), f"{sk.y:x}", issued.user_key.hex()[:64]]
+    for part in parsed.key.parts.values():
+        secrets_ += [group.g2_to_bytes(part.k).hex(), group.g1_to_bytes(part.kp).hex()]
+        secrets_ += [repr(group.g2_to_bytes(part.k))[2:40]]
+    shown = " ".join(
+        repr(o) for o in (sk, issued, parsed, parsed.key, *parsed.key.parts.values(), a)
+    )
+    assert "hosp1" in shown  # the reprs are real, just without the secrets
+    for s in secrets_:
+        assert s not in shown

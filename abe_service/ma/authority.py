@@ -10,7 +10,7 @@ Files in its directory (like abe_service/authority.py's):
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from abe_service.authority import (
@@ -44,7 +44,7 @@ SEALED_SECRET_KEY_FILE = "ma_secret_key.sealed"
 
 @dataclass(frozen=True)
 class MaIssued:
-    user_key: bytes  # serialized MaUserKey
+    user_key: bytes = field(repr=False)  # serialized MaUserKey: secret
     key_id: str
     #: for the ledger's key-issue record: HMAC-SHA256 of the key's labels under a key
     #: derived from the authority's secret key (abe_service.authority.attribute_set_hmac),

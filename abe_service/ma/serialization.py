@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
@@ -136,7 +136,7 @@ class IssuedKey:
     key_id: str
     attributes: tuple[str, ...]
     authority_key_sha256: bytes
-    key: UserKey
+    key: UserKey = field(repr=False)  # secret
 
 
 def user_key_to_bytes(group: PairingBackend, issued: IssuedKey) -> bytes:
