@@ -35,6 +35,7 @@ MAX_KEY_ATTRIBUTES = 256  # as issued (`age=42` counts once)
 MAX_KEY_LABELS = 4096  # after expansion (an integer attribute is up to 65 labels)
 MAX_ATTRIBUTES = MAX_KEY_LABELS
 MAX_LABEL_CHARS = 512
+MAX_ID_CHARS = 256  # subject and key ids (the authority issues at most 256)
 
 M = TypeVar("M", bound=Message)
 
@@ -196,6 +197,8 @@ def user_key_from_bytes(group: PairingBackend, data: bytes) -> UserKey:
         raise DecodeError("user key: too many attributes")
     if any(len(a) > MAX_ATTRIBUTE_CHARS for a in msg.attributes):
         raise DecodeError("user key: an over-long attribute")
+    if len(msg.subject_id) > MAX_ID_CHARS or len(msg.key_id) > MAX_ID_CHARS:
+        raise DecodeError("user key: an over-long subject or key id")
     parts: dict[str, AttributeKey] = {}
     for part in msg.parts:
         if not part.label or len(part.label) > MAX_LABEL_CHARS or part.label in parts:

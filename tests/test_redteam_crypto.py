@@ -335,3 +335,47 @@ def test_no_ma_secret_in_any_repr(hosps: dict[str, MaAuthority]) -> None:
     assert "hosp1" in shown  # the reprs are real, just without the secrets
     for s in secrets_:
         assert s not in shown
+
+
+# -- a writer's byte edits of a multi-authority envelope -----------------------------------
+@pytest.fixture(scope="module")
+def ma_pair(hosps: dict[str, MaAuthority]) -> tuple[MaKeyring, bytes]:
+    ring = MaKeyring.from_user_keys(
+        [
+            _ma_key(hosps["hosp1"], "g", ["role:doctor@hosp1"]),
+            _ma_key(hosps["hosp2"], "g", ["role:nurse@hosp2"]),
+        ]
+    )
+    enc = MaEncryptor.from_public_keys([hosps["hosp1"].public_key, hosps["hosp2"].public_key])
+    return ring, enc.encrypt("role:doctor@hosp1 and role:nurse@hosp2", b"joint", b"c")
+
+
+@given(pos=st.integers(min_value=0), flip=st.integers(min_value=1, max_value=255))
+@settings(max_examples=60, deadline=None)
+def test_ma_envelope_byte_edits_never_open_wrong(
+    ma_pair: tuple[MaKeyring, bytes], pos: int, flip: int
+) -> None:
+    ring, env = ma_pair
+    bad = bytearray(env)
+    bad[pos % len(env)] ^= flip
+    for candidate in (bytes(bad), env[: pos % len(env)], env + bytes([flip])):
+        try:
+            out = ring.decrypt(candidate, b"c")
+        except (DecodeError, IntegrityError, InvalidArgument):
+            continue
+        assert out == b"joint"  # pragma: no cover - anything else is the bug
+
+
+def test_key_files_with_over_long_ids_are_refused(
+    fame: KeyAuthority, hosps: dict[str, MaAuthority]
+) -> None:
+    """Before: a user-key file could carry a subject or key id (or, multi-authority, a
+    listed attribute) of any length. Now DecodeError, like every other field."""
+    m = fpb.UserKey.FromString(fame.issue_key("dr", ["role:doctor"]).user_key)
+    m.subject_id = "x" * 100_000
+    with pytest.raises(DecodeError, match="over-long"):
+        AbeDecryptor.from_user_key(m.SerializeToString(deterministic=True))
+    k = fpb.MaUserKey.FromString(_ma_key(hosps["hosp1"], "g", ["role:doctor@hosp1"]))
+    k.attributes.append("a" * 100_000)
+    with pytest.raises(DecodeError, match="over-long"):
+        MaKeyring.from_user_keys([k.SerializeToString(deterministic=True)])

@@ -167,6 +167,8 @@ def user_key_from_bytes(group: PairingBackend, data: bytes) -> IssuedKey:
         raise DecodeError(f"{what}: no parts, or too many")
     if len(msg.authority_key_sha256) != 32:
         raise DecodeError(f"{what}: bad authority key fingerprint")
+    if len(msg.key_id) > MAX_GID_CHARS or any(len(a) > MAX_LABEL_CHARS for a in msg.attributes):
+        raise DecodeError(f"{what}: an over-long key id or attribute")
     labels = [p.label for p in msg.parts]
     if labels != sorted(set(labels)):
         raise DecodeError(f"{what}: parts not sorted or repeated")
