@@ -379,3 +379,15 @@ def test_key_files_with_over_long_ids_are_refused(
     k.attributes.append("a" * 100_000)
     with pytest.raises(DecodeError, match="over-long"):
         MaKeyring.from_user_keys([k.SerializeToString(deterministic=True)])
+
+
+def test_ma_authority_never_issues_a_key_its_parser_refuses(
+    hosps: dict[str, MaAuthority],
+) -> None:
+    """Before: 64 integer attributes (64 x 65 labels) took ~1.7 s of keygen and gave a
+    key file MaKeyring refuses (more than 4096 parts). Now InvalidArgument first."""
+    attrs = [f"n{i}@hosp1={2**32 - 1 - i}" for i in range(64)]
+    with pytest.raises(InvalidArgument, match="key labels"):
+        hosps["hosp1"].issue_key("g", attrs, valid_from=0, valid_until=9)
+    ok = hosps["hosp1"].issue_key("g", attrs[:60], valid_from=0, valid_until=9)
+    assert MaKeyring.from_user_keys([ok.user_key]).gid == "g"

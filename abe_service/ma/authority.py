@@ -25,6 +25,8 @@ from abe_service.authority import (
 from abe_service.ma.labels import authority_of_label, check_authority_id
 from abe_service.ma.scheme import AuthoritySecretKey, MultiAuthority
 from abe_service.ma.serialization import (
+    MAX_LABEL_CHARS,
+    MAX_PARTS,
     IssuedKey,
     fingerprint,
     public_key_from_bytes,
@@ -131,6 +133,15 @@ class MaAuthority:
         if self._sk is None:
             raise AccessDenied("this authority was opened without its secret key")
         labels = sorted(expand_attributes(attributes))
+        # The parser's limits (user_key_from_bytes), before any group operation: a key
+        # it would refuse must not be issued (an integer attribute is up to 65 labels).
+        if len(labels) > MAX_PARTS:
+            raise InvalidArgument(
+                f"these attributes expand to {len(labels)} key labels, more than {MAX_PARTS} "
+                "(an integer attribute costs up to 65)"
+            )
+        if any(len(label) > MAX_LABEL_CHARS for label in labels):
+            raise InvalidArgument(f"a key label is longer than {MAX_LABEL_CHARS} characters")
         for label in labels:
             if authority_of_label(label) != self.authority:
                 raise InvalidArgument(
