@@ -391,3 +391,29 @@ def test_ma_authority_never_issues_a_key_its_parser_refuses(
         hosps["hosp1"].issue_key("g", attrs, valid_from=0, valid_until=9)
     ok = hosps["hosp1"].issue_key("g", attrs[:60], valid_from=0, valid_until=9)
     assert MaKeyring.from_user_keys([ok.user_key]).gid == "g"
+
+
+# -- the CLI quotes attacker-made text ----------------------------------------------------
+def test_cli_error_quoting_markup_is_one_line_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: an envelope whose scheme is `[/oops]` made `ehr-abe decrypt` die with a
+    rich MarkupError traceback (the error line is printed with markup). Now exit 2
+    and the text shown literally."""
+    from ehr_abe.cli import main
+
+    env = tmp_path / "bad.env"
+    env.write_bytes(
+        fpb.Envelope(
+            kind=fpb.OBJECT_KIND_ENVELOPE, version=2, scheme="[/oops][bold]x"
+        ).SerializeToString()
+    )
+    (tmp_path / "k").write_bytes(b"x")
+    argv = ["ehr-abe", "decrypt", "-k", str(tmp_path / "k"), str(env), "-o", str(tmp_path / "o")]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert "[/oops][bold]x" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
