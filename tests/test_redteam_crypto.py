@@ -417,3 +417,32 @@ def test_cli_error_quoting_markup_is_one_line_not_a_traceback(
     assert exit_.value.code == 2
     assert "[/oops][bold]x" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_storage_refuses_client_envelopes_under_revoked_or_rotated_authority_keys(
+    ma_core: StorageCore, hosps: dict[str, MaAuthority], tmp_path: Path
+) -> None:
+    """Before: an envelope a client sealed with a stale copy of a revoked or rotated
+    authority key was stored as a new record (only the service's own encryption
+    consulted the ledger). Now InvalidArgument naming the authority."""
+    writer = Caller("ecg-7", "Hosp1MSP", frozenset({"device"}))
+    ctx = record_context("p-1")
+    old = MaEncryptor.from_public_keys([hosps["hosp1"].public_key, hosps["hosp2"].public_key])
+    policy = with_validity("role:doctor@hosp1 or role:nurse@hosp2", DAY)
+    stale = old.encrypt(policy, b"m", ctx)
+    ma_core.put_record(writer, patient_id="p-1", record_type="ecg", envelope=stale)  # current
+    new_h1 = MaAuthority.setup(tmp_path / "hosp1-new", "hosp1", passphrase=PASS)
+    ka1 = Caller("ka-hosp1", "Hosp1MSP", frozenset({"authority"}))
+    ma_core.ledger.rotate_authority(ka1, "hosp1", new_h1.public_key, new_h1.fingerprint)
+    with pytest.raises(InvalidArgument, match="authority hosp1 that is not its current key"):
+        ma_core.put_record(writer, patient_id="p-1", record_type="ecg", envelope=stale)
+    fresh = MaEncryptor.from_public_keys([new_h1.public_key, hosps["hosp2"].public_key])
+    ma_core.put_record(
+        writer, patient_id="p-1", record_type="ecg", envelope=fresh.encrypt(policy, b"m", ctx)
+    )
+    ka2 = Caller("ka-hosp2", "Hosp2MSP", frozenset({"authority"}))
+    ma_core.ledger.revoke_authority(ka2, "hosp2", "compromised")
+    with pytest.raises(InvalidArgument, match="revoked"):
+        ma_core.put_record(
+            writer, patient_id="p-1", record_type="ecg", envelope=fresh.encrypt(policy, b"m", ctx)
+        )
