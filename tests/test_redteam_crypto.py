@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_policy_strategies import policy_texts
 
 from abe_service import segments as seg
 from abe_service.authority import KeyAuthority
@@ -235,6 +236,18 @@ def test_validity_day_recognises_what_the_router_attaches(policy: str) -> None:
     # two different days
     twice = normal_form(f"({stamped}) and valid_until@hosp1 >= {DAY - 3}")
     assert validity_day(twice, multi_authority=True) is None
+
+
+MA_LEAVES = ["a@hosp1", "b@hosp1", "role:x@hosp2", "c@hosp2", "age@hosp1 >= 18", "d@h3"]
+
+
+@given(policy=policy_texts(MA_LEAVES, max_leaves=8), day=st.integers(1, 2**32 - 1))
+@settings(max_examples=300, deadline=None)
+def test_validity_day_accepts_every_policy_the_router_would_store(policy: str, day: int) -> None:
+    """No false refusal: whatever with_validity makes of a policy (and the storage
+    service stores), validity_day finds its day again; without it, nothing."""
+    assert validity_day(normal_form(with_validity(policy, day)), multi_authority=True) == day
+    assert validity_day(normal_form(policy), multi_authority=True) is None
 
 
 def test_fame_validity_day() -> None:
