@@ -288,6 +288,10 @@ MVCC_RETRIES = 3
 
 
 class FabricLedger:
+    #: Anchors are write-once in the chaincode and no single host can rewrite them, so
+    #: the storage service may keep the anchors it has read in memory.
+    anchors_final = True
+
     def __init__(
         self,
         connection: FabricConnection,

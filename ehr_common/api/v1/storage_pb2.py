@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65hr_common/api/v1/storage.proto\x12\x0e\x65hr_abe.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"/\n\x0cPlainContent\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0e\n\x06policy\x18\x02 \x01(\t\"\xb2\x01\n\x10PutRecordRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x13\n\x0brecord_type\x18\x02 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x03 \x01(\t\x12\x12\n\x08\x65nvelope\x18\x04 \x01(\x0cH\x00\x12-\n\x05plain\x18\x05 \x01(\x0b\x32\x1c.ehr_abe.api.v1.PlainContentH\x00\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\tB\t\n\x07\x63ontent\"c\n\x11PutRecordResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12(\n\x07receipt\x18\x02 \x01(\x0b\x32\x17.ehr_abe.api.v1.Receipt\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"\xc2\x01\n\x0eRecordMetadata\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x12\n\npatient_id\x18\x02 \x01(\t\x12\x13\n\x0brecord_type\x18\x03 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06policy\x18\x06 \x01(\t\x12\x0c\n\x04size\x18\x07 \x01(\x04\x12\x16\n\x0e\x63ontent_sha256\x18\x08 \x01(\x0c\"\xe2\x01\n\x07Receipt\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.ehr_abe.api.v1.AnchorStatus\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x10\n\x08\x62\x61tch_id\x18\x04 \x01(\t\x12\x12\n\nleaf_index\x18\x05 \x01(\x04\x12\x11\n\ttree_size\x18\x06 \x01(\x04\x12\x17\n\x0finclusion_proof\x18\x07 \x03(\x0c\x12\x13\n\x0bmerkle_root\x18\x08 \x01(\x0c\x12\r\n\x05tx_id\x18\t \x01(\t\x12\r\n\x05\x62lock\x18\n \x01(\x04\"%\n\x10GetRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\"\x81\x01\n\x11GetRecordResponse\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x30\n\x08metadata\x18\x02 \x01(\x0b\x32\x1e.ehr_abe.api.v1.RecordMetadata\x12(\n\x07receipt\x18\x03 \x01(\x0b\x32\x17.ehr_abe.api.v1.Receipt\"O\n\x12ListRecordsRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x13ListRecordsResponse\x12/\n\x07records\x18\x01 \x03(\x0b\x32\x1e.ehr_abe.api.v1.RecordMetadata\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x11GetReceiptRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\"X\n\x14VerifyRecordsRequest\x12\r\n\x03\x61ll\x18\x01 \x01(\x08H\x00\x12\x14\n\npatient_id\x18\x02 \x01(\tH\x00\x12\x12\n\x08\x62\x61tch_id\x18\x03 \x01(\tH\x00\x42\x07\n\x05scope\"u\n\x15VerifyRecordsResponse\x12\x0f\n\x07\x63hecked\x18\x01 \x01(\x04\x12\x0e\n\x06passed\x18\x02 \x01(\x04\x12\x0f\n\x07pending\x18\x03 \x01(\x04\x12\x19\n\x11\x66\x61iled_record_ids\x18\x04 \x03(\t\x12\x0f\n\x07seconds\x18\x05 \x01(\x01\"m\n\x13GrantConsentRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\x14RevokeConsentRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\" \n\x0f\x43onsentResponse\x12\r\n\x05tx_id\x18\x01 \x01(\t\"K\n\x14GetAuditTrailRequest\x12\x13\n\trecord_id\x18\x01 \x01(\tH\x00\x12\x14\n\nsubject_id\x18\x02 \x01(\tH\x00\x42\x08\n\x06target\"\x9c\x01\n\nAuditEvent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x12\n\npatient_id\x18\x03 \x01(\t\x12\x12\n\nsubject_id\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05tx_id\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\"C\n\x15GetAuditTrailResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.ehr_abe.api.v1.AuditEvent\"\x15\n\x13\x46lushAnchorsRequest\"8\n\x14\x46lushAnchorsResponse\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\r\x12\x0f\n\x07records\x18\x02 \x01(\r*d\n\x0c\x41nchorStatus\x12\x1d\n\x19\x41NCHOR_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41NCHOR_STATUS_PENDING\x10\x01\x12\x1a\n\x16\x41NCHOR_STATUS_ANCHORED\x10\x02\x32\x9b\x06\n\x0eStorageService\x12P\n\tPutRecord\x12 .ehr_abe.api.v1.PutRecordRequest\x1a!.ehr_abe.api.v1.PutRecordResponse\x12P\n\tGetRecord\x12 .ehr_abe.api.v1.GetRecordRequest\x1a!.ehr_abe.api.v1.GetRecordResponse\x12V\n\x0bListRecords\x12\".ehr_abe.api.v1.ListRecordsRequest\x1a#.ehr_abe.api.v1.ListRecordsResponse\x12H\n\nGetReceipt\x12!.ehr_abe.api.v1.GetReceiptRequest\x1a\x17.ehr_abe.api.v1.Receipt\x12\\\n\rVerifyRecords\x12$.ehr_abe.api.v1.VerifyRecordsRequest\x1a%.ehr_abe.api.v1.VerifyRecordsResponse\x12T\n\x0cGrantConsent\x12#.ehr_abe.api.v1.GrantConsentRequest\x1a\x1f.ehr_abe.api.v1.ConsentResponse\x12V\n\rRevokeConsent\x12$.ehr_abe.api.v1.RevokeConsentRequest\x1a\x1f.ehr_abe.api.v1.ConsentResponse\x12\\\n\rGetAuditTrail\x12$.ehr_abe.api.v1.GetAuditTrailRequest\x1a%.ehr_abe.api.v1.GetAuditTrailResponse\x12Y\n\x0c\x46lushAnchors\x12#.ehr_abe.api.v1.FlushAnchorsRequest\x1a$.ehr_abe.api.v1.FlushAnchorsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65hr_common/api/v1/storage.proto\x12\x0e\x65hr_abe.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"/\n\x0cPlainContent\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0e\n\x06policy\x18\x02 \x01(\t\"\xb2\x01\n\x10PutRecordRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x13\n\x0brecord_type\x18\x02 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x03 \x01(\t\x12\x12\n\x08\x65nvelope\x18\x04 \x01(\x0cH\x00\x12-\n\x05plain\x18\x05 \x01(\x0b\x32\x1c.ehr_abe.api.v1.PlainContentH\x00\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\tB\t\n\x07\x63ontent\"c\n\x11PutRecordResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12(\n\x07receipt\x18\x02 \x01(\x0b\x32\x17.ehr_abe.api.v1.Receipt\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"\xc2\x01\n\x0eRecordMetadata\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x12\n\npatient_id\x18\x02 \x01(\t\x12\x13\n\x0brecord_type\x18\x03 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06policy\x18\x06 \x01(\t\x12\x0c\n\x04size\x18\x07 \x01(\x04\x12\x16\n\x0e\x63ontent_sha256\x18\x08 \x01(\x0c\"\x88\x03\n\x07Receipt\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.ehr_abe.api.v1.AnchorStatus\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x10\n\x08\x62\x61tch_id\x18\x04 \x01(\t\x12\x12\n\nleaf_index\x18\x05 \x01(\x04\x12\x11\n\ttree_size\x18\x06 \x01(\x04\x12\x17\n\x0finclusion_proof\x18\x07 \x03(\x0c\x12\x13\n\x0bmerkle_root\x18\x08 \x01(\x0c\x12\r\n\x05tx_id\x18\t \x01(\t\x12\r\n\x05\x62lock\x18\n \x01(\x04\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x61nchor_deadline\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsignature\x18\r \x01(\x0c\x12\x16\n\x0eservice_key_id\x18\x0e \x01(\t\x12\x13\n\x0binstance_id\x18\x0f \x01(\t\"%\n\x10GetRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\"\x81\x01\n\x11GetRecordResponse\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x30\n\x08metadata\x18\x02 \x01(\x0b\x32\x1e.ehr_abe.api.v1.RecordMetadata\x12(\n\x07receipt\x18\x03 \x01(\x0b\x32\x17.ehr_abe.api.v1.Receipt\"O\n\x12ListRecordsRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x13ListRecordsResponse\x12/\n\x07records\x18\x01 \x03(\x0b\x32\x1e.ehr_abe.api.v1.RecordMetadata\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x11GetReceiptRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\"X\n\x14VerifyRecordsRequest\x12\r\n\x03\x61ll\x18\x01 \x01(\x08H\x00\x12\x14\n\npatient_id\x18\x02 \x01(\tH\x00\x12\x12\n\x08\x62\x61tch_id\x18\x03 \x01(\tH\x00\x42\x07\n\x05scope\"G\n\x10IntegrityProblem\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xbe\x02\n\x15VerifyRecordsResponse\x12\x0f\n\x07\x63hecked\x18\x01 \x01(\x04\x12\x0e\n\x06passed\x18\x02 \x01(\x04\x12\x0f\n\x07pending\x18\x03 \x01(\x04\x12\x19\n\x11\x66\x61iled_record_ids\x18\x04 \x03(\t\x12\x0f\n\x07seconds\x18\x05 \x01(\x01\x12\x32\n\x08problems\x18\x06 \x03(\x0b\x32 .ehr_abe.api.v1.IntegrityProblem\x12\x14\n\x0clost_anchors\x18\x07 \x03(\t\x12\x17\n\x0froot_mismatches\x18\x08 \x03(\t\x12\x19\n\x11missing_on_ledger\x18\t \x03(\t\x12\x18\n\x10missing_in_index\x18\n \x03(\t\x12\x19\n\x11set_aside_batches\x18\x0b \x03(\t\x12\x14\n\x0cledger_chain\x18\x0c \x01(\t\"m\n\x13GrantConsentRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\x14RevokeConsentRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\" \n\x0f\x43onsentResponse\x12\r\n\x05tx_id\x18\x01 \x01(\t\"K\n\x14GetAuditTrailRequest\x12\x13\n\trecord_id\x18\x01 \x01(\tH\x00\x12\x14\n\nsubject_id\x18\x02 \x01(\tH\x00\x42\x08\n\x06target\"\x9c\x01\n\nAuditEvent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x12\n\npatient_id\x18\x03 \x01(\t\x12\x12\n\nsubject_id\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05tx_id\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\"C\n\x15GetAuditTrailResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.ehr_abe.api.v1.AuditEvent\"\x15\n\x13\x46lushAnchorsRequest\"S\n\x14\x46lushAnchorsResponse\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\r\x12\x0f\n\x07records\x18\x02 \x01(\r\x12\x19\n\x11set_aside_batches\x18\x03 \x03(\t\"\x16\n\x14GetServiceKeyRequest\"M\n\nServiceKey\x12\x1a\n\x12\x65\x64\x32\x35\x35\x31\x39_public_key\x18\x01 \x01(\x0c\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x13\n\x0binstance_id\x18\x03 \x01(\t*d\n\x0c\x41nchorStatus\x12\x1d\n\x19\x41NCHOR_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41NCHOR_STATUS_PENDING\x10\x01\x12\x1a\n\x16\x41NCHOR_STATUS_ANCHORED\x10\x02\x32\xee\x06\n\x0eStorageService\x12P\n\tPutRecord\x12 .ehr_abe.api.v1.PutRecordRequest\x1a!.ehr_abe.api.v1.PutRecordResponse\x12P\n\tGetRecord\x12 .ehr_abe.api.v1.GetRecordRequest\x1a!.ehr_abe.api.v1.GetRecordResponse\x12V\n\x0bListRecords\x12\".ehr_abe.api.v1.ListRecordsRequest\x1a#.ehr_abe.api.v1.ListRecordsResponse\x12H\n\nGetReceipt\x12!.ehr_abe.api.v1.GetReceiptRequest\x1a\x17.ehr_abe.api.v1.Receipt\x12\\\n\rVerifyRecords\x12$.ehr_abe.api.v1.VerifyRecordsRequest\x1a%.ehr_abe.api.v1.VerifyRecordsResponse\x12T\n\x0cGrantConsent\x12#.ehr_abe.api.v1.GrantConsentRequest\x1a\x1f.ehr_abe.api.v1.ConsentResponse\x12V\n\rRevokeConsent\x12$.ehr_abe.api.v1.RevokeConsentRequest\x1a\x1f.ehr_abe.api.v1.ConsentResponse\x12\\\n\rGetAuditTrail\x12$.ehr_abe.api.v1.GetAuditTrailRequest\x1a%.ehr_abe.api.v1.GetAuditTrailResponse\x12Y\n\x0c\x46lushAnchors\x12#.ehr_abe.api.v1.FlushAnchorsRequest\x1a$.ehr_abe.api.v1.FlushAnchorsResponse\x12Q\n\rGetServiceKey\x12$.ehr_abe.api.v1.GetServiceKeyRequest\x1a\x1a.ehr_abe.api.v1.ServiceKeyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ehr_common.api.v1.storage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ANCHORSTATUS']._serialized_start=2034
-  _globals['_ANCHORSTATUS']._serialized_end=2134
+  _globals['_ANCHORSTATUS']._serialized_start=2605
+  _globals['_ANCHORSTATUS']._serialized_end=2705
   _globals['_PLAINCONTENT']._serialized_start=84
   _globals['_PLAINCONTENT']._serialized_end=131
   _globals['_PUTRECORDREQUEST']._serialized_start=134
@@ -43,37 +43,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDMETADATA']._serialized_start=416
   _globals['_RECORDMETADATA']._serialized_end=610
   _globals['_RECEIPT']._serialized_start=613
-  _globals['_RECEIPT']._serialized_end=839
-  _globals['_GETRECORDREQUEST']._serialized_start=841
-  _globals['_GETRECORDREQUEST']._serialized_end=878
-  _globals['_GETRECORDRESPONSE']._serialized_start=881
-  _globals['_GETRECORDRESPONSE']._serialized_end=1010
-  _globals['_LISTRECORDSREQUEST']._serialized_start=1012
-  _globals['_LISTRECORDSREQUEST']._serialized_end=1091
-  _globals['_LISTRECORDSRESPONSE']._serialized_start=1093
-  _globals['_LISTRECORDSRESPONSE']._serialized_end=1188
-  _globals['_GETRECEIPTREQUEST']._serialized_start=1190
-  _globals['_GETRECEIPTREQUEST']._serialized_end=1228
-  _globals['_VERIFYRECORDSREQUEST']._serialized_start=1230
-  _globals['_VERIFYRECORDSREQUEST']._serialized_end=1318
-  _globals['_VERIFYRECORDSRESPONSE']._serialized_start=1320
-  _globals['_VERIFYRECORDSRESPONSE']._serialized_end=1437
-  _globals['_GRANTCONSENTREQUEST']._serialized_start=1439
-  _globals['_GRANTCONSENTREQUEST']._serialized_end=1548
-  _globals['_REVOKECONSENTREQUEST']._serialized_start=1550
-  _globals['_REVOKECONSENTREQUEST']._serialized_end=1612
-  _globals['_CONSENTRESPONSE']._serialized_start=1614
-  _globals['_CONSENTRESPONSE']._serialized_end=1646
-  _globals['_GETAUDITTRAILREQUEST']._serialized_start=1648
-  _globals['_GETAUDITTRAILREQUEST']._serialized_end=1723
-  _globals['_AUDITEVENT']._serialized_start=1726
-  _globals['_AUDITEVENT']._serialized_end=1882
-  _globals['_GETAUDITTRAILRESPONSE']._serialized_start=1884
-  _globals['_GETAUDITTRAILRESPONSE']._serialized_end=1951
-  _globals['_FLUSHANCHORSREQUEST']._serialized_start=1953
-  _globals['_FLUSHANCHORSREQUEST']._serialized_end=1974
-  _globals['_FLUSHANCHORSRESPONSE']._serialized_start=1976
-  _globals['_FLUSHANCHORSRESPONSE']._serialized_end=2032
-  _globals['_STORAGESERVICE']._serialized_start=2137
-  _globals['_STORAGESERVICE']._serialized_end=2932
+  _globals['_RECEIPT']._serialized_end=1005
+  _globals['_GETRECORDREQUEST']._serialized_start=1007
+  _globals['_GETRECORDREQUEST']._serialized_end=1044
+  _globals['_GETRECORDRESPONSE']._serialized_start=1047
+  _globals['_GETRECORDRESPONSE']._serialized_end=1176
+  _globals['_LISTRECORDSREQUEST']._serialized_start=1178
+  _globals['_LISTRECORDSREQUEST']._serialized_end=1257
+  _globals['_LISTRECORDSRESPONSE']._serialized_start=1259
+  _globals['_LISTRECORDSRESPONSE']._serialized_end=1354
+  _globals['_GETRECEIPTREQUEST']._serialized_start=1356
+  _globals['_GETRECEIPTREQUEST']._serialized_end=1394
+  _globals['_VERIFYRECORDSREQUEST']._serialized_start=1396
+  _globals['_VERIFYRECORDSREQUEST']._serialized_end=1484
+  _globals['_INTEGRITYPROBLEM']._serialized_start=1486
+  _globals['_INTEGRITYPROBLEM']._serialized_end=1557
+  _globals['_VERIFYRECORDSRESPONSE']._serialized_start=1560
+  _globals['_VERIFYRECORDSRESPONSE']._serialized_end=1878
+  _globals['_GRANTCONSENTREQUEST']._serialized_start=1880
+  _globals['_GRANTCONSENTREQUEST']._serialized_end=1989
+  _globals['_REVOKECONSENTREQUEST']._serialized_start=1991
+  _globals['_REVOKECONSENTREQUEST']._serialized_end=2053
+  _globals['_CONSENTRESPONSE']._serialized_start=2055
+  _globals['_CONSENTRESPONSE']._serialized_end=2087
+  _globals['_GETAUDITTRAILREQUEST']._serialized_start=2089
+  _globals['_GETAUDITTRAILREQUEST']._serialized_end=2164
+  _globals['_AUDITEVENT']._serialized_start=2167
+  _globals['_AUDITEVENT']._serialized_end=2323
+  _globals['_GETAUDITTRAILRESPONSE']._serialized_start=2325
+  _globals['_GETAUDITTRAILRESPONSE']._serialized_end=2392
+  _globals['_FLUSHANCHORSREQUEST']._serialized_start=2394
+  _globals['_FLUSHANCHORSREQUEST']._serialized_end=2415
+  _globals['_FLUSHANCHORSRESPONSE']._serialized_start=2417
+  _globals['_FLUSHANCHORSRESPONSE']._serialized_end=2500
+  _globals['_GETSERVICEKEYREQUEST']._serialized_start=2502
+  _globals['_GETSERVICEKEYREQUEST']._serialized_end=2524
+  _globals['_SERVICEKEY']._serialized_start=2526
+  _globals['_SERVICEKEY']._serialized_end=2603
+  _globals['_STORAGESERVICE']._serialized_start=2708
+  _globals['_STORAGESERVICE']._serialized_end=3586
 # @@protoc_insertion_point(module_scope)
