@@ -144,6 +144,7 @@ class Anchorer:
                 self._book.refresh()
                 head = self._book.head()
                 self._index.reserve_seqs_through(head)
+                self._adopt_ledger_placement(head)
                 self._close_due_batches(force=force, head=head)
                 batches, records = self._anchor_unanchored()
             except EhrAbeError as exc:
@@ -171,6 +172,30 @@ class Anchorer:
         self._index.set_aside_row(row.seq)
         if self._on_bad_row is not None:
             self._on_bad_row(row)
+
+    def _adopt_ledger_placement(self, head: int) -> None:
+        """Rows the index holds as pending though the ledger already covers their seq
+        (an index restored from a backup taken before their batch was anchored): take
+        the ledger's placement, once the index's leaves for the whole range hash to the
+        anchored root. Never re-anchored: the ledger refuses overlapping ranges."""
+        done: set[str] = set()
+        for r in self._index.pending(self._policy.max_records):
+            if r.seq > head:
+                return
+            a = self._book.covering(r.seq)
+            if a is None or a.batch_id in done:
+                continue
+            done.add(a.batch_id)
+            rows = self._index.in_range(a.first_seq, a.last_seq)
+            sound = [x for x in rows if isinstance(x, IndexedRecord)]
+            if len(sound) != a.tree_size:
+                continue  # rows missing or bad: verification reports it
+            if merkle.merkle_root([x.leaf_hash for x in sound]) != a.merkle_root:
+                continue
+            log.warning(
+                "adopting the ledger's anchor %s for records the index held as pending", a.batch_id
+            )
+            self._index.adopt_anchor(a.batch_id, sound, a.merkle_root, a.tx_id, utc_now())
 
     def _close_due_batches(self, *, force: bool, head: int) -> None:
         p = self._policy

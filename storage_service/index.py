@@ -100,6 +100,8 @@ class BadRow:
     record_id: str  # as the row says ("" if unreadable): for reports only, not trusted
     detail: str
     batch_id: str | None = None
+    #: the leaf its metadata hashes to, when the MAC holds and only the leaf column lies
+    true_leaf: bytes | None = None
 
 
 Row = IndexedRecord | BadRow
@@ -161,28 +163,23 @@ def _record(row: tuple[object, ...], mac_key: bytes, instance: str) -> Row:
     seq = seq_raw if isinstance(seq_raw, int) else -1
     record_id = rid if isinstance(rid, str) else ""
     batch = row[10] if isinstance(row[10], str) else None
+    (_, _, pid, rtype, author, created, policy, size, sha, leaf, batch_raw, idx, mac) = row
     try:
-        (_, _, pid, rtype, author, created, policy, size, sha, leaf, _, idx, mac) = row
-        for what, v in (("record id", rid), ("patient id", pid), ("type", rtype)):
+        texts = (("record id", rid), ("patient id", pid), ("type", rtype), ("author", author))
+        for what, v in (*texts, ("policy", policy)):
             if not isinstance(v, str):
                 raise ValueError(f"its {what} is not text")
-        if not isinstance(author, str) or not isinstance(policy, str):
-            raise ValueError("its author or policy is not text")
         meta = RecordMeta(
             record_id=record_id,
             patient_id=str(pid),
             record_type=str(rtype),
-            author=author,
+            author=str(author),
             created_at=_aware(created, "its time"),
-            policy=policy,
+            policy=str(policy),
             size=_int(size, "its size"),
             content_sha256=_bytes(sha, 32, "its content hash"),
         )
-        leaf = _bytes(leaf, 32, "its leaf hash")
-        if row[10] is not None and batch is None:
-            raise ValueError("its batch id is not text")
-        index = None if idx is None else _int(idx, "its leaf index")
-        if size < 0 or size >= 2**63:  # type: ignore[operator]
+        if not 0 <= meta.size < 2**63:
             raise ValueError("its size is out of range")
         canonical = leaf_bytes(meta)
     except (ValueError, TypeError, OverflowError) as exc:
@@ -191,9 +188,25 @@ def _record(row: tuple[object, ...], mac_key: bytes, instance: str) -> Row:
         mac, row_mac(mac_key, instance, canonical)
     ):
         return BadRow(seq, record_id, "its index row fails its MAC (altered or forged)", batch)
-    if merkle.leaf_hash(canonical) != leaf:
-        return BadRow(seq, record_id, "its index row's leaf hash does not match its metadata")
-    return IndexedRecord(seq=seq, meta=meta, leaf_hash=leaf, batch_id=batch, leaf_index=index)
+    # The metadata is the service's: from here on its leaf is known, whatever the row says.
+    true_leaf = merkle.leaf_hash(canonical)
+    if leaf != true_leaf:
+        return BadRow(
+            seq, record_id, "its index row's leaf hash is not its metadata's", batch, true_leaf
+        )
+    if batch_raw is not None and batch is None:
+        return BadRow(
+            seq, record_id, "malformed index row: its batch id is not text", None, true_leaf
+        )
+    if idx is not None and not (isinstance(idx, int) and not isinstance(idx, bool)):
+        return BadRow(
+            seq,
+            record_id,
+            "malformed index row: its leaf index is not an integer",
+            batch,
+            true_leaf,
+        )
+    return IndexedRecord(seq=seq, meta=meta, leaf_hash=true_leaf, batch_id=batch, leaf_index=idx)
 
 
 def _batch(row: tuple[object, ...]) -> BatchRow:
@@ -321,6 +334,18 @@ class RecordIndex:
             ).fetchall()
         return {int(s): bytes(h) if isinstance(h, bytes) else b"" for s, h in rows}
 
+    def authenticated_leaves(self, first_seq: int, last_seq: int) -> dict[int, bytes]:
+        """seq -> leaf for the rows first_seq..last_seq: recomputed from the metadata of
+        rows whose MAC holds (whatever their leaf column says), the stored leaf otherwise
+        (a row that fails its MAC is reported on its own; its neighbours still prove)."""
+        stored = self.leaves_in_range(first_seq, last_seq)
+        for r in self.in_range(first_seq, last_seq):
+            if isinstance(r, IndexedRecord):
+                stored[r.seq] = r.leaf_hash
+            elif r.true_leaf is not None:
+                stored[r.seq] = r.true_leaf
+        return stored
+
     def scan(
         self,
         *,
@@ -432,6 +457,42 @@ class RecordIndex:
                 )
                 self._db.executemany(
                     "UPDATE records SET batch_id=?, leaf_index=? WHERE seq=? AND batch_id IS NULL",
+                    [(batch_id, i, r.seq) for i, r in enumerate(records)],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def adopt_anchor(
+        self,
+        batch_id: str,
+        records: list[IndexedRecord],
+        root: bytes,
+        tx_id: str,
+        at: datetime,
+    ) -> None:
+        """Record a batch the ledger anchored (checked by the caller) as the placement
+        of `records` (its whole range, in seq order)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO batches(batch_id, merkle_root, tree_size, closed_at, "
+                    "tx_id, anchored_at, first_seq, last_seq) VALUES(?,?,?,?,?,?,?,?)",
+                    (
+                        batch_id,
+                        root,
+                        len(records),
+                        at.isoformat(),
+                        tx_id,
+                        at.isoformat(),
+                        records[0].seq,
+                        records[-1].seq,
+                    ),
+                )
+                self._db.executemany(
+                    "UPDATE records SET batch_id=?, leaf_index=? WHERE seq=?",
                     [(batch_id, i, r.seq) for i, r in enumerate(records)],
                 )
                 self._db.execute("COMMIT")

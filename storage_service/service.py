@@ -36,6 +36,7 @@ from storage_service.anchoring import Anchorer, AnchorPolicy, FlushResult
 from storage_service.anchors import AnchorBook
 from storage_service.index import BadRow, IndexedRecord, RecordIndex, Row
 from storage_service.integrity import merkle
+from storage_service.integrity.merkle import merkle_root_or_none
 from storage_service.keys import ServiceKeys
 from storage_service.ledger.base import Caller
 from storage_service.ledger.client import Anchor, LedgerClient
@@ -317,6 +318,10 @@ class StorageCore:
         validate_id("record id", record_id)
         row = self.index.get(record_id)
         if row is None:
+            if self.store.exists(envelope_key(record_id)):
+                # stored but unknown to the index: the index lost it (or had it deleted)
+                self._integrity_failure(record_id, "", "the index has no row for this record")
+                raise IntegrityError(f"record {record_id} is stored but missing from the index")
             raise NotFound(f"no record {record_id}")
         return row
 
@@ -425,11 +430,23 @@ class StorageCore:
         )
 
     def _anchored_receipt(self, rec: IndexedRecord, anchor: Anchor) -> Receipt:
-        leaves = self.index.leaves_in_range(anchor.first_seq, anchor.last_seq)
-        ordered = [leaves.get(s, b"") for s in range(anchor.first_seq, anchor.last_seq + 1)]
-        if len(leaves) != anchor.tree_size or not all(len(x) == 32 for x in ordered):
-            self._fail(rec, f"records of its batch {anchor.batch_id} are missing from the index")
         index = rec.seq - anchor.first_seq
+        if (rec.batch_id, rec.leaf_index) != (anchor.batch_id, index):
+            self._fail(
+                rec,
+                f"the index places it at {rec.batch_id}/{rec.leaf_index}; the ledger anchors "
+                f"it at {anchor.batch_id}/{index}",
+            )
+        leaves = self.index.leaves_in_range(anchor.first_seq, anchor.last_seq)
+        if len(leaves) != anchor.tree_size:
+            self._fail(rec, f"records of its batch {anchor.batch_id} are missing from the index")
+        ordered = [leaves[s] for s in range(anchor.first_seq, anchor.last_seq + 1)]
+        if merkle_root_or_none(ordered) != anchor.merkle_root:
+            # a neighbour's leaf column was edited: recompute from MAC-checked rows
+            leaves = self.index.authenticated_leaves(anchor.first_seq, anchor.last_seq)
+            ordered = [leaves[s] for s in range(anchor.first_seq, anchor.last_seq + 1)]
+            if merkle_root_or_none(ordered) != anchor.merkle_root:
+                self._fail(rec, f"the index's leaves for {anchor.batch_id} differ from its root")
         proof = merkle.inclusion_proof(ordered, index)
         if not merkle.verify_inclusion(
             rec.leaf_hash, index, anchor.tree_size, proof, anchor.merkle_root

@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 
 from ehr_common.errors import EhrAbeError, NotFound, Unavailable
 from storage_service.index import BadRow, BatchRow, IndexedRecord, RecordIndex
-from storage_service.integrity import merkle
+from storage_service.integrity.merkle import merkle_root_or_none
 from storage_service.integrity.sha256 import sha256_many
 from storage_service.ledger.client import Anchor
 from storage_service.objectstore.base import ObjectStore
@@ -98,16 +98,17 @@ class _Anchors:
         if len(leaves) != a.tree_size:
             missing = [s for s in range(a.first_seq, a.last_seq + 1) if s not in leaves]
             self._report.missing_in_index.extend(f"{a.batch_id}:{s}" for s in missing)
-            if not leaves:
-                self._report.lost_anchors.append(a.batch_id)
-            else:
-                self._report.lost_anchors.append(a.batch_id)
+            self._report.lost_anchors.append(a.batch_id)
             problem = f"{len(missing)} records of anchored batch {a.batch_id} are missing"
         else:
             ordered = [leaves[s] for s in range(a.first_seq, a.last_seq + 1)]
-            if any(len(x) != 32 for x in ordered) or merkle.merkle_root(ordered) != a.merkle_root:
-                self._report.root_mismatches.append(a.batch_id)
-                problem = f"the index's leaves for batch {a.batch_id} differ from its anchored root"
+            if merkle_root_or_none(ordered) != a.merkle_root:
+                # a neighbour's leaf column was edited: recompute from MAC-checked rows
+                leaves = self._index.authenticated_leaves(a.first_seq, a.last_seq)
+                ordered = [leaves[s] for s in range(a.first_seq, a.last_seq + 1)]
+                if merkle_root_or_none(ordered) != a.merkle_root:
+                    self._report.root_mismatches.append(a.batch_id)
+                    problem = f"the index's leaves for batch {a.batch_id} differ from its root"
         self.checked[a.batch_id] = problem
         if not problem and len(self._leaves) < 64:  # keep memory flat across many batches
             self._leaves[a.batch_id] = leaves
@@ -197,7 +198,15 @@ def verify_instance(
             a = book.covering(r.seq)
             if a is not None:
                 problem, leaves = book.check(a)
-                if problem:
+                placed = (a.batch_id, r.seq - a.first_seq)
+                if (r.batch_id, r.leaf_index) != placed:
+                    report.fail(
+                        rid,
+                        a.batch_id,
+                        f"the index places it at {r.batch_id}/{r.leaf_index}; the ledger anchors "
+                        f"it at {placed[0]}/{placed[1]}",
+                    )
+                elif problem:
                     report.fail(rid, a.batch_id, problem)
                 elif leaves and leaves.get(r.seq) != r.leaf_hash:
                     report.fail(rid, a.batch_id, "its leaf is not the one anchored")
@@ -227,18 +236,17 @@ def verify_instance(
     in_scope = [a for a in book.anchors if batch_id is None or a.batch_id == batch_id]
     for a in in_scope:
         if a.batch_id not in book.checked:
-            if patient_id is None:
-                problem, _ = book.check(a)
-                if problem:
-                    report.problems.append(("", a.batch_id, problem))
-            elif index.count_in_range(a.first_seq, a.last_seq) != a.tree_size:
-                report.lost_anchors.append(a.batch_id)
-                report.problems.append(
-                    ("", a.batch_id, f"records of anchored batch {a.batch_id} are missing")
-                )
+            # every scope: a batch the index lost may have held anyone's records
+            problem, _ = book.check(a)
+            if problem:
+                report.problems.append(("", a.batch_id, problem))
         elif book.checked[a.batch_id] and not any(p[1] == a.batch_id for p in report.problems):
             report.problems.append(("", a.batch_id, book.checked[a.batch_id]))
     on_ledger = {a.batch_id: a for a in book.anchors}
+    for a in in_scope:
+        if a.batch_id not in batch_rows and a.batch_id not in report.lost_anchors:
+            report.lost_anchors.append(a.batch_id)
+            report.problems.append(("", a.batch_id, "the index lost its batch row"))
     for b in batch_rows.values():
         if batch_id is not None and b.batch_id != batch_id:
             continue
@@ -248,11 +256,13 @@ def verify_instance(
             report.problems.append(
                 ("", b.batch_id, "the index says it is anchored; the ledger has no such anchor")
             )
-        elif a is not None and (a.merkle_root, a.first_seq, a.last_seq) != (
-            b.merkle_root,
-            b.first_seq,
-            b.last_seq,
-        ):
+        elif a is not None and (
+            a.merkle_root,
+            a.first_seq,
+            a.last_seq,
+            a.tx_id,
+            a.tree_size,
+        ) != (b.merkle_root, b.first_seq, b.last_seq, b.tx_id, b.tree_size):
             if b.batch_id not in report.root_mismatches:
                 report.root_mismatches.append(b.batch_id)
             report.problems.append(
