@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -92,3 +93,22 @@ def verify_anchored_receipt(
         )
     if not merkle.verify_inclusion(leaf_hash, leaf_index, tree_size, proof, anchored_root):
         raise IntegrityError("the receipt's inclusion proof does not lead to the anchored root")
+
+
+def verify_pending_receipt_pb(receipt: Any, service_key: Any) -> None:
+    """Client-side check of a pending `Receipt` (protobuf) against the service's
+    published key (`GetServiceKey`). Raises IntegrityError if it is not the service's
+    signed promise, or if it names another key."""
+    if receipt.service_key_id != service_key.key_id or receipt.instance_id != (
+        service_key.instance_id
+    ):
+        raise IntegrityError("the pending receipt names another service key or instance")
+    promise = PendingPromise(
+        record_id=receipt.record_id,
+        leaf_hash=bytes(receipt.leaf_hash),
+        accepted_at=receipt.accepted_at.ToDatetime(tzinfo=UTC),
+        anchor_deadline=receipt.anchor_deadline.ToDatetime(tzinfo=UTC),
+        instance_id=receipt.instance_id,
+        key_id=receipt.service_key_id,
+    )
+    verify_pending_receipt(bytes(service_key.ed25519_public_key), promise, bytes(receipt.signature))
