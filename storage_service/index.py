@@ -15,6 +15,7 @@ served and never anchored. Reading never raises on bad content.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 import sqlite3
@@ -223,6 +224,13 @@ def _batch(row: tuple[object, ...]) -> BatchRow:
         last_seq=_int(last, "last seq"),
         set_aside=None if aside is None else str(aside),
     )
+
+
+def access_event_id(
+    instance: str, record_id: str, patient_id: str, subject: str, at: datetime
+) -> str:
+    body = "\x00".join((instance, record_id, patient_id, subject, at.isoformat()))
+    return "a-" + hashlib.sha256(b"ehr-abe/access-event/v1\x00" + body.encode()).hexdigest()[:32]
 
 
 class RecordIndex:
@@ -546,13 +554,15 @@ class RecordIndex:
 
     # -- access audit queue ---------------------------------------------------
     def queue_access(self, record_id: str, patient_id: str, subject: str, at: datetime) -> None:
-        """Queue an access event under an id fixed now, so that every resend of it
+        """Queue an access event under an id derived from the event itself (instance,
+        record, patient, subject, time to the microsecond), so that every resend of it
         (after a crash between the ledger write and the dequeue) is the same event."""
+        event_id = access_event_id(self.instance_id, record_id, patient_id, subject, at)
         with self._lock:
             self._db.execute(
                 "INSERT INTO access_queue(record_id, patient_id, subject, at, event_id) "
                 "VALUES(?,?,?,?,?)",
-                (record_id, patient_id, subject, at.isoformat(), "a-" + secrets.token_hex(16)),
+                (record_id, patient_id, subject, at.isoformat(), event_id),
             )
 
     def queued_accesses(self, limit: int) -> list[AccessEvent | int]:
