@@ -49,6 +49,8 @@ class World:
     make_ledger: Callable[[], Any]
     core: StorageCore = field(init=False)
     cores: list[StorageCore] = field(default_factory=list)
+    patients: dict[str, Caller] = field(default_factory=dict)
+    owners: dict[str, Caller] = field(default_factory=dict)  # record id -> its patient
 
     def __post_init__(self) -> None:
         self.core = self.open_core(self.tmp / "index.sqlite")
@@ -77,15 +79,16 @@ class World:
 
     # -- writing --------------------------------------------------------------------
     def patient(self) -> tuple[str, Caller]:
-        """A fresh patient, who lets the auditor read their records."""
+        """A fresh patient (who reads and verifies their own records: no consent needed,
+        which keeps the Fabric variant to the transactions the test is about)."""
         pid = f"p-{secrets.token_hex(4)}"
         me = Caller(pid, "Hosp1MSP", frozenset({"patient"}))
-        self.core.grant_consent(me, pid, AUDITOR.subject, None)
+        self.patients[pid] = me
         return pid, me
 
     def put(self, patient: str, n: int = 1, core: StorageCore | None = None) -> list[str]:
         c = core or self.core
-        return [
+        rids = [
             c.put_record(
                 DEVICE,
                 patient_id=patient,
@@ -95,6 +98,16 @@ class World:
             ).meta.record_id
             for i in range(n)
         ]
+        for rid in rids:
+            self.owners[rid] = self.patients[patient]
+        return rids
+
+    def get(self, record_id: str, core: StorageCore | None = None) -> Any:
+        """GetRecord as the record's patient: (envelope, metadata, receipt)."""
+        return (core or self.core).get_record(self.owners.get(record_id, AUDITOR), record_id)
+
+    def receipt(self, record_id: str) -> Any:
+        return self.core.get_receipt(self.owners.get(record_id, AUDITOR), record_id)
 
     def anchored(self, patient: str, n: int = 2) -> list[str]:
         """n records of `patient`, anchored together in a batch of their own."""
@@ -109,7 +122,9 @@ class World:
         return r
 
     def verify(self, patient: str | None = None, core: StorageCore | None = None) -> VerifyReport:
-        return (core or self.core).verify_records(AUDITOR, patient_id=patient)
+        """VerifyRecords for one patient (as that patient) or the whole store (auditor)."""
+        caller = self.patients[patient] if patient is not None else AUDITOR
+        return (core or self.core).verify_records(caller, patient_id=patient)
 
     # -- the index, as the attacker edits it -------------------------------------------
     def sql(self, statement: str, args: tuple[Any, ...] = (), path: Path | None = None) -> None:
