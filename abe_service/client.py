@@ -2,8 +2,10 @@
 
 * `AbeKeyring`: holds a user key and decrypts envelopes locally; a user key
   never has to be sent anywhere.
-* `LocalEncryptor` / `RemoteEncryptor`: what StorageService uses to encrypt
-  plain payloads, in-process or through a remote AbeService.
+* `LocalEncryptor`: what StorageService uses to encrypt plain payloads, with
+  public parameters it holds; `fetch_public_params` gets them from a remote
+  AbeService once, checks them against the pinned authority id and caches
+  them, so plaintext never travels to AbeService.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from pathlib import Path
 import grpc
 
 from abe_service.envelope import AbeDecryptor, AbeEncryptor, envelope_policy
+from abe_service.serialization import authority_id
 from ehr_common.api.v1 import abe_pb2, abe_pb2_grpc
-from ehr_common.errors import ConfigError
+from ehr_common.errors import ConfigError, EhrAbeError, IntegrityError
+from ehr_common.files import PUBLIC_MODE, write_file_atomic
 from ehr_common.grpc_errors import error_from_rpc
 
 
@@ -59,26 +63,51 @@ class LocalEncryptor:
         return envelope_policy(envelope)
 
 
-class RemoteEncryptor:
-    """Encrypts through AbeService.Encrypt (used when the services run apart)."""
+MAX_PUBLIC_PARAMS = 4096  # about 1.4 KB today
 
-    def __init__(self, channel: grpc.Channel, timeout_s: float = 10.0):
-        self._stub = abe_pb2_grpc.AbeServiceStub(channel)
-        self._timeout = timeout_s
 
-    @staticmethod
-    def connect(endpoint: str) -> RemoteEncryptor:
-        return RemoteEncryptor(grpc.insecure_channel(endpoint))
+def verify_public_params(data: bytes, expected_authority_id: str) -> bytes:
+    """`data` if it parses as public parameters whose authority id is the pinned one."""
+    if len(data) > MAX_PUBLIC_PARAMS:
+        raise IntegrityError("the public parameters are implausibly large")
+    if authority_id(data) != expected_authority_id:
+        raise IntegrityError(
+            f"the public parameters are not those of authority {expected_authority_id} "
+            f"(they are {authority_id(data)}): refusing to encrypt under them"
+        )
+    AbeEncryptor.from_public_params(data)  # parses and validates every element
+    return data
 
-    def encrypt(self, policy: str, plaintext: bytes, context: bytes) -> bytes:
+
+def fetch_public_params(
+    endpoint: str, expected_authority_id: str, cache_dir: Path, timeout_s: float = 10.0
+) -> bytes:
+    """The public parameters of the pinned authority: from `cache_dir` if cached
+    (so the StorageService starts while AbeService is down), else from AbeService's
+    GetPublicParams (public, unauthenticated: the pin is what makes them
+    trustworthy), verified, then cached."""
+    if not expected_authority_id:
+        raise ConfigError(
+            "server.abe_endpoint needs server.abe_authority_id: the id `ehr-abe authority info` "
+            "prints on the authority's host, so the StorageService can verify the parameters"
+        )
+    if not all(c in "0123456789abcdef" for c in expected_authority_id):
+        raise ConfigError("server.abe_authority_id is a lower-case hex fingerprint")
+    cached = cache_dir / f"{expected_authority_id}.public_params"
+    try:
+        return verify_public_params(cached.read_bytes(), expected_authority_id)
+    except FileNotFoundError:
+        pass
+    except (OSError, EhrAbeError):
+        pass  # unreadable or wrong: fetch again, and replace it below
+    with grpc.insecure_channel(endpoint) as channel:
         try:
-            resp = self._stub.Encrypt(
-                abe_pb2.EncryptRequest(policy=policy, plaintext=plaintext, context=context),
-                timeout=self._timeout,
+            resp = abe_pb2_grpc.AbeServiceStub(channel).GetPublicParams(
+                abe_pb2.GetPublicParamsRequest(), timeout=timeout_s
             )
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
-        return bytes(resp.envelope)
-
-    def envelope_policy(self, envelope: bytes) -> str:
-        return envelope_policy(envelope)
+    data = verify_public_params(bytes(resp.public_params), expected_authority_id)
+    cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_file_atomic(cached, data, PUBLIC_MODE, overwrite=True)
+    return data

@@ -1,29 +1,27 @@
-"""Hybrid envelopes: FAME key encapsulation + HKDF-SHA256 + AES-256-GCM.
+"""Hybrid envelopes: FAME key encapsulation + the committing hybrid layer (hybrid.py).
 
-encrypt: FAME encapsulates a fresh random GT element K under the policy;
-HKDF-SHA256(K) gives a 256-bit AES key; AES-256-GCM encrypts the payload with
-associated data binding the format, scheme, authority, policy, every header
-element and the caller's context (for example the record's patient id). Any
-changed byte of an envelope therefore fails decryption with IntegrityError (or
-DecodeError if it no longer parses); it never yields a wrong plaintext.
+encrypt: FAME encapsulates a fresh random GT element K under the policy; its
+encoding is the session secret of `hybrid.seal`: HKDF-SHA256 gives an
+AES-256-GCM key and a commitment key, and the envelope stores the commitment.
+The binding (associated data) names the format, scheme, authority, policy,
+every header element and the caller's context (for example the record's
+patient id). Any changed byte of an envelope therefore fails decryption with
+IntegrityError (or DecodeError if it no longer parses); it never yields a wrong
+plaintext. A malformed header that gives different readers different K (a
+writer holding a key of their own can build one) is caught by the key
+commitment: every reader that opens an envelope gets the same plaintext.
 """
 
 from __future__ import annotations
 
-import os
-import struct
-from dataclasses import dataclass
-from functools import lru_cache
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from dataclasses import dataclass, field
 
 from abe_service.fame import SCHEME_ID, Fame, PublicKey
-from abe_service.pairing.base import PairingBackend, get_backend
-from abe_service.policy import CompiledPolicy, compile_policy
+from abe_service.hybrid import Sealed, lp, open_sealed, seal
+from abe_service.pairing.base import get_backend
+from abe_service.policy import CompiledPolicy, compile_policy_cached
 from abe_service.serialization import (
+    ENVELOPE_VERSION,
     EnvelopeData,
     UserKey,
     authority_id,
@@ -36,39 +34,31 @@ from abe_service.serialization import (
 )
 from ehr_common.errors import DecodeError, IntegrityError, InvalidArgument, PolicyNotSatisfied
 
-KDF_INFO = f"ehr-abe/{SCHEME_ID}/envelope/aes-256-gcm/v1".encode()
-AD_PREFIX = b"ehr-abe/envelope/v1\x00"
+AD_PREFIX = f"ehr-abe/envelope/v{ENVELOPE_VERSION}\x00".encode()
 MAX_CONTEXT = 4096
 
 
-def _lp(b: bytes) -> bytes:
-    return struct.pack(">I", len(b)) + b
-
-
-def _associated_data(
-    authority: str, policy: str, header_bytes: tuple[tuple[bytes, ...], ...], context: bytes
+def envelope_binding(
+    scheme: str,
+    authority: str,
+    policy: str,
+    header_bytes: tuple[tuple[bytes, ...], ...],
+    context: bytes,
 ) -> bytes:
-    parts = [
-        AD_PREFIX,
-        _lp(SCHEME_ID.encode()),
-        _lp(authority.encode()),
-        _lp(policy.encode()),
-    ]
+    """What the hybrid layer binds the payload and key commitment to: every field of
+    the envelope but the hybrid layer's own, and the caller's context. Scheme-agnostic:
+    `header_bytes` are the KEM header's element encodings, in groups."""
+    parts = [AD_PREFIX, lp(scheme.encode()), lp(authority.encode()), lp(policy.encode())]
+    parts.append(lp(len(header_bytes).to_bytes(4, "big")))
     for group in header_bytes:
-        parts.extend(_lp(b) for b in group)
-    parts.append(_lp(context))
+        parts.append(lp(len(group).to_bytes(4, "big")))
+        parts.extend(lp(b) for b in group)
+    parts.append(lp(context))
     return b"".join(parts)
 
 
-def _aes_key(group: PairingBackend, K: object) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=KDF_INFO).derive(
-        group.gt_to_bytes(K)
-    )
-
-
-@lru_cache(maxsize=1024)
 def _compiled(policy: str) -> CompiledPolicy:
-    return compile_policy(policy)
+    return compile_policy_cached(policy)
 
 
 def _check_context(context: bytes) -> None:
@@ -103,21 +93,20 @@ class AbeEncryptor:
             tuple(group.g2_to_bytes(p) for p in header.ct0),
             *(tuple(group.g1_to_bytes(p) for p in row) for row in header.ct),
         )
-        env = EnvelopeData(
-            authority_id=self.authority_id,
-            policy=compiled.normal_form,
-            header=header,
-            nonce=os.urandom(12),
-            ciphertext=b"",
-            header_bytes=header_bytes,
+        binding = envelope_binding(
+            SCHEME_ID, self.authority_id, compiled.normal_form, header_bytes, context
         )
-        sealed = AESGCM(_aes_key(group, K)).encrypt(
-            env.nonce,
-            bytes(plaintext),
-            _associated_data(env.authority_id, env.policy, header_bytes, context),
-        )
+        sealed = seal(group.gt_to_bytes(K), binding, bytes(plaintext))
         return envelope_to_bytes(
-            EnvelopeData(env.authority_id, env.policy, header, env.nonce, sealed, header_bytes)
+            EnvelopeData(
+                authority_id=self.authority_id,
+                policy=compiled.normal_form,
+                header=header,
+                nonce=sealed.nonce,
+                ciphertext=sealed.ciphertext,
+                header_bytes=header_bytes,
+                key_commitment=sealed.commitment,
+            )
         )
 
     # what the storage service needs (storage_service.service.Encryptor)
@@ -146,7 +135,7 @@ class AbeDecryptor:
     """A user key, ready to decrypt envelopes. Never needs a server."""
 
     fame: Fame
-    key: UserKey
+    key: UserKey = field(repr=False)
 
     @staticmethod
     def from_user_key(data: bytes, backend: str = "auto") -> AbeDecryptor:
@@ -160,9 +149,12 @@ class AbeDecryptor:
     def decrypt(self, envelope: bytes, context: bytes = b"") -> bytes:
         _check_context(context)
         group = self.fame.group
-        # Structure first (kinds, counts, lengths); then only the points this key
-        # computes with are decoded and validated. The other rows are never used,
-        # and their bytes are authenticated by AES-GCM's associated data anyway.
+        # Structure first (kinds, version, counts, lengths), then the header must be
+        # well formed: as many rows as the policy's span program, and every point
+        # (ct0 and ALL rows, not only those this key uses) on the curve, in the
+        # prime-order subgroup and not the identity. A header can still be
+        # inconsistent (rows made with other randomness, which no public check can
+        # see without the master key); the key commitment catches that.
         msg = envelope_header_from_bytes(envelope)
         if msg.authority_id != self.key.authority_id:
             raise IntegrityError("the envelope was made for another key authority than this key's")
@@ -174,15 +166,15 @@ class AbeDecryptor:
                 f"key of {self.key.subject_id} does not satisfy the policy {msg.policy!r}"
             )
         gammas = self.fame.reconstruction(compiled, self.key.secret)
-        ct0, rows = envelope_points(group, msg, gammas)
+        ct0, rows = envelope_points(group, msg, range(len(msg.rows)))
         K = self.fame.decrypt_rows(gammas, compiled.row_labels, ct0, rows, self.key.secret)
-        ad = _associated_data(msg.authority_id, msg.policy, envelope_header_bytes(msg), context)
-        try:
-            return AESGCM(_aes_key(group, K)).decrypt(bytes(msg.nonce), bytes(msg.ciphertext), ad)
-        except InvalidTag:
-            raise IntegrityError(
-                "the envelope failed authentication: it was modified, or the context differs"
-            ) from None
+        header_bytes = envelope_header_bytes(msg)
+        binding = envelope_binding(msg.scheme, msg.authority_id, msg.policy, header_bytes, context)
+        return open_sealed(
+            group.gt_to_bytes(K),
+            binding,
+            Sealed(bytes(msg.nonce), bytes(msg.key_commitment), bytes(msg.ciphertext)),
+        )
 
 
 # -- one-call API (Tink-style): bytes in, bytes out, context required -----------------------

@@ -28,7 +28,8 @@ attribute can collide with a column index. Hashes are deterministic and cached.
 
 How it is made fast (measure with bench/abe_bench.py):
   * encrypt regroups ct_{i,l} = B_{i,l,1}^s1 · B_{i,l,2}^s2 with the policy-only
-    bases B_{i,l,t} = H(ρ(i) l t) · Π_j H(0 j l t)^(M_ij) (small M_ij: additions),
+    bases B_{i,l,t} = H(ρ(i) l t) · Π_j H(0 j l t)^(M_ij) (entries +-1 as
+    additions, the others as ONE multi-scalar multiplication, reduced mod r),
     so a row costs three 2-point MSMs whatever the number of columns; the bases
     are cached per policy (bounded: ROW_BASES_CACHE policies of at most
     ROW_BASES_MAX_ROWS rows);
@@ -65,7 +66,9 @@ class PublicKey:
     T2: Any  # e(g,h)^(d2·a2 + d3)
 
 
-@dataclass(frozen=True)
+# Secret-bearing classes print no secret (repr=False): a stray log line or a
+# traceback's locals must not leak key material.
+@dataclass(frozen=True, repr=False)
 class MasterKey:
     a1: int
     a2: int
@@ -75,19 +78,28 @@ class MasterKey:
     g_d2: Any
     g_d3: Any
 
+    def __repr__(self) -> str:
+        return "MasterKey(<secret>)"
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class AttributeKey:
     sk1: Any
     sk2: Any
     sk3: Any
 
+    def __repr__(self) -> str:
+        return "AttributeKey(<secret>)"
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class SecretKey:
     sk0: tuple[Any, Any, Any]  # G2
     sk: Mapping[str, AttributeKey]  # by attribute label
     sk_prime: tuple[Any, Any, Any]  # G1
+
+    def __repr__(self) -> str:
+        return f"SecretKey(<secret: {len(self.sk)} labels>)"
 
 
 @dataclass(frozen=True)
@@ -141,21 +153,23 @@ class Fame:
         self, labels: tuple[str, ...], matrix: tuple[tuple[int, ...], ...]
     ) -> tuple[tuple[tuple[Any, Any], tuple[Any, Any], tuple[Any, Any]], ...]:
         """B_{i,l,t} = H(ρ(i) l t) · Π_j H(0 j l t)^(M_ij), for every row i, l, t."""
-        G = self.group
+        G, r = self.group, self.group.order
 
         def base(y: str, row: tuple[int, ...], l: int, t: int) -> Any:  # noqa: E741
+            # Entries +-1 (and/or gates) are additions; the others (threshold rows
+            # hold j, j^2, ..., reduced mod r here) go into ONE multi-scalar
+            # multiplication, not one multiplication each.
             acc = self.H_attr(y, l, t)
+            points, scalars = [], []
             for j, m_ij in enumerate(row, start=1):
-                if m_ij == 0:
-                    continue
-                col = self.H_col(j, l, t)
                 if m_ij == 1:
-                    acc = G.g1_add(acc, col)
+                    acc = G.g1_add(acc, self.H_col(j, l, t))
                 elif m_ij == -1:
-                    acc = G.g1_add(acc, G.g1_neg(col))
-                else:  # small integers (threshold gates), so a short multiplication
-                    acc = G.g1_add(acc, G.g1_mul(col, m_ij))
-            return acc
+                    acc = G.g1_add(acc, G.g1_neg(self.H_col(j, l, t)))
+                elif m_ij:
+                    points.append(self.H_col(j, l, t))
+                    scalars.append(m_ij % r)
+            return G.g1_add(acc, G.g1_msm(points, scalars)) if points else acc
 
         return tuple(
             (

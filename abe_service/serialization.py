@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
@@ -18,18 +18,28 @@ from google.protobuf.message import Message
 
 from abe_service.fame import SCHEME_ID, AttributeKey, Ciphertext, MasterKey, PublicKey, SecretKey
 from abe_service.pairing.base import PairingBackend
+from abe_service.policy.compiler import MAX_ROWS as POLICY_MAX_ROWS
+from abe_service.policy.language import MAX_ATTRIBUTE_CHARS
 from ehr_common.api.v1 import formats_pb2 as fpb
 from ehr_common.errors import DecodeError
 
 FORMAT_VERSION = 1
-MAX_ROWS = 4096
-MAX_ATTRIBUTES = 4096
+#: Envelopes are at version 2: version 1 had no key commitment (see hybrid.py) and
+#: is refused, because accepting it would let any writer keep using the
+#: split-plaintext attack simply by writing version 1.
+ENVELOPE_VERSION = 2
+#: An envelope header has at most as many rows as a policy may compile to.
+MAX_ROWS = POLICY_MAX_ROWS
+#: User-key limits. The authority enforces the same ones when it issues a key.
+MAX_KEY_ATTRIBUTES = 256  # as issued (`age=42` counts once)
+MAX_KEY_LABELS = 4096  # after expansion (an integer attribute is up to 65 labels)
+MAX_ATTRIBUTES = MAX_KEY_LABELS
 MAX_LABEL_CHARS = 512
 
 M = TypeVar("M", bound=Message)
 
 
-def _parse(cls: type[M], data: bytes, kind: int, what: str) -> M:
+def _parse(cls: type[M], data: bytes, kind: int, what: str, version: int = FORMAT_VERSION) -> M:
     if not isinstance(data, bytes | bytearray) or not data:
         raise DecodeError(f"{what}: empty or not bytes")
     try:
@@ -38,7 +48,13 @@ def _parse(cls: type[M], data: bytes, kind: int, what: str) -> M:
         raise DecodeError(f"{what}: not a valid serialized {what}") from None
     if getattr(msg, "kind") != kind:  # noqa: B009 - generated attribute
         raise DecodeError(f"{what}: this is not a {what} (object kind {getattr(msg, 'kind')})")  # noqa: B009
-    if getattr(msg, "version") != FORMAT_VERSION:  # noqa: B009
+    if kind == fpb.OBJECT_KIND_ENVELOPE and getattr(msg, "version") == 1:  # noqa: B009
+        raise DecodeError(
+            "envelope: format version 1 is no longer read: it is not key-committing, so a "
+            "writer could make it open to different plaintexts for different readers; "
+            "re-encrypt the payload with this version"
+        )
+    if getattr(msg, "version") != version:  # noqa: B009
         raise DecodeError(f"{what}: unsupported format version {getattr(msg, 'version')}")  # noqa: B009
     scheme = getattr(msg, "scheme", SCHEME_ID)
     if scheme != SCHEME_ID:
@@ -145,8 +161,8 @@ class UserKey:
     key_id: str
     attributes: tuple[str, ...]
     authority_id: str
-    public_params: bytes
-    secret: SecretKey
+    public_params: bytes = field(repr=False)
+    secret: SecretKey = field(repr=False)
 
 
 def user_key_to_bytes(group: PairingBackend, key: UserKey) -> bytes:
@@ -176,8 +192,10 @@ def user_key_to_bytes(group: PairingBackend, key: UserKey) -> bytes:
 
 def user_key_from_bytes(group: PairingBackend, data: bytes) -> UserKey:
     msg = _parse(fpb.UserKey, data, fpb.OBJECT_KIND_USER_KEY, "user key")
-    if len(msg.parts) > MAX_ATTRIBUTES:
+    if len(msg.parts) > MAX_KEY_LABELS or len(msg.attributes) > MAX_KEY_ATTRIBUTES:
         raise DecodeError("user key: too many attributes")
+    if any(len(a) > MAX_ATTRIBUTE_CHARS for a in msg.attributes):
+        raise DecodeError("user key: an over-long attribute")
     parts: dict[str, AttributeKey] = {}
     for part in msg.parts:
         if not part.label or len(part.label) > MAX_LABEL_CHARS or part.label in parts:
@@ -210,6 +228,7 @@ class EnvelopeData:
     nonce: bytes
     ciphertext: bytes
     header_bytes: tuple[tuple[bytes, ...], ...]  # encodings, for associated data
+    key_commitment: bytes = b""
 
 
 def envelope_to_bytes(env: EnvelopeData) -> bytes:
@@ -217,7 +236,7 @@ def envelope_to_bytes(env: EnvelopeData) -> bytes:
     rows = env.header_bytes[1:]
     return fpb.Envelope(
         kind=fpb.OBJECT_KIND_ENVELOPE,
-        version=FORMAT_VERSION,
+        version=ENVELOPE_VERSION,
         scheme=SCHEME_ID,
         authority_id=env.authority_id,
         policy=env.policy,
@@ -225,16 +244,17 @@ def envelope_to_bytes(env: EnvelopeData) -> bytes:
         rows=[fpb.CiphertextRow(ct1=r[0], ct2=r[1], ct3=r[2]) for r in rows],
         nonce=env.nonce,
         ciphertext=env.ciphertext,
+        key_commitment=env.key_commitment,
     ).SerializeToString(deterministic=True)
 
 
 def envelope_header_from_bytes(data: bytes) -> fpb.Envelope:
     """Structural parse only (no point validation): enough to read the policy."""
-    msg = _parse(fpb.Envelope, data, fpb.OBJECT_KIND_ENVELOPE, "envelope")
+    msg = _parse(fpb.Envelope, data, fpb.OBJECT_KIND_ENVELOPE, "envelope", ENVELOPE_VERSION)
     if len(msg.ct0) != 3 or not msg.rows or len(msg.rows) > MAX_ROWS:
         raise DecodeError("envelope: wrong number of header elements")
-    if len(msg.nonce) != 12 or len(msg.ciphertext) < 16:
-        raise DecodeError("envelope: bad nonce or ciphertext length")
+    if len(msg.nonce) != 12 or len(msg.ciphertext) < 16 or len(msg.key_commitment) != 32:
+        raise DecodeError("envelope: bad nonce, ciphertext or key commitment length")
     if not msg.policy:
         raise DecodeError("envelope: no policy")
     g1, g2 = 48, 96  # compressed encodings: lengths are checked before any point is decoded
@@ -288,4 +308,5 @@ def envelope_from_bytes(group: PairingBackend, data: bytes) -> EnvelopeData:
         nonce=bytes(msg.nonce),
         ciphertext=bytes(msg.ciphertext),
         header_bytes=header_bytes,
+        key_commitment=bytes(msg.key_commitment),
     )

@@ -1,4 +1,18 @@
-"""AbeService over gRPC: translation between protobuf and the key authority."""
+"""AbeService over gRPC: translation between protobuf and the key authority.
+
+Who may call what: GetPublicParams is public (the parameters are public and
+cost nothing). Every other RPC needs an authenticated caller (a client
+certificate under mutual TLS; the development headers otherwise), because each
+costs work (Encrypt, CheckPolicy, EvaluatePolicy) or changes state
+(IssueUserKey, which also needs the `authority` role).
+
+Bounded work: every request is checked against the same limits as the library
+BEFORE any expensive step (policy limits in POLICY_LANGUAGE.md; at most
+MAX_KEY_ATTRIBUTES attributes of at most MAX_ATTRIBUTE_CHARS characters before
+they are expanded; plaintext at most MAX_PLAINTEXT; context at most
+MAX_CONTEXT), so the time and memory of a request grow at most linearly with
+its size, up to a fixed cap.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +20,35 @@ import logging
 from typing import Any
 
 from abe_service.authority import KeyAuthority
+from abe_service.envelope import MAX_CONTEXT
 from abe_service.fame import SCHEME_ID
-from abe_service.policy import attributes, compile_policy, expand_attributes
+from abe_service.policy import (
+    MAX_ATTRIBUTE_CHARS,
+    attributes,
+    compile_policy_cached,
+    expand_attributes,
+)
+from abe_service.serialization import MAX_KEY_ATTRIBUTES
 from ehr_common.api.v1 import abe_pb2 as pb
 from ehr_common.api.v1 import abe_pb2_grpc as pb_grpc
 from ehr_common.config import Config
 from ehr_common.errors import AccessDenied, InvalidArgument
-from ehr_common.identity import caller_from_context
+from ehr_common.identity import Caller, caller_from_context
 
 log = logging.getLogger(__name__)
 MAX_PLAINTEXT = 64 * 1024 * 1024
+MAX_SUBJECT_CHARS = 256
 AUTHORITY_ROLE = "authority"
+
+
+def _check_attributes(attrs: Any) -> list[str]:
+    """The request's attributes, refused before expansion if too many or too long."""
+    if len(attrs) > MAX_KEY_ATTRIBUTES:
+        raise InvalidArgument(f"at most {MAX_KEY_ATTRIBUTES} attributes per request")
+    out = list(attrs)
+    if any(len(a) > MAX_ATTRIBUTE_CHARS for a in out):
+        raise InvalidArgument(f"an attribute is longer than {MAX_ATTRIBUTE_CHARS} characters")
+    return out
 
 
 def load_authority_for_serving(cfg: Config, *, passphrase: bytes | None = None) -> KeyAuthority:
@@ -43,6 +75,9 @@ class AbeServicer(pb_grpc.AbeServiceServicer):  # type: ignore[misc]
         self._msp = msp_id
         self._ledger = ledger  # optional LedgerClient: key issues are recorded for audit
 
+    def _caller(self, context: Any) -> Caller:
+        return caller_from_context(context, tls=self._tls, default_msp=self._msp)
+
     def GetPublicParams(
         self, request: pb.GetPublicParamsRequest, context: Any
     ) -> pb.GetPublicParamsResponse:
@@ -55,17 +90,19 @@ class AbeServicer(pb_grpc.AbeServiceServicer):  # type: ignore[misc]
     def IssueUserKey(
         self, request: pb.IssueUserKeyRequest, context: Any
     ) -> pb.IssueUserKeyResponse:
-        caller = caller_from_context(context, tls=self._tls, default_msp=self._msp)
+        caller = self._caller(context)
         if AUTHORITY_ROLE not in caller.roles:
             raise AccessDenied(
                 f"{caller.subject} may not issue keys: needs the {AUTHORITY_ROLE!r} role"
             )
-        issued = self.authority.issue_key(request.subject_id, list(request.attributes))
+        if len(request.subject_id) > MAX_SUBJECT_CHARS:
+            raise InvalidArgument(f"a subject id has at most {MAX_SUBJECT_CHARS} characters")
+        issued = self.authority.issue_key(request.subject_id, _check_attributes(request.attributes))
         if self._ledger is not None:
             self._ledger.record_key_issue(
                 caller,
                 request.subject_id,
-                bytes.fromhex(issued.attribute_set_sha256),
+                bytes.fromhex(issued.attribute_set_hmac),
                 self.authority.authority_id,
                 issued.key_id,
             )
@@ -78,30 +115,36 @@ class AbeServicer(pb_grpc.AbeServiceServicer):  # type: ignore[misc]
         return pb.IssueUserKeyResponse(
             user_key=issued.user_key,
             key_id=issued.key_id,
-            attribute_set_sha256=issued.attribute_set_sha256,
+            attribute_set_hmac=issued.attribute_set_hmac,
         )
 
     def Encrypt(self, request: pb.EncryptRequest, context: Any) -> pb.EncryptResponse:
+        self._caller(context)
         if len(request.plaintext) > MAX_PLAINTEXT:
             raise InvalidArgument(f"plaintext larger than {MAX_PLAINTEXT} bytes")
-        compiled = compile_policy(request.policy)
+        if len(request.context) > MAX_CONTEXT:
+            raise InvalidArgument(f"context larger than {MAX_CONTEXT} bytes")
+        compiled = compile_policy_cached(request.policy)
         envelope = self.authority.encryptor.encrypt(
             request.policy, request.plaintext, request.context
         )
         return pb.EncryptResponse(envelope=envelope, policy_normal_form=compiled.normal_form)
 
     def CheckPolicy(self, request: pb.CheckPolicyRequest, context: Any) -> pb.CheckPolicyResponse:
-        compiled = compile_policy(request.policy)
+        self._caller(context)
+        compiled = compile_policy_cached(request.policy)
         return pb.CheckPolicyResponse(
             normal_form=compiled.normal_form,
             attributes=list(attributes(request.policy)),
-            span_program_rows=len(compiled.matrix),
-            span_program_columns=max((len(r) for r in compiled.matrix), default=0),
+            span_program_rows=compiled.rows,
+            span_program_columns=compiled.columns,
         )
 
     def EvaluatePolicy(
         self, request: pb.EvaluatePolicyRequest, context: Any
     ) -> pb.EvaluatePolicyResponse:
-        compiled = compile_policy(request.policy)
-        ok = compiled.satisfied_by(expand_attributes(list(request.attributes)))
+        self._caller(context)
+        attrs = _check_attributes(request.attributes)  # before compiling or expanding
+        compiled = compile_policy_cached(request.policy)
+        ok = compiled.satisfied_by(expand_attributes(attrs))
         return pb.EvaluatePolicyResponse(satisfied=ok, normal_form=compiled.normal_form)

@@ -32,8 +32,13 @@ class ServerConfig:
     tls_cert: str = ""
     tls_key: str = ""
     client_ca: str = ""
-    #: Where a separate StorageService finds AbeService ("" = in-process).
+    #: Where a separate StorageService finds AbeService ("" = in-process). It fetches
+    #: the public parameters from there once (then from its cache) and encrypts
+    #: locally: no plaintext travels to AbeService.
     abe_endpoint: str = ""
+    #: The authority id (`ehr-abe authority info`) the fetched public parameters must
+    #: have: required with abe_endpoint, so a spoofed AbeService is refused.
+    abe_authority_id: str = ""
     max_message_mb: int = 64
 
 

@@ -506,9 +506,7 @@ class StorageCore:
             on_progress=on_progress,
         )
         # Record failures go on the ledger (batch-level findings are in the report).
-        for record_id, batch, detail in [p for p in report.problems if p[0]][
-            :MAX_LOGGED_FAILURES
-        ]:
+        for record_id, batch, detail in [p for p in report.problems if p[0]][:MAX_LOGGED_FAILURES]:
             self._integrity_failure(record_id, batch, f"VerifyRecords: {detail}")
         return VerifyReport.from_stream(
             report, time.perf_counter() - started, self.anchorer.set_aside(), chain

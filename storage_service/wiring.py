@@ -104,12 +104,19 @@ def build_storage_core(
     cfg: Config, authority: Any | None, *, passphrase: bytes | None = None
 ) -> StorageCore:
     """`authority` is the in-process key authority (for encrypting plain payloads);
-    with server.abe_endpoint set, a remote AbeService is used instead."""
-    from abe_service.client import LocalEncryptor, RemoteEncryptor
+    with server.abe_endpoint set, the public parameters come from that AbeService,
+    checked against server.abe_authority_id and cached, and payloads are still
+    encrypted here: plaintext never leaves this process."""
+    from abe_service.client import LocalEncryptor, fetch_public_params
 
     encryptor: Encryptor
     if cfg.server.abe_endpoint:
-        encryptor = RemoteEncryptor.connect(cfg.server.abe_endpoint)
+        params = fetch_public_params(
+            cfg.server.abe_endpoint,
+            cfg.server.abe_authority_id,
+            cfg.storage_dir / "abe_public_params",
+        )
+        encryptor = LocalEncryptor(params)
     elif authority is not None:
         encryptor = LocalEncryptor(authority.public_params)
     else:

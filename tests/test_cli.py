@@ -201,3 +201,63 @@ def test_verify_exit_codes_on_clean_and_corrupted_state(tmp_path: Path) -> None:
     ledger.close()
     r = run("verify", home=home)
     assert r.returncode == 4 and b"LEDGER" in r.stdout, r.stdout + r.stderr
+
+
+# -- outputs: atomic, owner-only for secrets, never through a link, --force to replace ---------
+def _names(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir())
+
+
+def test_key_output_refuses_to_replace_an_existing_file_without_force(
+    home: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "k.key"
+    target.write_bytes(b"an older key")
+    target.chmod(0o644)
+    r = run("key", "issue", "dr-f", "role:doctor", "-o", str(target), home=home)
+    assert r.returncode == 6 and b"--force" in r.stderr and b"Traceback" not in r.stderr
+    assert target.read_bytes() == b"an older key"
+    r = run("key", "issue", "dr-f", "role:doctor", "-o", str(target), "--force", home=home)
+    assert r.returncode == 0, r.stderr
+    # Replaced by rename: the new key is 0600 although the old file was 0644.
+    assert target.read_bytes() != b"an older key"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert _names(tmp_path) == ["k.key"]  # no temporary left behind
+
+
+def test_outputs_never_follow_a_symbolic_link(home: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"not yours")
+    victim.chmod(0o644)
+    link = tmp_path / "out.key"
+    link.symlink_to(victim)
+    for force in ((), ("--force",)):
+        r = run("key", "issue", "dr-s", "role:doctor", "-o", str(link), *force, home=home)
+        assert r.returncode == 2 and b"symbolic link" in r.stderr, r.stderr
+    dangling = tmp_path / "dangling.key"
+    dangling.symlink_to(tmp_path / "elsewhere")
+    r = run("key", "issue", "dr-s", "role:doctor", "-o", str(dangling), home=home)
+    assert r.returncode == 2
+    assert victim.read_bytes() == b"not yours" and not (tmp_path / "elsewhere").exists()
+    assert oct(victim.stat().st_mode & 0o777) == "0o644"
+
+
+def test_plaintext_is_written_owner_only_whatever_existed(home: Path, tmp_path: Path) -> None:
+    key = tmp_path / "d.key"
+    assert run("key", "issue", "dr-p", "role:doctor", "-o", str(key), home=home).returncode == 0
+    (tmp_path / "in.txt").write_bytes(b"HR 80")
+    env = tmp_path / "e.env"
+    r = run("encrypt", "-p", "role:doctor", str(tmp_path / "in.txt"), "-o", str(env), home=home)
+    assert r.returncode == 0, r.stderr
+    assert oct(env.stat().st_mode & 0o777) == "0o644"  # an envelope is not secret
+    out = tmp_path / "plain.txt"
+    out.write_bytes(b"old")
+    out.chmod(0o644)
+    r = run("decrypt", "-k", str(key), str(env), "-o", str(out), home=home)
+    assert r.returncode == 6 and out.read_bytes() == b"old"
+    r = run("decrypt", "-k", str(key), str(env), "-o", str(out), "--force", home=home)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == b"HR 80" and oct(out.stat().st_mode & 0o777) == "0o600"
+    fresh = tmp_path / "fresh.txt"
+    r = run("decrypt", "-k", str(key), str(env), "-o", str(fresh), home=home, env={})
+    assert r.returncode == 0 and oct(fresh.stat().st_mode & 0o777) == "0o600"

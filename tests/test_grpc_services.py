@@ -75,15 +75,16 @@ def test_health_and_reflection(channel: grpc.Channel) -> None:
 
 def test_abe_service_policy_calls_and_errors(channel: grpc.Channel) -> None:
     abe = abe_pb2_grpc.AbeServiceStub(channel)
-    chk = abe.CheckPolicy(abe_pb2.CheckPolicyRequest(policy=POLICY))
+    who = md("dr-x", "doctor")
+    chk = abe.CheckPolicy(abe_pb2.CheckPolicyRequest(policy=POLICY), metadata=who)
     assert chk.normal_form == "(dept:cardiology and role:doctor) or patient:p-9"
     assert list(chk.attributes) == ["dept:cardiology", "patient:p-9", "role:doctor"]
     ev = abe.EvaluatePolicy(
-        abe_pb2.EvaluatePolicyRequest(policy=POLICY, attributes=["patient:p-9"])
+        abe_pb2.EvaluatePolicyRequest(policy=POLICY, attributes=["patient:p-9"]), metadata=who
     )
     assert ev.satisfied
     with pytest.raises(grpc.RpcError) as exc:
-        abe.CheckPolicy(abe_pb2.CheckPolicyRequest(policy="role:doctor and"))
+        abe.CheckPolicy(abe_pb2.CheckPolicyRequest(policy="role:doctor and"), metadata=who)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "position 15" in exc.value.details()
     assert (

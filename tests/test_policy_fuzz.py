@@ -114,7 +114,7 @@ def test_an_accepted_policy_always_has_a_normal_form_that_parses_again() -> None
     """Envelopes store the normal form and decryption parses it again: a policy
     accepted at encryption whose normal form is refused would lock the record."""
     names = [f"n{i:03d}" + "x" * 26 for i in range(256)]
-    dense = "2 of (" + ",".join(names) + ")"  # the normal form adds ", " spacing
+    dense = "1 of (" + ",".join(names) + ")"  # the normal form spells it " or "
     assert len(dense) <= MAX_POLICY_CHARS
     try:
         compiled = compile_policy(dense)

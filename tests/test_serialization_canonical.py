@@ -112,9 +112,9 @@ def test_unknown_field_inside_a_nested_row_is_refused(objects: dict[str, bytes])
         policy=fields.policy,
         ct0=fields.ct0,
     ).SerializeToString(deterministic=True)
-    tail = fpb.Envelope(nonce=fields.nonce, ciphertext=fields.ciphertext).SerializeToString(
-        deterministic=True
-    )
+    tail = fpb.Envelope(
+        nonce=fields.nonce, ciphertext=fields.ciphertext, key_commitment=fields.key_commitment
+    ).SerializeToString(deterministic=True)
     rows = [r.SerializeToString(deterministic=True) for r in fields.rows]
     # Built by hand in wire order (rows are field 7, between ct0 and nonce) ...
     clean = head + b"".join(_len_prefixed(7, r) for r in rows) + tail

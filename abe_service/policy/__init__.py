@@ -4,11 +4,17 @@ See POLICY_LANGUAGE.md in this folder for the grammar, examples and limits.
 """
 
 from abe_service.policy.compiler import (
+    CACHE_MAX_CELLS,
     MAX_ROWS,
+    MAX_SPAN_CELLS,
+    MAX_SPAN_NONZERO,
+    MAX_THRESHOLD_CHILDREN,
     CompiledPolicy,
     KeyAttribute,
     attributes,
+    compile_cache_cells,
     compile_policy,
+    compile_policy_cached,
     expand_attributes,
     normal_form,
     parse_attribute,
@@ -31,6 +37,7 @@ from abe_service.policy.language import (
 )
 
 __all__ = [
+    "CACHE_MAX_CELLS",
     "INT_BITS",
     "INT_MAX",
     "MAX_ATTRIBUTE_CHARS",
@@ -38,6 +45,9 @@ __all__ = [
     "MAX_LEAVES",
     "MAX_POLICY_CHARS",
     "MAX_ROWS",
+    "MAX_SPAN_CELLS",
+    "MAX_SPAN_NONZERO",
+    "MAX_THRESHOLD_CHILDREN",
     "And",
     "Attr",
     "Compare",
@@ -48,7 +58,9 @@ __all__ = [
     "PolicyNode",
     "Threshold",
     "attributes",
+    "compile_cache_cells",
     "compile_policy",
+    "compile_policy_cached",
     "expand_attributes",
     "normal_form",
     "parse",

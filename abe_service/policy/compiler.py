@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -47,6 +49,20 @@ from ehr_common.errors import InvalidArgument, PolicyError
 #: Most rows a compiled policy may have (each costs FAME three G1 elements and
 #: multi-exponentiations at encryption).
 MAX_ROWS = 1024
+#: Most cells (rows x columns) of a span program: the matrix is held densely,
+#: and the row bases cost one multi-scalar multiplication per row over its
+#: non-zero cells. An `and` of the 256 attributes a policy may hold is 256 x 256.
+MAX_SPAN_CELLS = 65536
+#: Most non-zero cells: what encryption's row bases cost (six multi-scalar
+#: multiplications per row, over its non-zero cells).
+MAX_SPAN_NONZERO = 8192
+#: Most children of a `k of (...)` gate (with 1 < k < n). Child j's row holds
+#: j, j^2, ..., j^(k-1): the width bounds the k-1 columns and the size of those
+#: entries (at most 64^62 < 2^372).
+MAX_THRESHOLD_CHILDREN = 64
+#: Total cells the compiled-policy cache may hold (at most ~24 MiB of matrices).
+CACHE_MAX_CELLS = 1 << 20
+CACHE_MAX_ENTRIES = 1024
 
 
 # -- formula with row numbers ---------------------------------------------------------------
@@ -121,6 +137,24 @@ def _number(node: PolicyNode, next_row: list[int]) -> _Formula:
     k = 1 if isinstance(node, Or) else len(kids) if isinstance(node, And) else node.k
     leaves = sum(1 if isinstance(c, _Leaf) else c.leaves for c in kids)
     return _Gate(k, tuple(kids), leaves)
+
+
+def _columns(f: _Formula) -> int:
+    """Columns the Lewko-Waters construction gives f (with the first one), computed
+    before any matrix is built, so an oversized policy costs nothing to refuse."""
+    extra = 0
+    stack: list[_Formula] = [f]
+    while stack:
+        g = stack.pop()
+        if isinstance(g, _Gate):
+            if g.k > 1 and g.k < len(g.children) and len(g.children) > MAX_THRESHOLD_CHILDREN:
+                raise PolicyError(
+                    f"a threshold gate has {len(g.children)} children, more than "
+                    f"{MAX_THRESHOLD_CHILDREN}: split it into smaller gates"
+                )
+            extra += g.k - 1
+            stack.extend(g.children)
+    return 1 + extra
 
 
 def _leaf_count(f: _Formula) -> int:
@@ -266,6 +300,12 @@ def compile_policy(text: str) -> CompiledPolicy:
     """Parse, normalise and compile a policy. Raises PolicyError for bad policies."""
     tree = normalize(parse(text))
     formula = _number(_expand(tree), [0])
+    rows, columns = _leaf_count(formula), _columns(formula)
+    if rows * columns > MAX_SPAN_CELLS:
+        raise PolicyError(
+            f"the policy's span program would be {rows} rows x {columns} columns, more than "
+            f"{MAX_SPAN_CELLS} cells: use fewer attributes under `and` and `k of` gates"
+        )
     builder = _MspBuilder()
     builder.build(formula, [1])
     width = builder.columns
@@ -273,6 +313,12 @@ def compile_policy(text: str) -> CompiledPolicy:
         tuple(builder.rows[i] + [0] * (width - len(builder.rows[i])))
         for i in range(len(builder.rows))
     )
+    nonzero = sum(1 for row in matrix for m in row if m)
+    if nonzero > MAX_SPAN_NONZERO:
+        raise PolicyError(
+            f"the policy's span program has {nonzero} non-zero entries, more than "
+            f"{MAX_SPAN_NONZERO}: use smaller `k of` gates or fewer nested gates"
+        )
     labels = _row_labels(formula, len(matrix))
     canonical = render(tree)
     if len(canonical) > MAX_POLICY_CHARS:
@@ -281,6 +327,71 @@ def compile_policy(text: str) -> CompiledPolicy:
             f"the policy's normal form is longer than {MAX_POLICY_CHARS} characters: shorten it"
         )
     return CompiledPolicy(text, canonical, matrix, labels, formula)
+
+
+class _SizedLru:
+    """LRU of compiled policies bounded by entries AND by total span-program cells,
+    so a stream of large policies cannot grow the cache without bound."""
+
+    def __init__(self, max_entries: int, max_cells: int) -> None:
+        self._items: OrderedDict[str, CompiledPolicy] = OrderedDict()
+        self._cells = 0
+        self._max_entries, self._max_cells = max_entries, max_cells
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _weight(c: CompiledPolicy) -> int:
+        return c.rows * max(c.columns, 1)
+
+    def get(self, key: str) -> CompiledPolicy | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+            return hit
+
+    def put(self, key: str, value: CompiledPolicy) -> None:
+        w = self._weight(value)
+        if w > self._max_cells:
+            return
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = value
+            self._cells += w
+            while len(self._items) > self._max_entries or self._cells > self._max_cells:
+                _, old = self._items.popitem(last=False)
+                self._cells -= self._weight(old)
+
+    @property
+    def cells(self) -> int:
+        return self._cells
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._cells = 0
+
+
+_CACHE = _SizedLru(CACHE_MAX_ENTRIES, CACHE_MAX_CELLS)
+
+
+def compile_policy_cached(text: str) -> CompiledPolicy:
+    """compile_policy, memoised in a cache bounded in entries and total cells
+    (CACHE_MAX_ENTRIES, CACHE_MAX_CELLS). Errors are not cached."""
+    hit = _CACHE.get(text)
+    if hit is None:
+        hit = compile_policy(text)
+        _CACHE.put(text, hit)
+    return hit
+
+
+def compile_cache_cells() -> int:
+    """Cells currently held by the compile cache (for tests and benchmarks)."""
+    return _CACHE.cells
 
 
 def _row_labels(f: _Formula, count: int) -> tuple[str, ...]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +11,7 @@ import typer
 from ehr_abe.cli.common import ConfigOption, HomeOption, config_from, console, read_passphrase
 from ehr_common.config import Config
 from ehr_common.errors import ConfigError
+from ehr_common.files import PUBLIC_MODE, SECRET_MODE, write_file_atomic
 
 authority_app = typer.Typer(
     help="Set up and inspect the CP-ABE key authority.", no_args_is_help=True
@@ -47,14 +47,18 @@ def _read_input(path: Path) -> bytes:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _write_output(path: Path, data: bytes, mode: int = 0o644) -> None:
+def _write_output(path: Path, data: bytes, *, secret: bool, force: bool) -> None:
+    """stdout for `-`; else a temporary file renamed into place (ehr_common.files):
+    0600 for keys and plaintext whatever the old file's mode, symlinks refused,
+    an existing file replaced only with --force."""
     if str(path) == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    write_file_atomic(path, data, SECRET_MODE if secret else PUBLIC_MODE, overwrite=force)
+
+
+ForceOption = Annotated[bool, typer.Option("--force", help="Replace the output file if it exists.")]
 
 
 @authority_app.command("setup")
@@ -95,12 +99,14 @@ def export_params(
     out: Annotated[Path, typer.Argument(help="Output file, or - for stdout.")],
     config: ConfigOption = None,
     home: HomeOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Write the public parameters (what encryptors need)."""
     from abe_service.authority import KeyAuthority
 
     cfg = config_from(config, home)
-    _write_output(out, KeyAuthority.open(cfg.authority_dir, public_only=True).public_params)
+    params = KeyAuthority.open(cfg.authority_dir, public_only=True).public_params
+    _write_output(out, params, secret=False, force=force)
 
 
 @key_app.command("issue")
@@ -114,6 +120,7 @@ def key_issue(
     config: ConfigOption = None,
     home: HomeOption = None,
     key_file: KeyFileOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Issue a user key for a subject and attribute set."""
     from abe_service.authority import KeyAuthority
@@ -122,7 +129,7 @@ def key_issue(
     passphrase, key_file = _master_secret(cfg, key_file, confirm=False)
     auth = KeyAuthority.open(cfg.authority_dir, passphrase=passphrase, key_file=key_file)
     issued = auth.issue_key(subject, attributes)
-    _write_output(out, issued.user_key, 0o600)
+    _write_output(out, issued.user_key, secret=True, force=force)
     console.print(f"key {issued.key_id} for {subject} written to {out}", highlight=False)
 
 
@@ -145,6 +152,7 @@ def encrypt(
     ] = None,
     config: ConfigOption = None,
     home: HomeOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Encrypt a file under a policy into a hybrid envelope."""
     from abe_service.envelope import AbeEncryptor
@@ -155,7 +163,8 @@ def encrypt(
         from abe_service.authority import KeyAuthority
 
         enc = KeyAuthority.open(config_from(config, home).authority_dir, public_only=True).encryptor
-    _write_output(out, enc.encrypt(policy, _read_input(input_), context.encode()))
+    envelope = enc.encrypt(policy, _read_input(input_), context.encode())
+    _write_output(out, envelope, secret=False, force=force)
 
 
 def decrypt(
@@ -165,10 +174,11 @@ def decrypt(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Plaintext file, or - for stdout.")],
     context: Annotated[str, typer.Option(help="The context given at encryption.")] = "",
+    force: ForceOption = False,
 ) -> None:
     """Decrypt an envelope with a user key (locally; the key never leaves this machine).
     Exit 3 if the key does not satisfy the policy, 4 if the envelope was tampered with."""
     from abe_service.client import AbeKeyring
 
     plaintext = AbeKeyring.from_file(key).decrypt(_read_input(input_), context.encode())
-    _write_output(out, plaintext, 0o600)
+    _write_output(out, plaintext, secret=True, force=force)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65hr_common/api/v1/abe.proto\x12\x0e\x65hr_abe.api.v1\"\x18\n\x16GetPublicParamsRequest\"V\n\x17GetPublicParamsResponse\x12\x15\n\rpublic_params\x18\x01 \x01(\x0c\x12\x0e\n\x06scheme\x18\x02 \x01(\t\x12\x14\n\x0c\x61uthority_id\x18\x03 \x01(\t\"=\n\x13IssueUserKeyRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x12\n\nattributes\x18\x02 \x03(\t\"V\n\x14IssueUserKeyResponse\x12\x10\n\x08user_key\x18\x01 \x01(\x0c\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x1c\n\x14\x61ttribute_set_sha256\x18\x03 \x01(\t\"D\n\x0e\x45ncryptRequest\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x11\n\tplaintext\x18\x02 \x01(\x0c\x12\x0f\n\x07\x63ontext\x18\x03 \x01(\x0c\"?\n\x0f\x45ncryptResponse\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x1a\n\x12policy_normal_form\x18\x02 \x01(\t\"$\n\x12\x43heckPolicyRequest\x12\x0e\n\x06policy\x18\x01 \x01(\t\"w\n\x13\x43heckPolicyResponse\x12\x13\n\x0bnormal_form\x18\x01 \x01(\t\x12\x12\n\nattributes\x18\x02 \x03(\t\x12\x19\n\x11span_program_rows\x18\x03 \x01(\r\x12\x1c\n\x14span_program_columns\x18\x04 \x01(\r\";\n\x15\x45valuatePolicyRequest\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x12\n\nattributes\x18\x02 \x03(\t\"@\n\x16\x45valuatePolicyResponse\x12\x11\n\tsatisfied\x18\x01 \x01(\x08\x12\x13\n\x0bnormal_form\x18\x02 \x01(\t2\xd0\x03\n\nAbeService\x12\x62\n\x0fGetPublicParams\x12&.ehr_abe.api.v1.GetPublicParamsRequest\x1a\'.ehr_abe.api.v1.GetPublicParamsResponse\x12Y\n\x0cIssueUserKey\x12#.ehr_abe.api.v1.IssueUserKeyRequest\x1a$.ehr_abe.api.v1.IssueUserKeyResponse\x12J\n\x07\x45ncrypt\x12\x1e.ehr_abe.api.v1.EncryptRequest\x1a\x1f.ehr_abe.api.v1.EncryptResponse\x12V\n\x0b\x43heckPolicy\x12\".ehr_abe.api.v1.CheckPolicyRequest\x1a#.ehr_abe.api.v1.CheckPolicyResponse\x12_\n\x0e\x45valuatePolicy\x12%.ehr_abe.api.v1.EvaluatePolicyRequest\x1a&.ehr_abe.api.v1.EvaluatePolicyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65hr_common/api/v1/abe.proto\x12\x0e\x65hr_abe.api.v1\"\x18\n\x16GetPublicParamsRequest\"V\n\x17GetPublicParamsResponse\x12\x15\n\rpublic_params\x18\x01 \x01(\x0c\x12\x0e\n\x06scheme\x18\x02 \x01(\t\x12\x14\n\x0c\x61uthority_id\x18\x03 \x01(\t\"=\n\x13IssueUserKeyRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x12\n\nattributes\x18\x02 \x03(\t\"T\n\x14IssueUserKeyResponse\x12\x10\n\x08user_key\x18\x01 \x01(\x0c\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x1a\n\x12\x61ttribute_set_hmac\x18\x03 \x01(\t\"D\n\x0e\x45ncryptRequest\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x11\n\tplaintext\x18\x02 \x01(\x0c\x12\x0f\n\x07\x63ontext\x18\x03 \x01(\x0c\"?\n\x0f\x45ncryptResponse\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x1a\n\x12policy_normal_form\x18\x02 \x01(\t\"$\n\x12\x43heckPolicyRequest\x12\x0e\n\x06policy\x18\x01 \x01(\t\"w\n\x13\x43heckPolicyResponse\x12\x13\n\x0bnormal_form\x18\x01 \x01(\t\x12\x12\n\nattributes\x18\x02 \x03(\t\x12\x19\n\x11span_program_rows\x18\x03 \x01(\r\x12\x1c\n\x14span_program_columns\x18\x04 \x01(\r\";\n\x15\x45valuatePolicyRequest\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x12\n\nattributes\x18\x02 \x03(\t\"@\n\x16\x45valuatePolicyResponse\x12\x11\n\tsatisfied\x18\x01 \x01(\x08\x12\x13\n\x0bnormal_form\x18\x02 \x01(\t2\xd0\x03\n\nAbeService\x12\x62\n\x0fGetPublicParams\x12&.ehr_abe.api.v1.GetPublicParamsRequest\x1a\'.ehr_abe.api.v1.GetPublicParamsResponse\x12Y\n\x0cIssueUserKey\x12#.ehr_abe.api.v1.IssueUserKeyRequest\x1a$.ehr_abe.api.v1.IssueUserKeyResponse\x12J\n\x07\x45ncrypt\x12\x1e.ehr_abe.api.v1.EncryptRequest\x1a\x1f.ehr_abe.api.v1.EncryptResponse\x12V\n\x0b\x43heckPolicy\x12\".ehr_abe.api.v1.CheckPolicyRequest\x1a#.ehr_abe.api.v1.CheckPolicyResponse\x12_\n\x0e\x45valuatePolicy\x12%.ehr_abe.api.v1.EvaluatePolicyRequest\x1a&.ehr_abe.api.v1.EvaluatePolicyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,19 +38,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ISSUEUSERKEYREQUEST']._serialized_start=161
   _globals['_ISSUEUSERKEYREQUEST']._serialized_end=222
   _globals['_ISSUEUSERKEYRESPONSE']._serialized_start=224
-  _globals['_ISSUEUSERKEYRESPONSE']._serialized_end=310
-  _globals['_ENCRYPTREQUEST']._serialized_start=312
-  _globals['_ENCRYPTREQUEST']._serialized_end=380
-  _globals['_ENCRYPTRESPONSE']._serialized_start=382
-  _globals['_ENCRYPTRESPONSE']._serialized_end=445
-  _globals['_CHECKPOLICYREQUEST']._serialized_start=447
-  _globals['_CHECKPOLICYREQUEST']._serialized_end=483
-  _globals['_CHECKPOLICYRESPONSE']._serialized_start=485
-  _globals['_CHECKPOLICYRESPONSE']._serialized_end=604
-  _globals['_EVALUATEPOLICYREQUEST']._serialized_start=606
-  _globals['_EVALUATEPOLICYREQUEST']._serialized_end=665
-  _globals['_EVALUATEPOLICYRESPONSE']._serialized_start=667
-  _globals['_EVALUATEPOLICYRESPONSE']._serialized_end=731
-  _globals['_ABESERVICE']._serialized_start=734
-  _globals['_ABESERVICE']._serialized_end=1198
+  _globals['_ISSUEUSERKEYRESPONSE']._serialized_end=308
+  _globals['_ENCRYPTREQUEST']._serialized_start=310
+  _globals['_ENCRYPTREQUEST']._serialized_end=378
+  _globals['_ENCRYPTRESPONSE']._serialized_start=380
+  _globals['_ENCRYPTRESPONSE']._serialized_end=443
+  _globals['_CHECKPOLICYREQUEST']._serialized_start=445
+  _globals['_CHECKPOLICYREQUEST']._serialized_end=481
+  _globals['_CHECKPOLICYRESPONSE']._serialized_start=483
+  _globals['_CHECKPOLICYRESPONSE']._serialized_end=602
+  _globals['_EVALUATEPOLICYREQUEST']._serialized_start=604
+  _globals['_EVALUATEPOLICYREQUEST']._serialized_end=663
+  _globals['_EVALUATEPOLICYRESPONSE']._serialized_start=665
+  _globals['_EVALUATEPOLICYRESPONSE']._serialized_end=729
+  _globals['_ABESERVICE']._serialized_start=732
+  _globals['_ABESERVICE']._serialized_end=1196
 # @@protoc_insertion_point(module_scope)

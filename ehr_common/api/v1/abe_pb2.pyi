@@ -28,14 +28,14 @@ class IssueUserKeyRequest(_message.Message):
     def __init__(self, subject_id: _Optional[str] = ..., attributes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class IssueUserKeyResponse(_message.Message):
-    __slots__ = ("user_key", "key_id", "attribute_set_sha256")
+    __slots__ = ("user_key", "key_id", "attribute_set_hmac")
     USER_KEY_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
-    ATTRIBUTE_SET_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTE_SET_HMAC_FIELD_NUMBER: _ClassVar[int]
     user_key: bytes
     key_id: str
-    attribute_set_sha256: str
-    def __init__(self, user_key: _Optional[bytes] = ..., key_id: _Optional[str] = ..., attribute_set_sha256: _Optional[str] = ...) -> None: ...
+    attribute_set_hmac: str
+    def __init__(self, user_key: _Optional[bytes] = ..., key_id: _Optional[str] = ..., attribute_set_hmac: _Optional[str] = ...) -> None: ...
 
 class EncryptRequest(_message.Message):
     __slots__ = ("policy", "plaintext", "context")

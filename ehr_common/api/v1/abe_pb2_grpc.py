@@ -80,7 +80,9 @@ class AbeServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def Encrypt(self, request, context):
-        """Encrypt a payload under a policy into a hybrid envelope.
+        """Encrypt a payload under a policy into a hybrid envelope. Needs an
+        authenticated caller (as do CheckPolicy and EvaluatePolicy); prefer
+        encrypting locally with the public parameters, so no plaintext travels.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -138,7 +138,7 @@ class CiphertextRow(_message.Message):
     def __init__(self, ct1: _Optional[bytes] = ..., ct2: _Optional[bytes] = ..., ct3: _Optional[bytes] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("kind", "version", "scheme", "authority_id", "policy", "ct0", "rows", "nonce", "ciphertext")
+    __slots__ = ("kind", "version", "scheme", "authority_id", "policy", "ct0", "rows", "nonce", "ciphertext", "key_commitment")
     KIND_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SCHEME_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +148,7 @@ class Envelope(_message.Message):
     ROWS_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    KEY_COMMITMENT_FIELD_NUMBER: _ClassVar[int]
     kind: ObjectKind
     version: int
     scheme: str
@@ -157,4 +158,5 @@ class Envelope(_message.Message):
     rows: _containers.RepeatedCompositeFieldContainer[CiphertextRow]
     nonce: bytes
     ciphertext: bytes
-    def __init__(self, kind: _Optional[_Union[ObjectKind, str]] = ..., version: _Optional[int] = ..., scheme: _Optional[str] = ..., authority_id: _Optional[str] = ..., policy: _Optional[str] = ..., ct0: _Optional[_Iterable[bytes]] = ..., rows: _Optional[_Iterable[_Union[CiphertextRow, _Mapping]]] = ..., nonce: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+    key_commitment: bytes
+    def __init__(self, kind: _Optional[_Union[ObjectKind, str]] = ..., version: _Optional[int] = ..., scheme: _Optional[str] = ..., authority_id: _Optional[str] = ..., policy: _Optional[str] = ..., ct0: _Optional[_Iterable[bytes]] = ..., rows: _Optional[_Iterable[_Union[CiphertextRow, _Mapping]]] = ..., nonce: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., key_commitment: _Optional[bytes] = ...) -> None: ...
