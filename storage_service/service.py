@@ -342,6 +342,8 @@ class StorageCore:
             envelope = self.store.get(envelope_key(record_id))
         except NotFound:
             self._fail(rec, "the stored object is missing")
+        except IntegrityError as exc:
+            self._fail(rec, str(exc))
         if hashlib.sha256(envelope).digest() != rec.meta.content_sha256:
             self._fail(rec, "the stored ciphertext does not match its recorded hash")
         receipt = self._receipt(rec)  # from the ledger's anchor; raises if it does not hold
