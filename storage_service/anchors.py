@@ -60,7 +60,11 @@ class AnchorBook:
         anchors = self._ledger.anchors_by_instance(self.instance, 0)
         out: list[Anchor] = []
         for a in anchors:
-            if _sound(a, self.instance) and (not out or a.first_seq > out[-1].last_seq):
+            if (
+                _sound(a, self.instance)
+                and (not out or a.first_seq > out[-1].last_seq)
+                and (self.final or self._still_there(a))
+            ):
                 out.append(a)
         if self.final:
             with self._lock:
@@ -87,21 +91,26 @@ class AnchorBook:
             if seq <= self.head():
                 return None  # in a gap the ledger skipped: never anchored
             self.refresh()
-            return self._find(seq)
+            a = self._find(seq)
+            if a is None:
+                return None
         if self.final:
             return a
-        try:  # the embedded ledger's state lives on this disk: is it still there?
+        return a if self._still_there(a) else None
+
+    def _still_there(self, a: Anchor) -> bool:
+        """The embedded ledger's state lives on this disk: is the anchor still stored,
+        under its id, as listed?"""
+        try:
             now = self._ledger.get_anchor(a.batch_id)
         except NotFound:
-            return None
-        if (now.merkle_root, now.first_seq, now.last_seq, now.instance) != (
+            return False
+        return (now.merkle_root, now.first_seq, now.last_seq, now.instance) == (
             a.merkle_root,
             a.first_seq,
             a.last_seq,
             a.instance,
-        ):
-            return None
-        return a
+        )
 
     def block_of(self, a: Anchor) -> int:
         with self._lock:

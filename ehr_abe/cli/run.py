@@ -66,7 +66,7 @@ def verify(
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ehr_common.errors import FailedPrecondition
+    from ehr_common.errors import FailedPrecondition, IntegrityError
     from storage_service.anchors import AnchorBook
     from storage_service.index import RecordIndex
     from storage_service.keys import ServiceKeys
@@ -91,6 +91,10 @@ def verify(
             f"{cfg.storage_dir} holds no storage service state (no index.sqlite): "
             "give the service's --home or --config"
         )
+    ledger_path = cfg.storage_dir / "ledger.sqlite"
+    if cfg.storage.ledger == "embedded" and not ledger_path.is_file():
+        # the index says records exist; the ledger that anchors them is gone
+        raise IntegrityError(f"the embedded ledger {ledger_path} is missing")
     keys = ServiceKeys.derive(storage_secret(cfg))
     index = RecordIndex(index_path, mac_key=keys.mac_key)
     store = build_object_store(cfg)
