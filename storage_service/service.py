@@ -565,6 +565,14 @@ class StorageCore:
             )
         return sorted(entries, key=lambda e: e.at)
 
+    def anchoring_status(self) -> tuple[int, float, int, tuple[str, ...], bool]:
+        """(pending records, oldest pending age in s, ledger-covered seq, set-aside
+        batches, ledger healthy): what `GetAnchoringStatus` reports."""
+        head = self.book.head()
+        n, oldest = self.index.pending_count_and_oldest(after_seq=head)
+        age = (utc_now() - oldest).total_seconds() if oldest is not None else 0.0
+        return n, age, head, self.anchorer.set_aside(), self.anchorer.ledger_healthy
+
     def flush(self) -> FlushResult:
         return self.anchorer.run_once(force=True)
 

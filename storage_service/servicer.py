@@ -194,3 +194,17 @@ class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
         self._caller(context)  # any authenticated caller
         public, key_id, instance = self.core.service_key()
         return pb.ServiceKey(ed25519_public_key=public, key_id=key_id, instance_id=instance)
+
+    def GetAnchoringStatus(
+        self, request: pb.GetAnchoringStatusRequest, context: Any
+    ) -> pb.AnchoringStatus:
+        self._caller(context)  # any authenticated caller
+        pending, age, head, set_aside, healthy = self.core.anchoring_status()
+        return pb.AnchoringStatus(
+            instance_id=self.core.instance_id,
+            pending_records=pending,
+            oldest_pending_age_s=age,
+            anchored_through_seq=head,
+            set_aside_batches=list(set_aside),
+            ledger_healthy=healthy,
+        )

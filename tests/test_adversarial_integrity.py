@@ -597,6 +597,7 @@ def test_a_batch_the_ledger_refuses_is_set_aside(world: World) -> None:
     assert any(e.kind == "access" for e in events)
     report = world.verify(patient)
     assert bad in report.set_aside_batches and not report.ok
+    assert bad in world.core.anchoring_status()[3]
 
 
 def test_access_events_are_logged_once(world: World) -> None:

@@ -327,6 +327,10 @@ def test_signed_pending_receipt_and_data_loss_over_grpc(
         )
         == grpc.StatusCode.DATA_LOSS
     )
+    status = storage.GetAnchoringStatus(
+        storage_pb2.GetAnchoringStatusRequest(), metadata=md("anyone")
+    )
+    assert status.instance_id == key.instance_id and status.pending_records >= 1
     report = storage.VerifyRecords(
         storage_pb2.VerifyRecordsRequest(patient_id="p-sig"), metadata=md("p-sig")
     )

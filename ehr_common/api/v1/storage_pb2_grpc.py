@@ -84,6 +84,11 @@ class StorageServiceStub(object):
                 request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetServiceKeyRequest.SerializeToString,
                 response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.ServiceKey.FromString,
                 _registered_method=True)
+        self.GetAnchoringStatus = channel.unary_unary(
+                '/ehr_abe.api.v1.StorageService/GetAnchoringStatus',
+                request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetAnchoringStatusRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.AnchoringStatus.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer(object):
@@ -154,6 +159,13 @@ class StorageServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAnchoringStatus(self, request, context):
+        """Anchoring at a glance: what waits, how far the ledger covers, what was set aside.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -206,6 +218,11 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.GetServiceKey,
                     request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetServiceKeyRequest.FromString,
                     response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.ServiceKey.SerializeToString,
+            ),
+            'GetAnchoringStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAnchoringStatus,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetAnchoringStatusRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.AnchoringStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -478,6 +495,33 @@ class StorageService(object):
             '/ehr_abe.api.v1.StorageService/GetServiceKey',
             ehr__common_dot_api_dot_v1_dot_storage__pb2.GetServiceKeyRequest.SerializeToString,
             ehr__common_dot_api_dot_v1_dot_storage__pb2.ServiceKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAnchoringStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ehr_abe.api.v1.StorageService/GetAnchoringStatus',
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.GetAnchoringStatusRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.AnchoringStatus.FromString,
             options,
             channel_credentials,
             insecure,
