@@ -91,6 +91,7 @@ class Anchorer:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._work_lock = threading.Lock()  # one anchoring pass at a time
+        self._just_closed: dict[str, bytes] = {}  # batch id -> root, within one pass
         self.ledger_healthy = True
 
     # -- lifecycle ---------------------------------------------------------
@@ -138,6 +139,7 @@ class Anchorer:
         With force=True the open batch closes whatever its size or age. The stages
         are independent: access events flow even when anchoring cannot."""
         with self._work_lock:
+            self._just_closed.clear()
             failure: EhrAbeError | None = None
             batches = records = 0
             try:
@@ -179,9 +181,7 @@ class Anchorer:
         the ledger's placement, once the index's leaves for the whole range hash to the
         anchored root. Never re-anchored: the ledger refuses overlapping ranges."""
         done: set[str] = set()
-        for r in self._index.pending(self._policy.max_records):
-            if r.seq > head:
-                return
+        for r in self._index.pending(self._policy.max_records, through_seq=head):
             a = self._book.covering(r.seq)
             if a is None or a.batch_id in done:
                 continue
@@ -226,6 +226,7 @@ class Anchorer:
                 # closes a batch at the same seq again
                 batch_id = f"{self._instance}-{run[0].seq:012d}-{secrets.token_hex(4)}"
                 self._index.close_batch(batch_id, run, root, utc_now())
+                self._just_closed[batch_id] = root  # rows checked a moment ago
             if (
                 not cut
                 and len(rows) < p.max_records
@@ -261,7 +262,10 @@ class Anchorer:
             if isinstance(b, str):
                 self._set_aside(b, "its index row is malformed")
                 continue
-            root, problem = self._check_batch(b)
+            root = self._just_closed.pop(b.batch_id, None)
+            problem = ""
+            if root is None:  # closed in an earlier pass: the rows may have changed since
+                root, problem = self._check_batch(b)
             if root is None:
                 self._set_aside(b.batch_id, problem)
                 continue

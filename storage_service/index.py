@@ -424,12 +424,12 @@ class RecordIndex:
                 raise
 
     # -- batches ----------------------------------------------------------------
-    def pending(self, limit: int, after_seq: int = 0) -> list[Row]:
-        """Rows not in a batch, with seq > after_seq, in seq order."""
+    def pending(self, limit: int, after_seq: int = 0, through_seq: int = 2**62) -> list[Row]:
+        """Rows not in a batch, with after_seq < seq <= through_seq, in seq order."""
         return self._rows(
-            f"SELECT {_RECORD_COLS} FROM records WHERE batch_id IS NULL AND seq>? "
+            f"SELECT {_RECORD_COLS} FROM records WHERE batch_id IS NULL AND seq>? AND seq<=? "
             "ORDER BY seq LIMIT ?",
-            (after_seq, limit),
+            (after_seq, through_seq, limit),
         )
 
     def pending_count_and_oldest(self, after_seq: int = 0) -> tuple[int, datetime | None]:

@@ -74,4 +74,4 @@ def key_id_of(public_key: bytes) -> str:
 def row_mac(mac_key: bytes, instance: str, leaf_bytes: bytes) -> bytes:
     """HMAC-SHA256 binding a record's canonical leaf bytes to the storage instance."""
     msg = _ROW_DOMAIN + instance.encode() + b"\x00" + leaf_bytes
-    return hmac.new(mac_key, msg, hashlib.sha256).digest()
+    return hmac.digest(mac_key, msg, "sha256")
