@@ -18,6 +18,7 @@ import logging
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -62,6 +63,8 @@ WRITER_ROLES = frozenset({"device", "clinician", "doctor", "nurse", "record-writ
 #: Roles allowed to verify the whole store and read audit trails.
 AUDITOR_ROLES = frozenset({"auditor", "admin"})
 MAX_ENVELOPE_BYTES = 64 * 1024 * 1024
+#: batches whose leaves, proven against the ledger's root, GetRecord keeps in memory
+PROVEN_BATCHES = 32
 #: integrity failures one VerifyRecords logs on the ledger (one transaction each)
 MAX_LOGGED_FAILURES = 200
 _LOGGABLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}")
@@ -200,6 +203,8 @@ class StorageCore:
         self.anchorer = Anchorer(
             index, ledger, self.policy, self.book, on_bad_row=self._bad_row_failure
         )
+        self._proven: OrderedDict[tuple[str, bytes], list[bytes]] = OrderedDict()
+        self._proven_lock = threading.Lock()
 
     def start(self) -> None:
         try:  # learn what the ledger holds; new records then get seqs it never covered
@@ -439,16 +444,7 @@ class StorageCore:
                 f"the index places it at {rec.batch_id}/{rec.leaf_index}; the ledger anchors "
                 f"it at {anchor.batch_id}/{index}",
             )
-        leaves = self.index.leaves_in_range(anchor.first_seq, anchor.last_seq)
-        if len(leaves) != anchor.tree_size:
-            self._fail(rec, f"records of its batch {anchor.batch_id} are missing from the index")
-        ordered = [leaves[s] for s in range(anchor.first_seq, anchor.last_seq + 1)]
-        if merkle_root_or_none(ordered) != anchor.merkle_root:
-            # a neighbour's leaf column was edited: recompute from MAC-checked rows
-            leaves = self.index.authenticated_leaves(anchor.first_seq, anchor.last_seq)
-            ordered = [leaves[s] for s in range(anchor.first_seq, anchor.last_seq + 1)]
-            if merkle_root_or_none(ordered) != anchor.merkle_root:
-                self._fail(rec, f"the index's leaves for {anchor.batch_id} differ from its root")
+        ordered = self._proven_leaves(rec, anchor)
         proof = merkle.inclusion_proof(ordered, index)
         if not merkle.verify_inclusion(
             rec.leaf_hash, index, anchor.tree_size, proof, anchor.merkle_root
@@ -467,6 +463,32 @@ class StorageCore:
             block=max(0, self.book.block_of(anchor)),
             instance_id=self.instance_id,
         )
+
+    def _proven_leaves(self, rec: IndexedRecord, anchor: Anchor) -> list[bytes]:
+        """The batch's leaves, in order, once they hash to the root the ledger anchored
+        (kept for a few batches: proven leaves stay true whatever the index says later)."""
+        key = (anchor.batch_id, anchor.merkle_root)
+        with self._proven_lock:
+            cached = self._proven.get(key)
+            if cached is not None:
+                self._proven.move_to_end(key)
+                return cached
+        leaves = self.index.leaves_in_range(anchor.first_seq, anchor.last_seq)
+        if len(leaves) != anchor.tree_size:
+            self._fail(rec, f"records of its batch {anchor.batch_id} are missing from the index")
+        span = range(anchor.first_seq, anchor.last_seq + 1)
+        ordered = [leaves[s] for s in span]
+        if merkle_root_or_none(ordered) != anchor.merkle_root:
+            # a neighbour's leaf column was edited: recompute from MAC-checked rows
+            leaves = self.index.authenticated_leaves(anchor.first_seq, anchor.last_seq)
+            ordered = [leaves[s] for s in span]
+            if merkle_root_or_none(ordered) != anchor.merkle_root:
+                self._fail(rec, f"the index's leaves for {anchor.batch_id} differ from its root")
+        with self._proven_lock:
+            self._proven[key] = ordered
+            while len(self._proven) > PROVEN_BATCHES:
+                self._proven.popitem(last=False)
+        return ordered
 
     def _bad_row_failure(self, row: BadRow) -> None:
         self._integrity_failure(row.record_id or f"seq-{row.seq}", row.batch_id or "", row.detail)
