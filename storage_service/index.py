@@ -72,6 +72,9 @@ CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+#: the highest record seq the chaincode anchors (its integers stay exact in JSON)
+MAX_SEQ = 2**53
+
 #: columns added after the first release: (table, column, type)
 _MIGRATIONS = (
     ("records", "mac", "BLOB"),
@@ -164,6 +167,8 @@ def _record(row: tuple[object, ...], mac_key: bytes, instance: str) -> Row:
     seq = seq_raw if isinstance(seq_raw, int) else -1
     record_id = rid if isinstance(rid, str) else ""
     batch = row[10] if isinstance(row[10], str) else None
+    if not 1 <= seq <= MAX_SEQ:
+        return BadRow(seq, record_id, "its seq is out of the range the ledger anchors", batch)
     (_, _, pid, rtype, author, created, policy, size, sha, leaf, batch_raw, idx, mac) = row
     try:
         texts = (("record id", rid), ("patient id", pid), ("type", rtype), ("author", author))

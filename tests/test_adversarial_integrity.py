@@ -9,8 +9,10 @@ service per backend pair for the whole module, to keep Fabric's runtime modest).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,6 +20,8 @@ from pathlib import Path
 
 import pytest
 from adversary import AUDITOR, DEVICE, KEYS, MANUAL, World, integrity_logged, policy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from abe_service.authority import KeyAuthority
 from ehr_common.errors import IntegrityError, NotFound
@@ -674,3 +678,136 @@ def test_no_records_yet(tmp_path: Path, authority: KeyAuthority) -> None:
         assert report.ok and report.checked == 0
     finally:
         w.close()
+
+
+# -- any edit of any cell: never a different record, never a crash (property) ---------------------
+_COLUMNS = [
+    "record_id",
+    "patient_id",
+    "record_type",
+    "author",
+    "created_at",
+    "policy",
+    "size",
+    "content_sha256",
+    "leaf_hash",
+    "batch_id",
+    "leaf_index",
+    "mac",
+    "seq",
+]
+_VALUES = st.one_of(
+    st.none(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.text(max_size=40),
+    st.binary(max_size=40),
+    st.floats(allow_nan=False),
+)
+
+
+@given(column=st.sampled_from(_COLUMNS), value=_VALUES, anchored=st.booleans())
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_cell_edit_is_caught_or_harmless(
+    cell_world: World, column: str, value: object, anchored: bool
+) -> None:
+    """Whatever one index cell becomes, GetRecord answers the record as it was stored or
+    DATA_LOSS (NOT_FOUND only if its id itself changed), and VerifyRecords answers."""
+    world = cell_world
+    patient, _ = world.patient()
+    world.core.flush()
+    rid = world.put(patient, 1)[0]
+    if anchored:
+        world.core.flush()
+    before = world.get(rid)
+    with contextlib.suppress(sqlite3.IntegrityError):  # (a seq or id already taken)
+        world.sql(f"UPDATE records SET {column}=? WHERE record_id=?", (value, rid))
+    try:
+        after = world.get(rid)
+    except IntegrityError:
+        pass
+    except NotFound:
+        assert column == "record_id"
+    else:
+        assert after[0] == before[0] and after[1] == before[1]
+    report = world.verify(patient)
+    assert report.checked >= 0
+
+
+_TABLE_COLUMNS = [
+    ("batches", "batch_id"),
+    ("batches", "merkle_root"),
+    ("batches", "tree_size"),
+    ("batches", "closed_at"),
+    ("batches", "tx_id"),
+    ("batches", "block"),
+    ("batches", "first_seq"),
+    ("batches", "last_seq"),
+    ("batches", "set_aside"),
+    ("access_queue", "record_id"),
+    ("access_queue", "patient_id"),
+    ("access_queue", "subject"),
+    ("access_queue", "at"),
+    ("access_queue", "event_id"),
+]
+
+
+@given(target=st.sampled_from(_TABLE_COLUMNS), value=_VALUES, closed_only=st.booleans())
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_batch_or_queue_edit_leaves_anchoring_flowing(
+    embedded_world: World, target: tuple[str, str], value: object, closed_only: bool
+) -> None:
+    """Whatever one cell of a batch (closed, or anchored) or of a queued access event
+    becomes, the next pass does not fail, later records get anchored and later reads
+    reach the ledger's access log."""
+    world = embedded_world
+    table, column = target
+    patient, _ = world.patient()
+    world.core.flush()
+    rid = world.put(patient, 1)[0]
+    if closed_only:  # closed but not anchored: what an interrupted pass leaves
+        world.core.anchorer._close_due_batches(force=True, head=world.core.book.head())
+    else:
+        world.core.flush()
+        world.get(rid)  # an access event waits in the queue
+    batch = world.query("SELECT batch_id FROM records WHERE record_id=?", (rid,))[0][0]
+    where = ("batch_id=?", batch) if table == "batches" else ("record_id=?", rid)
+    with contextlib.suppress(sqlite3.IntegrityError):
+        world.sql(f"UPDATE {table} SET {column}=? WHERE {where[0]}", (value, where[1]))
+    world.core.flush()
+    later = world.put(patient, 1)[0]
+    world.core.flush()
+    assert world.get(later)[2].anchored
+    world.core.flush()
+    events = world.core.ledger.access_log(record_id=later, caller=AUDITOR)
+    assert any(e.kind == "access" for e in events)
+    world.verify(patient)  # answers, whatever it finds
+
+
+def _embedded_world(authority: KeyAuthority, tmp: Path) -> World:
+    return World(
+        "embedded",
+        tmp,
+        authority,
+        lambda: FilesystemStore(tmp / "objects"),
+        lambda: EmbeddedLedger(tmp / "ledger.sqlite"),
+    )
+
+
+@pytest.fixture(scope="module")
+def embedded_world(
+    authority: KeyAuthority, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    w = _embedded_world(authority, tmp_path_factory.mktemp("world-property"))
+    yield w
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def cell_world(
+    authority: KeyAuthority, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    """Its own world: cell edits may push seqs out of range (a denial of service the
+    disk's owner can always cause), which the other property must not inherit."""
+    w = _embedded_world(authority, tmp_path_factory.mktemp("world-cells"))
+    yield w
+    w.close()
