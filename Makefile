@@ -14,14 +14,15 @@ env:
 demo: env
 	@$(UV) run ehr-abe demo
 
-# Tests: starts MinIO (built once from the Go module proxy, then cached) and, if
-# Fabric 3.1.5 binaries are installed, the two-organisation Fabric network; runs
-# the suite; stops what it started, whatever the outcome.
+# Tests: in an infra dir and on ports of this run's own, starts MinIO (built once
+# from the Go module proxy, then cached) and, if Fabric 3.1.5 binaries are
+# installed, the two-organisation Fabric network; runs the suite; stops what it
+# started, whatever the outcome. See tools/run_tests.py.
 test: env
 	@$(UV) run python tools/run_tests.py
 
 lint: env
-	@$(UV) run ruff format --check . && $(UV) run ruff check . && $(UV) run mypy
+	@$(UV) run ruff check . && $(UV) run ruff format --check . && $(UV) run mypy
 
 bench-quick: env
 	@$(UV) run python bench/abe_bench.py && $(UV) run python bench/verify_bench.py --quick

@@ -17,15 +17,23 @@ ops:
   envelope_encrypt /    the full hybrid envelope: FAME + HKDF + AES-256-GCM of a 1 KiB
   envelope_decrypt      payload under a 5-attribute AND policy, with protobuf encoding and,
                         on decryption, parsing and subgroup checks of every header point
+  request_encrypt_*     AbeService.Encrypt over gRPC to an in-process server (1 KiB,
+                        `(role:doctor and dept:cardiology and site:hosp1 and shift:day) or
+                        patient:<id>`): `same_policy` repeats one patient; `new_policy`
+                        names a new patient on every call, so that attribute's hash and
+                        the policy's cached bases are cold on every call, as for a
+                        service writing for many patients (the other four stay warm)
 
-`ms` is the median of K runs after one untimed warm-up run, so attribute and column
-hashes are WARM (cached per `Fame` instance: the steady state of a running service).
-K is --runs, a third of it (at least 3) for N >= 50. The machine may be shared:
-compare medians, not single runs.
+Every row says its "regime": "warm" (median of K runs after one untimed warm-up,
+attribute and column hashes cached per `Fame` instance), "cold" (one run with the
+hash cache cleared first; noisy), or "request-path" (the gRPC rows above). K is
+--runs, a third of it (at least 3) for N >= 50. The machine may be shared:
+compare medians taken in the same run, not single runs.
 
---plot draws median ms against N per operation, with reference marks for
-charm-crypto's FAME (MNT224) at 10 attributes measured on this machine:
-encrypt 62 ms, keygen 77 ms, decrypt 24 ms.
+Peer figures (charm-crypto, CIRCL, rabe) are not measured here: they live in
+bench/peers.json with what was run, when and on what machine. --plot draws
+median ms against N per operation, with the charm-crypto FAME (MNT224) marks
+from that file.
 """
 
 from __future__ import annotations
@@ -56,8 +64,23 @@ WARM = "attribute hashes warm (cached hash-to-G1); median after one untimed run"
 COLD = "hash-to-G1 cache cleared first; one sample"
 ENVELOPE_ATTRS = 5
 ENVELOPE_PAYLOAD = 1024
-#: charm-crypto FAME (MNT224) at 10 attributes on this machine, ms.
-CHARM_FAME_MNT224_AT_10 = {"keygen": 77.0, "encrypt": 62.0, "decrypt": 24.0}
+PEERS_FILE = Path(__file__).resolve().parent / "peers.json"
+#: the caller of the request-path rows (development-mode identity headers)
+DEVICE = (("x-ehr-subject", "bench-device"), ("x-ehr-roles", "device"))
+REQUEST_POLICY = "(role:doctor and dept:cardiology and site:hosp1 and shift:day) or patient:{}"
+
+
+def peer_figures() -> list[dict[str, Any]]:
+    """The peer libraries' figures with their provenance (bench/peers.json)."""
+    figures: list[dict[str, Any]] = json.loads(PEERS_FILE.read_text())["figures"]
+    return figures
+
+
+def charm_mnt224_at_10() -> dict[str, float]:
+    for f in peer_figures():
+        if f["library"] == "charm-crypto" and f["curve"] == "MNT224":
+            return {op: float(f[f"{op}_ms"]) for op in ("keygen", "encrypt", "decrypt")}
+    raise SystemExit(f"{PEERS_FILE}: no charm-crypto MNT224 figures")
 
 
 def timed(fn: Callable[[], object], runs: int) -> list[float]:
@@ -77,10 +100,17 @@ def once(fn: Callable[[], object]) -> list[float]:
     return [(time.perf_counter() - t) * 1000]
 
 
+def regime_of(op: str) -> str:
+    if op.startswith("request_"):
+        return "request-path"
+    return "cold" if op.endswith("_cold") else "warm"
+
+
 def line(backend: str, op: str, n: int, samples: list[float], note: str) -> dict[str, Any]:
     ordered = sorted(samples)
     return {
         "op": op,
+        "regime": regime_of(op),
         "n_attrs": n,
         "ms": round(statistics.median(ordered), 3),
         "backend": backend,
@@ -143,6 +173,80 @@ def bench_envelope(
     ]
 
 
+def bench_request_path(runs: int) -> list[dict[str, Any]]:
+    """AbeService.Encrypt over gRPC, in-process server (default backend): one policy
+    repeated, then a new patient attribute (hence a new policy) on every call."""
+    import logging
+    import tempfile
+
+    import grpc
+
+    from abe_service.authority import KeyAuthority
+    from ehr_abe.server import start_server
+    from ehr_common.api.v1 import abe_pb2, abe_pb2_grpc
+    from ehr_common.config import load_config
+
+    logging.getLogger("ehr_abe.server").setLevel(logging.ERROR)  # the dev-mode banner
+    passphrase = b"abe bench passphrase"
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="ehr-abe-bench-") as home:
+        cfg = load_config(env={})
+        cfg.home = home
+        cfg.server.listen = "127.0.0.1:0"
+        cfg.server.services = ("abe",)
+        KeyAuthority.setup(cfg.authority_dir, passphrase=passphrase)
+        running = start_server(cfg, passphrase=passphrase)
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                stub = abe_pb2_grpc.AbeServiceStub(channel)
+                payload = os.urandom(ENVELOPE_PAYLOAD)
+                counter = iter(range(10**9))
+
+                def call(patient: str) -> None:
+                    stub.Encrypt(
+                        abe_pb2.EncryptRequest(
+                            policy=REQUEST_POLICY.format(patient),
+                            plaintext=payload,
+                            context=f"patient:{patient}".encode(),
+                        ),
+                        metadata=DEVICE,
+                    )
+
+                # Interleaved call by call, so both rows see the same machine load.
+                n = max(2 * runs, 60)
+                call("p-0")  # warm-up: connection, the repeated policy's caches
+                same: list[float] = []
+                new: list[float] = []
+                for _ in range(n):
+                    for samples, patient in ((same, "p-0"), (new, f"p-{next(counter) + 1}")):
+                        t = time.perf_counter()
+                        call(patient)
+                        samples.append((time.perf_counter() - t) * 1000)
+                backend = "server default"
+                base = (
+                    f"1 KiB payload, 5-attribute policy, gRPC round trip; {n} calls "
+                    "alternating with the other row, median"
+                )
+                rows.append(
+                    line(backend, "request_encrypt_same_policy", 5, same, f"{base}; caches warm")
+                )
+                row = line(
+                    backend,
+                    "request_encrypt_new_policy",
+                    5,
+                    new,
+                    f"{base}; a new patient attribute per call: its hash and the policy's "
+                    "bases are cold",
+                )
+                row["vs_same_policy"] = round(row["ms"] / rows[0]["ms"], 2)
+                rows.append(row)
+        finally:
+            running.stop()
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def bench_backend(name: str, sizes: tuple[int, ...], runs: int) -> list[dict[str, Any]]:
     fame = Fame(get_backend(name))
     backend = fame.group.name
@@ -202,7 +306,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
                     fontsize=7,
                     color=colors[b],
                 )
-        ref = CHARM_FAME_MNT224_AT_10[op]
+        ref = charm_mnt224_at_10()[op]
         ax.axhline(ref, color="crimson", linestyle="--", linewidth=1)
         ax.plot(
             [10],
@@ -251,7 +355,9 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     ax.set_ylabel("median ms")
     ax.set_title("setup and full envelopes")
     ax.legend(fontsize=8)
-    fig.suptitle("ehr-abe: FAME CP-ABE timings (medians, attribute hashes warm)")
+    fig.suptitle(
+        "ehr-abe: FAME CP-ABE timings (medians, attribute hashes warm; peers: bench/peers.json)"
+    )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
@@ -290,6 +396,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PNG",
         help="write a PNG (default: bench/out/abe_bench.png)",
     )
+    ap.add_argument(
+        "--no-request-path",
+        action="store_true",
+        help="skip the AbeService.Encrypt-over-gRPC rows",
+    )
     args = ap.parse_args(argv)
     try:
         sizes = tuple(int(s) for s in args.sizes.split(",") if s.strip())
@@ -301,8 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for b in backends:
         rows.extend(bench_backend(b, sizes, args.runs))
+    if not args.no_request_path:
+        rows.extend(bench_request_path(args.runs))
     if args.plot is not None:
-        plot(rows, args.plot)
+        plot([r for r in rows if r["regime"] != "request-path"], args.plot)
     return 0
 
 

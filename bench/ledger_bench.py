@@ -1,13 +1,17 @@
 """Ledger throughput: anchoring transactions, sequential and concurrent.
 
     uv run python bench/ledger_bench.py [--ledger fabric|embedded|both] [-n 300]
-                                        [--workers 64] [--plot]
+            [--fabric-workers 256] [--embedded-workers 64] [--plot]
 
-One JSON line per (ledger, mode):
-  {"ledger": ..., "mode": "sequential"|"concurrent", "tx_per_s": ..., "p50_ms": ..., "p99_ms": ...}
+One JSON line per (ledger, mode), each naming the worker count it ran with:
+  {"ledger": ..., "mode": "sequential"|"concurrent", "n": ..., "workers": ...,
+   "tx_per_s": ..., "p50_ms": ..., "p99_ms": ...}
+Sequential rows use one worker; concurrent rows use --fabric-workers on Fabric
+and --embedded-workers on the embedded ledger.
 plus a "sign" line: what proposal building and ECDSA signing alone cost per transaction
 (three signatures each: proposal, envelope, commit-status request).
-Fabric runs through our Python Gateway client against `<infra>/fabric/connection.json`.
+Fabric runs through our Python Gateway client against `<infra>/fabric/connection.json`
+(`<infra>` = $EHR_ABE_INFRA_DIR, else $EHR_ABE_HOME/infra, as for `ehr-abe infra up`).
 """
 
 from __future__ import annotations
@@ -87,29 +91,15 @@ def bench_ledger(
 
 
 def bench_signing(n: int) -> dict[str, Any]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from cryptography.hazmat.primitives import serialization
 
+    from ehr_common.certificates import mint_client_identity, mint_self_signed_ca
     from storage_service.fabric_gateway.signing import SigningIdentity, build_proposal
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")])
-    import datetime as dt
-
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    ident = SigningIdentity("Hosp1MSP", cert.public_bytes(serialization.Encoding.PEM), key)
+    ca_cert, ca_key = mint_self_signed_ca("bench CA")
+    cert_pem, key_pem = mint_client_identity(ca_cert, ca_key, "bench", ["anchorer"])
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    ident = SigningIdentity("Hosp1MSP", cert_pem, key)  # type: ignore[arg-type]
     args = ["b-1", "ab" * 32, "1000", "1000", "{}"]
 
     def one(i: int) -> None:
@@ -125,7 +115,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ledger", choices=["fabric", "embedded", "both"], default="both")
     ap.add_argument("-n", type=int, default=300, help="concurrent transactions per ledger")
-    ap.add_argument("--workers", type=int, default=128)
+    ap.add_argument(
+        "--fabric-workers",
+        type=int,
+        default=256,
+        help="concurrent submitters on Fabric (enough to fill blocks at a 250 ms batch timeout)",
+    )
+    ap.add_argument(
+        "--embedded-workers",
+        type=int,
+        default=64,
+        help="concurrent submitters on the embedded ledger (SQLite serialises commits)",
+    )
     ap.add_argument("--modes", default="sequential,concurrent")
     ap.add_argument("--connection", default="")
     ap.add_argument("--plot", action="store_true", help="write bench/out/ledger_bench.png")
@@ -138,22 +139,23 @@ def main() -> int:
 
         with tempfile.TemporaryDirectory() as d:
             led = EmbeddedLedger(Path(d) / "bench.sqlite")
-            for row in bench_ledger("embedded", led, a.n, a.workers, modes):
+            for row in bench_ledger("embedded", led, a.n, a.embedded_workers, modes):
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             led.close()
     if a.ledger in ("fabric", "both"):
-        infra = os.environ.get("EHR_ABE_INFRA_DIR") or str(
-            Path.home() / ".local/state/ehr-abe/infra"
-        )
-        path = Path(a.connection or Path(infra) / "fabric" / "connection.json")
+        from ehr_abe.infra.config import load_infra_config
+
+        # the infra dir `ehr-abe infra up` used: $EHR_ABE_INFRA_DIR, else under $EHR_ABE_HOME
+        infra = load_infra_config().state_dir
+        path = Path(a.connection or infra / "fabric" / "connection.json")
         if not path.exists():
             print(json.dumps({"ledger": "fabric", "skipped": f"{path} missing"}), flush=True)
         else:
             from storage_service.ledger.fabric import FabricLedger
 
             fab = FabricLedger.from_connection_file(path)
-            for row in bench_ledger("fabric", fab, a.n, a.workers, modes):
+            for row in bench_ledger("fabric", fab, a.n, a.fabric_workers, modes):
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             fab.close()

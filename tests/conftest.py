@@ -1,9 +1,12 @@
-"""Shared fixtures.
+"""Shared fixtures, and the one require/skip rule of the engine tests.
 
 MinIO and Fabric tests use the real engines started by `ehr-abe infra up`
 (`make test` and .ci/run do that). When an engine is absent its tests skip
 with the reason, unless EHR_ABE_REQUIRE_MINIO=1 / EHR_ABE_REQUIRE_FABRIC=1
-(CI), where absence is a failure.
+(CI), where absence is a failure. Every engine test goes through
+`unavailable()` (directly or through the fixtures below); nothing else skips
+for a missing engine. A test that uses an engine fixture gets the engine's
+marker automatically, so `-m "not minio"` deselects exactly those tests.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +28,38 @@ pytest_plugins = ["pytester"]  # tests/test_infra_minio.py checks the skip/requi
 
 REQUIRE_MINIO = "EHR_ABE_REQUIRE_MINIO"
 REQUIRE_FABRIC = "EHR_ABE_REQUIRE_FABRIC"
+
+#: engine fixture -> the marker its users carry
+ENGINE_FIXTURES = {
+    "minio_connection": "minio",
+    "minio_binary": "minio",
+    "minio_store": "minio",
+    "fabric_connection": "fabric",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            marker = ENGINE_FIXTURES.get(fixture)
+            if marker is not None and item.get_closest_marker(marker) is None:
+                item.add_marker(getattr(pytest.mark, marker))
+
+
+def free_ports(n: int = 1) -> list[int]:
+    """n distinct loopback ports nothing listens on right now (bound together, then freed)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
 
 
 def infra_dir() -> Path:

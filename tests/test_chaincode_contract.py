@@ -12,10 +12,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from certs import certificate as build_certificate
+from certs import new_key
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fabric_chaincode_python.fabric_shim.stub import ChaincodeStub
 from fabric_protos.ledger.queryresult import kv_query_result_pb2
 from fabric_protos.peer import chaincode_pb2, chaincode_shim_pb2
@@ -23,28 +22,12 @@ from fabric_protos.peer import chaincode_pb2, chaincode_shim_pb2
 from chaincode import core
 from chaincode.contract import EhrChaincode, identity_from_creator
 from ehr_common.errors import Unauthenticated
-from ehr_common.fabric_ca import FABRIC_ATTRS_OID
 from storage_service.fabric_gateway.signing import SigningIdentity, build_proposal
 
 
 def certificate(cn: str, attrs: dict[str, str] | None) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.now(UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-    )
-    if attrs is not None:
-        raw = json.dumps({"attrs": attrs}).encode()
-        builder = builder.add_extension(x509.UnrecognizedExtension(FABRIC_ATTRS_OID, raw), False)
-    cert = builder.sign(key, hashes.SHA256())
-    return cert.public_bytes(serialization.Encoding.PEM), key
+    key = new_key()
+    return build_certificate(cn, key, attrs=attrs), key
 
 
 def test_identity_from_fabric_ca_attributes() -> None:

@@ -4,7 +4,6 @@ which is the protocol the peer speaks to a chaincode-as-a-service."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import socket
@@ -12,16 +11,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from queue import Queue
 from typing import Any
 
 import grpc
 import pytest
+from certs import certificate, key_pem, new_key
+from conftest import free_port
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fabric_protos.peer import (
     chaincode_pb2,
@@ -30,77 +28,24 @@ from fabric_protos.peer import (
     proposal_response_pb2,
 )
 
-from ehr_common.fabric_ca import FABRIC_ATTRS_OID
 from storage_service.fabric_gateway.signing import SigningIdentity, build_proposal
 
 Msg = chaincode_shim_pb2.ChaincodeMessage
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _cert(
-    cn: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None = None,
-    *,
-    ca: bool = False,
-    san: bool = False,
-    attrs: dict[str, str] | None = None,
-) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    issuer_name, issuer_key = issuer or (name, key)
-    now = datetime.now(UTC)
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if san:
-        b = b.add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                ]
-            ),
-            critical=False,
-        )
-    if attrs is not None:
-        raw = json.dumps({"attrs": attrs}).encode()
-        b = b.add_extension(x509.UnrecognizedExtension(FABRIC_ATTRS_OID, raw), critical=False)
-    return b.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     d = tmp_path_factory.mktemp("cc")
-    ca_key = _key()
+    ca_key = new_key()
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tls-ca")])
-    ca = _cert("tls-ca", ca_key, ca=True)
-    srv_key, cli_key = _key(), _key()
+    ca = certificate("tls-ca", ca_key, ca=True)
+    srv_key, cli_key = new_key(), new_key()
     (d / "ca.pem").write_bytes(ca)
-    (d / "srv.pem").write_bytes(_cert("cc", srv_key, (ca_name, ca_key), san=True))
-    (d / "srv.key").write_bytes(_pem_key(srv_key))
-    port = _port()
+    (d / "srv.pem").write_bytes(
+        certificate("cc", srv_key, (ca_name, ca_key), sans=("localhost", "127.0.0.1"))
+    )
+    (d / "srv.key").write_bytes(key_pem(srv_key))
+    port = free_port()
     env = {
         **os.environ,
         "CHAINCODE_ID": "ehr:abc",
@@ -120,8 +65,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     info = {
         "port": port,
         "ca": ca,
-        "client_cert": _cert("peer0", cli_key, (ca_name, ca_key)),
-        "client_key": _pem_key(cli_key),
+        "client_cert": certificate("peer0", cli_key, (ca_name, ca_key)),
+        "client_key": key_pem(cli_key),
         "log": d / "cc.log",
     }
     yield info
@@ -154,8 +99,8 @@ def test_peer_stream_runs_a_transaction(server: dict[str, Any]) -> None:
     outbox.put(Msg(type=Msg.REGISTERED))
     outbox.put(Msg(type=Msg.READY))
 
-    key = _key()
-    pem = _cert("svc", key, attrs={"ehr.subject": "storage-service", "ehr.roles": "anchorer"})
+    key = new_key()
+    pem = certificate("svc", key, attrs={"ehr.subject": "storage-service", "ehr.roles": "anchorer"})
     ident = SigningIdentity("Hosp1MSP", pem, key)
     args = ["b-1", "ab" * 32, "1", "1", "{}"]
     proposal = build_proposal(ident, "ehr", "ehr", "AnchorBatch", args)
@@ -204,8 +149,8 @@ def test_many_transactions_in_flight_on_one_stream(server: dict[str, Any]) -> No
     assert next(stream).type == Msg.REGISTER
     outbox.put(Msg(type=Msg.REGISTERED))
     outbox.put(Msg(type=Msg.READY))
-    key = _key()
-    pem = _cert("svc", key, attrs={"ehr.subject": "storage-service", "ehr.roles": "anchorer"})
+    key = new_key()
+    pem = certificate("svc", key, attrs={"ehr.subject": "storage-service", "ehr.roles": "anchorer"})
     ident = SigningIdentity("Hosp1MSP", pem, key)
     n = 60
     for i in range(n):

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import grpc
 import pytest
+from conftest import free_port
 
 PASS = "cli test passphrase"
 
@@ -201,6 +205,96 @@ def test_verify_exit_codes_on_clean_and_corrupted_state(tmp_path: Path) -> None:
     ledger.close()
     r = run("verify", home=home)
     assert r.returncode == 4 and b"LEDGER" in r.stdout, r.stdout + r.stderr
+
+
+def test_demo_plays_the_scenario(tmp_path: Path) -> None:
+    r = run("demo", home=tmp_path, env={"COLUMNS": "200"})
+    out = r.stdout.decode()
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    assert "Traceback" not in out + r.stderr.decode()
+    # the anchoring step reports what really happened: all twelve readings, one batch
+    assert "this flush anchored 12 records in 1 batch(es)" in out
+    assert "the 12 records now sit in 1 batch(es) (1 transaction(s))" in out
+    assert "leaf 3 of 12" in out
+    assert "failed: r-" in out  # the tampered object was found by VerifyRecords
+    assert "demo complete" in out
+
+
+def _wait_serving(port: int, proc: subprocess.Popen[bytes], seconds: float = 90) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + seconds
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        while True:
+            assert proc.poll() is None, f"serve exited with {proc.returncode}"
+            try:
+                status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            assert time.monotonic() < deadline, "serve did not start serving"
+            time.sleep(0.2)
+
+
+def test_serve_then_verify(home: Path) -> None:
+    """`ehr-abe serve` as a subprocess on a free port: called over gRPC, stopped by
+    its pid; then `ehr-abe verify` checks what it stored, and finds a tampered object."""
+    from ehr_common.api.v1 import storage_pb2, storage_pb2_grpc
+    from storage_service.records import envelope_key
+
+    port = free_port()
+    env = {**os.environ, "EHR_ABE_HOME": str(home), "EHR_ABE_MASTER_PASSPHRASE": PASS}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ehr_abe", "serve", "--listen", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_serving(port, proc)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            st = storage_pb2_grpc.StorageServiceStub(ch)
+            device = (("x-ehr-subject", "pump-1"), ("x-ehr-roles", "device"))
+            ids = [
+                st.PutRecord(
+                    storage_pb2.PutRecordRequest(
+                        patient_id="p-5",
+                        record_type="infusion",
+                        plain=storage_pb2.PlainContent(
+                            payload=b"%d ml/h" % i, policy="role:doctor"
+                        ),
+                    ),
+                    metadata=device,
+                ).record_id
+                for i in range(3)
+            ]
+            assert st.FlushAnchors(storage_pb2.FlushAnchorsRequest(), metadata=device).records == 3
+    finally:
+        proc.send_signal(signal.SIGTERM)  # the pid we started, nothing else
+        try:
+            rc = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    assert rc == 0, stderr[-2000:]
+    assert "DEVELOPMENT MODE" in stderr and "Traceback" not in stderr
+
+    r = run("verify", home=home, env={"COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr
+    assert b"checked 3, passed 3 (0 pending anchoring), failed 0" in r.stdout
+
+    path = home / "storage" / "objects" / envelope_key(ids[1])
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.chmod(0o600)
+    path.write_bytes(bytes(data))
+    r = run("verify", home=home, env={"COLUMNS": "200"})
+    assert r.returncode == 4 and b"Traceback" not in r.stderr
+    assert b"failed 1" in r.stdout and f"FAILED {ids[1]}".encode() in r.stdout
 
 
 # -- outputs: atomic, owner-only for secrets, never through a link, --force to replace ---------

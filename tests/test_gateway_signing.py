@@ -4,12 +4,12 @@ low-S signatures, and the mapping of Gateway errors to typed errors."""
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
+from certs import certificate, new_key
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
-from cryptography.x509.oid import NameOID
 from google.protobuf import any_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -47,20 +46,8 @@ from storage_service.fabric_gateway.signing import (
 
 
 def make_identity(msp: str = "Hosp1MSP", curve: ec.EllipticCurve | None = None) -> SigningIdentity:
-    key = ec.generate_private_key(curve or ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "client")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return SigningIdentity(msp, cert.public_bytes(serialization.Encoding.PEM), key)
+    key = new_key(curve)
+    return SigningIdentity(msp, certificate("client", key), key)
 
 
 @pytest.fixture(scope="module")

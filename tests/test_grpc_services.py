@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import ipaddress
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from certs import self_signed_ca
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from abe_service.authority import KeyAuthority
 from abe_service.client import AbeKeyring
-from ehr_abe.infra.fabric.identities import mint_client_identity as mint_identity
 from ehr_abe.server import RunningServer, start_server
 from ehr_common.api.v1 import abe_pb2, abe_pb2_grpc, storage_pb2, storage_pb2_grpc
+from ehr_common.certificates import mint_client_identity, mint_tls_server_cert
 from ehr_common.config import load_config
-from ehr_common.errors import IntegrityError
+from ehr_common.errors import DeadlineExceeded, IntegrityError
+from ehr_common.identity import Caller
 from storage_service.records import envelope_key, record_context
 
 PASS = b"grpc test passphrase"
@@ -179,68 +177,287 @@ def test_storage_round_trip_tamper_and_status_codes(
     assert exc.value.code() == grpc.StatusCode.DATA_LOSS and put.record_id in exc.value.details()
 
 
-def test_deadlines_are_honoured(channel: grpc.Channel) -> None:
-    st = storage_pb2_grpc.StorageServiceStub(channel)
-    code = code_of(
-        lambda: st.VerifyRecords(
-            storage_pb2.VerifyRecordsRequest(all=True),
-            metadata=md("aud", "auditor"),
-            timeout=0.000001,
+class SlowStore:
+    """The real filesystem store, with each batched fetch slowed down and counted:
+    lets a test see how far the server got before it stopped."""
+
+    def __init__(self, inner: Any, delay_s: float) -> None:
+        self.inner = inner
+        self.delay_s = delay_s
+        self.fetches = 0
+
+    def get_many(self, keys: Any) -> Any:
+        self.fetches += 1
+        time.sleep(self.delay_s)
+        return self.inner.get_many(keys)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_deadline_that_expires_mid_work_stops_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request reaches the server; its deadline passes while VerifyRecords is
+    working; the server notices (its own check raises) and fetches no more."""
+    import storage_service.service as service_module
+
+    cfg = load_config(env={})
+    cfg.home = str(tmp_path / "home")
+    cfg.server.listen = "127.0.0.1:0"
+    KeyAuthority.setup(cfg.authority_dir, passphrase=PASS)
+    running = start_server(cfg, passphrase=PASS)
+    try:
+        core: Any = running.closers[0]
+        for i in range(12):
+            core.put_record(
+                Caller("monitor-1", "Hosp1MSP", frozenset({"device"})),
+                patient_id="p-9",
+                record_type="ecg",
+                payload=b"%d" % i,
+                policy=POLICY,
+            )
+        core.flush()
+        slow = SlowStore(core.store, delay_s=0.4)
+        monkeypatch.setattr(core, "store", slow)
+        # two records per chunk: six chunks, 2.4 s of fetching if the server never stopped
+        real_stream = service_module.verify_instance
+        monkeypatch.setattr(
+            service_module,
+            "verify_instance",
+            lambda *a, **kw: real_stream(*a, **{**kw, "chunk_records": 2}),
         )
-    )
-    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        outcome: list[BaseException | None] = []
+        real_verify = core.verify_records
+
+        def observed(*a: Any, **kw: Any) -> Any:
+            try:
+                report = real_verify(*a, **kw)
+            except BaseException as exc:
+                outcome.append(exc)
+                raise
+            outcome.append(None)
+            return report
+
+        monkeypatch.setattr(core, "verify_records", observed)
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            st = storage_pb2_grpc.StorageServiceStub(ch)
+            # the channel is connected first, so the deadline is spent on the server
+            st.ListRecords(
+                storage_pb2.ListRecordsRequest(patient_id="p-9", page_size=1), metadata=md("p-9")
+            )
+            code = code_of(
+                lambda: st.VerifyRecords(
+                    storage_pb2.VerifyRecordsRequest(all=True),
+                    metadata=md("aud", "auditor"),
+                    timeout=0.6,
+                )
+            )
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        deadline = time.monotonic() + 10
+        while not outcome:
+            assert time.monotonic() < deadline, "the server never finished the call"
+            time.sleep(0.05)
+        assert isinstance(outcome[0], DeadlineExceeded), outcome  # the server's own check
+        assert 1 <= slow.fetches < 6  # it started, and stopped before the end
+    finally:
+        running.stop()
 
 
-def _ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey, bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
+def test_every_storage_rpc_over_grpc(channel: grpc.Channel) -> None:
+    abe = abe_pb2_grpc.AbeServiceStub(channel)
+    st = storage_pb2_grpc.StorageServiceStub(channel)
+    patient, device = "p-31", md("monitor-2", "device")
+    me, doctor, auditor = md(patient, "patient"), md("dr-31", "doctor"), md("aud-1", "auditor")
+    policy = f"role:doctor or patient:{patient}"
+    ids = [
+        st.PutRecord(
+            storage_pb2.PutRecordRequest(
+                patient_id=patient,
+                record_type="ecg",
+                plain=storage_pb2.PlainContent(payload=b"hr=%d" % i, policy=policy),
+            ),
+            metadata=device,
+        ).record_id
+        for i in range(3)
+    ]
+    # ListRecords: paged, in write order; a stranger may not list
+    page = st.ListRecords(
+        storage_pb2.ListRecordsRequest(patient_id=patient, page_size=2), metadata=me
     )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    assert [r.record_id for r in page.records] == ids[:2] and page.next_page_token
+    rest = st.ListRecords(
+        storage_pb2.ListRecordsRequest(
+            patient_id=patient, page_size=2, page_token=page.next_page_token
+        ),
+        metadata=me,
     )
-    return cert, key, pem, key_pem
+    assert [r.record_id for r in rest.records] == ids[2:] and not rest.next_page_token
+    assert (
+        code_of(
+            lambda: st.ListRecords(
+                storage_pb2.ListRecordsRequest(patient_id=patient), metadata=doctor
+            )
+        )
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
+    # GetReceipt: pending, then anchored with a proof after FlushAnchors
+    receipt = st.GetReceipt(storage_pb2.GetReceiptRequest(record_id=ids[0]), metadata=me)
+    assert receipt.status == storage_pb2.ANCHOR_STATUS_PENDING
+    flushed = st.FlushAnchors(storage_pb2.FlushAnchorsRequest(), metadata=device)
+    assert flushed.records >= 3 and flushed.batches >= 1
+    receipt = st.GetReceipt(storage_pb2.GetReceiptRequest(record_id=ids[0]), metadata=me)
+    assert receipt.status == storage_pb2.ANCHOR_STATUS_ANCHORED and receipt.tx_id
+    assert (
+        code_of(
+            lambda: st.GetReceipt(storage_pb2.GetReceiptRequest(record_id="r-none"), metadata=me)
+        )
+        == grpc.StatusCode.NOT_FOUND
+    )
+    # GrantConsent / RevokeConsent: only the patient; they gate the doctor's read
+    read = storage_pb2.GetRecordRequest(record_id=ids[1])
+    assert code_of(lambda: st.GetRecord(read, metadata=doctor)) == grpc.StatusCode.PERMISSION_DENIED
+    assert (
+        code_of(
+            lambda: st.GrantConsent(
+                storage_pb2.GrantConsentRequest(patient_id=patient, subject_id="dr-31"),
+                metadata=doctor,
+            )
+        )
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
+    granted = st.GrantConsent(
+        storage_pb2.GrantConsentRequest(patient_id=patient, subject_id="dr-31"), metadata=me
+    )
+    assert granted.tx_id
+    assert st.GetRecord(read, metadata=doctor).metadata.record_id == ids[1]
+    revoked = st.RevokeConsent(
+        storage_pb2.RevokeConsentRequest(patient_id=patient, subject_id="dr-31"), metadata=me
+    )
+    assert revoked.tx_id and revoked.tx_id != granted.tx_id
+    assert code_of(lambda: st.GetRecord(read, metadata=doctor)) == grpc.StatusCode.PERMISSION_DENIED
+    # GetAuditTrail: the consent changes and the doctor's access, for auditors only
+    st.FlushAnchors(storage_pb2.FlushAnchorsRequest(), metadata=device)  # access events too
+    trail = st.GetAuditTrail(storage_pb2.GetAuditTrailRequest(record_id=ids[1]), metadata=auditor)
+    kinds = {(e.kind, e.subject_id) for e in trail.events}
+    assert {("consent-grant", "dr-31"), ("consent-revoke", "dr-31"), ("access", "dr-31")} <= kinds
+    assert (
+        code_of(
+            lambda: st.GetAuditTrail(
+                storage_pb2.GetAuditTrailRequest(record_id=ids[1]), metadata=doctor
+            )
+        )
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
+    assert (
+        code_of(lambda: st.GetAuditTrail(storage_pb2.GetAuditTrailRequest(), metadata=auditor))
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    # VerifyRecords: the patient's records pass; the whole store needs an auditor
+    report = st.VerifyRecords(storage_pb2.VerifyRecordsRequest(patient_id=patient), metadata=me)
+    assert (report.checked, report.passed, list(report.failed_record_ids)) == (3, 3, [])
+    assert (
+        code_of(lambda: st.VerifyRecords(storage_pb2.VerifyRecordsRequest(all=True), metadata=me))
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
+    # Encrypt (AbeService): a new policy per call; the envelope opens for a matching key
+    key = abe.IssueUserKey(
+        abe_pb2.IssueUserKeyRequest(subject_id=patient, attributes=[f"patient:{patient}"]),
+        metadata=md("ka", "authority"),
+    )
+    ring = AbeKeyring.from_bytes(key.user_key)
+    enc = abe.Encrypt(
+        abe_pb2.EncryptRequest(
+            policy=f"patient:{patient} OR role:ward-7", plaintext=b"note", context=b"c-1"
+        ),
+        metadata=device,
+    )
+    assert enc.policy_normal_form == f"patient:{patient} or role:ward-7"
+    assert ring.decrypt(enc.envelope, b"c-1") == b"note"
+    assert (
+        code_of(
+            lambda: abe.Encrypt(
+                abe_pb2.EncryptRequest(policy="a and", plaintext=b"x"), metadata=device
+            )
+        )
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert (  # AbeService answers authenticated callers only
+        code_of(lambda: abe.Encrypt(abe_pb2.EncryptRequest(policy="a", plaintext=b"x")))
+        == grpc.StatusCode.UNAUTHENTICATED
+    )
+
+
+#: every RPC and the test(s) above that call it over gRPC
+COVERED = {
+    "ehr_abe.api.v1.AbeService": {
+        "GetPublicParams",
+        "IssueUserKey",
+        "Encrypt",
+        "CheckPolicy",
+        "EvaluatePolicy",
+    },
+    "ehr_abe.api.v1.StorageService": {
+        "PutRecord",
+        "GetRecord",
+        "ListRecords",
+        "GetReceipt",
+        "VerifyRecords",
+        "GrantConsent",
+        "RevokeConsent",
+        "GetAuditTrail",
+        "FlushAnchors",
+        "GetServiceKey",  # test_signed_pending_receipt_and_data_loss_over_grpc
+        "GetAnchoringStatus",  # (same)
+    },
+}
+
+
+def test_reflection_lists_and_describes_every_service_and_method(channel: grpc.Channel) -> None:
+    """A reflection client (what grpcurl does) finds both services and every method,
+    and the API has no RPC that the tests in this file do not call."""
+    refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+    def ask(**kw: Any) -> Any:
+        return next(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(**kw)])))
+
+    listed = {s.name for s in ask(list_services="").list_services_response.service}
+    assert set(COVERED) | {"grpc.health.v1.Health"} <= listed
+    for service in listed:
+        resp = ask(file_containing_symbol=service)
+        assert not resp.HasField("error_response"), (service, resp.error_response)
+        files = [
+            descriptor_pb2.FileDescriptorProto.FromString(raw)
+            for raw in resp.file_descriptor_response.file_descriptor_proto
+        ]
+        methods = {
+            f"{f.package}.{svc.name}": {m.name: m for m in svc.method}
+            for f in files
+            for svc in f.service
+        }
+        assert methods.get(service), f"{service} not described"
+        if service in COVERED:
+            assert set(methods[service]) == COVERED[service], service
+            for name, method in methods[service].items():
+                # describing a method means resolving its request and response types
+                for type_name in (method.input_type, method.output_type):
+                    found = ask(file_containing_symbol=type_name.lstrip("."))
+                    assert not found.HasField("error_response"), (service, name, type_name)
+    # the generated descriptors agree with what the server advertises
+    for module in (abe_pb2, storage_pb2):
+        for svc in module.DESCRIPTOR.services_by_name.values():
+            assert {m.name for m in svc.methods} == COVERED[svc.full_name]
 
 
 def test_mutual_tls_identifies_callers_from_certificates(tmp_path: Path) -> None:
-    ca, ca_key, ca_pem, ca_key_pem = _ca()
-    skey = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
-    scert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca.subject)
-        .public_key(skey.public_key())
-        .serial_number(2)
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            False,
-        )
-        .sign(ca_key, hashes.SHA256())
+    ca_pem, ca_key_pem = self_signed_ca()
+    server_pem, server_key = mint_tls_server_cert(
+        ca_pem, ca_key_pem, "localhost", ["localhost", "127.0.0.1"]
     )
     for name, data in {
         "ca.pem": ca_pem,
-        "server.pem": scert.public_bytes(serialization.Encoding.PEM),
-        "server.key": skey.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
+        "server.pem": server_pem,
+        "server.key": server_key,
     }.items():
         (tmp_path / name).write_bytes(data)
     cfg = load_config(env={})
@@ -253,10 +470,10 @@ def test_mutual_tls_identifies_callers_from_certificates(tmp_path: Path) -> None
     running = start_server(cfg, passphrase=PASS)
     try:
         target = f"localhost:{running.port}"
-        authority_cert, authority_key = mint_identity(
+        authority_cert, authority_key = mint_client_identity(
             ca_pem, ca_key_pem, "key-authority", ["authority"]
         )
-        doctor_cert, doctor_key = mint_identity(ca_pem, ca_key_pem, "dr-a", ["doctor"])
+        doctor_cert, doctor_key = mint_client_identity(ca_pem, ca_key_pem, "dr-a", ["doctor"])
         for cert, key, expected in (
             (authority_cert, authority_key, None),
             (doctor_cert, doctor_key, grpc.StatusCode.PERMISSION_DENIED),

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from certs import self_signed_ca
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
@@ -32,33 +33,8 @@ from ehr_abe.infra.fabric.layout import layout_for
 from ehr_common.errors import ConfigError, InvalidArgument
 from ehr_common.fabric_ca import FABRIC_ATTRS_OID
 
-
 # -- a stand-in CA (what cryptogen makes: a self-signed P-256 CA with an SKI) -----------------
-def make_ca(cn: str = "ca.hosp1.ehr.local") -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    from datetime import UTC, datetime, timedelta
-
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=10))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
-
-
-CA_CERT, CA_KEY = make_ca()
+CA_CERT, CA_KEY = self_signed_ca("ca.hosp1.ehr.local")
 
 
 def verify_signed_by(cert: x509.Certificate, ca_pem: bytes) -> None:

@@ -17,26 +17,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import REQUIRE_FABRIC, infra_dir, unavailable
 
 from ehr_abe.infra import process
 from ehr_abe.infra.fabric import FabricNetwork, FabricSettings, fabric_installed
-from ehr_common.paths import state_dir
 
 pytestmark = pytest.mark.fabric
 
 
 def _require_fabric(settings: FabricSettings) -> None:
     ok, why = fabric_installed(settings)
-    if ok:
-        return
-    if os.environ.get("EHR_ABE_REQUIRE_FABRIC") == "1":
-        pytest.fail(f"Fabric is required here (EHR_ABE_REQUIRE_FABRIC=1) but unavailable: {why}")
-    pytest.skip(f"Fabric unavailable: {why}")
-
-
-def _infra_dir() -> Path:
-    override = os.environ.get("EHR_ABE_INFRA_DIR")
-    return Path(override) if override else state_dir() / "infra"
+    if not ok:
+        unavailable("Fabric", REQUIRE_FABRIC, why)
 
 
 class Recorder:
@@ -67,7 +59,7 @@ def private_net(
 @pytest.fixture(scope="module")
 def shared_or_private_net(private_net: tuple[FabricNetwork, Recorder]) -> FabricNetwork:
     """The network `ehr-abe infra up` runs, if it runs; else the private one."""
-    shared = FabricNetwork(FabricSettings.from_env(), _infra_dir())
+    shared = FabricNetwork(FabricSettings.from_env(), infra_dir())
     if all(s.state == "running" for s in shared.status()):
         return shared
     return private_net[0]

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import REQUIRE_MINIO, free_ports, unavailable
 from minio.error import S3Error
 
 from ehr_abe.infra import manager
@@ -30,18 +31,6 @@ from ehr_abe.infra.config import (
 from ehr_abe.infra.minio import MinioServer, build_minio
 from ehr_common.errors import AlreadyExists, ConfigError
 from storage_service.objectstore.minio_store import MinioStore
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
 
 # -- configuration ------------------------------------------------------------------
 
@@ -109,8 +98,10 @@ def test_bad_configuration_is_a_config_error(
         load_infra_config(path, env=env)
 
 
-@pytest.mark.skipif(shutil.which("go") is None, reason="needs the Go toolchain")
+@pytest.mark.minio
 def test_a_failed_build_names_its_log_and_leaves_no_binary(tmp_path: Path) -> None:
+    if shutil.which("go") is None:  # the MinIO build needs Go: same rule as the engine
+        unavailable("MinIO", REQUIRE_MINIO, "the Go toolchain that builds it is not on PATH")
     tools = tmp_path / "tools"
     tools.mkdir()
     (tools / "go.mod").write_text("module broken\n\ngo 1.24\n")  # does not require minio
@@ -169,7 +160,7 @@ def test_down_never_signals_a_process_that_is_not_ours(tmp_path: Path) -> None:
 
 @pytest.fixture
 def own_minio(minio_binary: Path, tmp_path: Path) -> Iterator[MinioServer]:
-    port, console = _free_ports(2)
+    port, console = free_ports(2)
     cfg = InfraConfig(
         state_dir=tmp_path / "infra",
         minio=MinioSettings(
@@ -248,7 +239,7 @@ def test_a_taken_port_is_named(own_minio: MinioServer) -> None:
 
 @pytest.mark.minio
 def test_cli_up_status_down(minio_binary: Path, tmp_path: Path) -> None:
-    port, console = _free_ports(2)
+    port, console = free_ports(2)
     env = dict(
         os.environ,
         EHR_ABE_INFRA_DIR=str(tmp_path / "infra"),

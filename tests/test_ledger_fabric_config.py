@@ -4,14 +4,12 @@ unreachable network looks like to callers (real gRPC to closed ports)."""
 from __future__ import annotations
 
 import json
-import socket
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from certs import self_signed_ca
+from conftest import free_port
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ehr_common.errors import ConfigError, Unavailable
@@ -27,36 +25,11 @@ from storage_service.ledger.fabric import (
 
 
 def write_pair(d: Path, cn: str) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    cert_pem, key_pem = self_signed_ca(cn)
     cp, kp = d / f"{cn}.crt", d / f"{cn}.key"
-    cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    kp.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cp.write_bytes(cert_pem)
+    kp.write_bytes(key_pem)
     return cp, kp
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def connection_doc(tmp_path: Path) -> dict[str, object]:
@@ -67,11 +40,11 @@ def connection_doc(tmp_path: Path) -> dict[str, object]:
         "organizations": {
             "hosp1": {
                 "msp_id": "Hosp1MSP",
-                "gateway": {"endpoint": f"127.0.0.1:{closed_port()}", "tls_ca": str(ca)},
+                "gateway": {"endpoint": f"127.0.0.1:{free_port()}", "tls_ca": str(ca)},
             },
             "hosp2": {
                 "msp_id": "Hosp2MSP",
-                "gateway": {"endpoint": f"127.0.0.1:{closed_port()}", "tls_ca": ca.name},
+                "gateway": {"endpoint": f"127.0.0.1:{free_port()}", "tls_ca": ca.name},
             },
         },
     }
@@ -170,3 +143,43 @@ def test_ca_key_issuer_mints_fabric_ca_style_identities(tmp_path: Path) -> None:
     fresh_cert.verify_directly_issued_by(new_ca)
     with pytest.raises(ConfigError, match="no development CA"):
         CaKeyIssuer(tmp_path / "ids", conn.orgs).identity_for(Caller("x", "Hosp2MSP"))
+
+
+class _RecordingGateway:
+    """Stands in for one peer's Gateway to observe the client's coordination only:
+    which gateways were asked to confirm a commit, in what order."""
+
+    def __init__(self, name: str, log: list[str], *, endorses: bool, down: bool = False):
+        self.endpoint, self._log, self._endorses, self._down = name, log, endorses, down
+
+    def endorse_and_submit(self, *_: object) -> tuple[str, bytes]:
+        self._log.append(f"submit@{self.endpoint}")
+        return "tx-1", b"{}"
+
+    def wait_for_commit(self, *_: object, timeout_s: float | None = None) -> int:
+        self._log.append(f"commit@{self.endpoint}")
+        if self._down:
+            raise Unavailable(f"{self.endpoint} is down")
+        return 7
+
+
+def test_a_commit_waits_until_every_reachable_peer_holds_it(tmp_path: Path) -> None:
+    """Read your writes across organisations: after submit returns, a read routed to
+    another organisation's peer must not answer from before the commit (a revoked
+    consent still granting). An unreachable peer does not fail the transaction."""
+    conn = parse_connection(connection_doc(tmp_path), tmp_path)
+    cert, key = write_pair(tmp_path, "client")
+    from storage_service.fabric_gateway.signing import SigningIdentity
+
+    ident = SigningIdentity.from_files("Hosp2MSP", cert, key)
+    ledger = FabricLedger(conn, StaticIdentities({("Hosp2MSP", "admin"): ident}))
+    caller = Caller("admin", "Hosp2MSP", frozenset({"consent-admin"}))
+    for hosp1_down in (False, True):
+        log: list[str] = []
+        ledger._gateways = {  # type: ignore[assignment]
+            "hosp1": _RecordingGateway("hosp1", log, endorses=False, down=hosp1_down),
+            "hosp2": _RecordingGateway("hosp2", log, endorses=True),
+        }
+        result = ledger.submit(caller, "RevokeConsent", ["p-1", "dr-1"])
+        assert result.block == 7
+        assert log == ["submit@hosp2", "commit@hosp2", "commit@hosp1"]

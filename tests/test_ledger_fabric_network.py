@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import REQUIRE_FABRIC, unavailable
 
+from chaincode.core import format_time as core_time
 from ehr_common.errors import AccessDenied, AlreadyExists, EhrAbeError
 from storage_service.ledger.base import Caller
 from storage_service.ledger.client import LedgerClient
@@ -47,12 +49,16 @@ def network(connection: Path) -> Any:
     cfg = InfraConfig()
     net, why = fabric_component(cfg)
     if net is None:
-        pytest.skip(f"cannot control the Fabric network: {why}")
+        unavailable("Fabric", REQUIRE_FABRIC, f"cannot control the Fabric network: {why}")
     managed = cfg.state_dir / "fabric" / "connection.json"
     if managed.resolve() != connection.resolve():
-        pytest.skip(f"{connection} was not written by the managed network ({managed})")
+        unavailable(
+            "Fabric",
+            REQUIRE_FABRIC,
+            f"{connection} was not written by the managed network ({managed})",
+        )
     if not any(s.state == "running" for s in net.status()):
-        pytest.skip("the managed Fabric network is not running")
+        unavailable("Fabric", REQUIRE_FABRIC, "the managed Fabric network is not running")
     return net
 
 
@@ -80,6 +86,23 @@ def test_anchor_is_read_back_from_each_organisation(ledger: Any) -> None:
     assert client.get_anchor(batch).block == receipt.block
     with pytest.raises(AlreadyExists):
         client.anchor_batch(batch, b"\x43" * 32, 3)
+
+
+def test_a_committed_revocation_is_read_at_once_on_every_organisation(ledger: Any) -> None:
+    """Read your writes across organisations: consent revoked through Hosp2's gateway
+    must not still be granted by Hosp1's peer a moment later (submit waits until
+    every reachable peer holds the block). No retry here, on purpose."""
+    client = LedgerClient(ledger, SERVICE)
+    admin = Caller("consent-admin-sync", "Hosp2MSP", frozenset({"consent-admin"}))
+    patient = f"p-{uuid.uuid4().hex[:8]}"
+    for i in range(8):
+        grantee = f"dr-sync-{i}"
+        client.grant_consent(admin, patient, grantee, None)
+        client.revoke_consent(admin, patient, grantee)
+        at = core_time(datetime.now(UTC))
+        for org in ledger.connection.orgs:
+            raw = ledger.evaluate_at(org.org, SERVICE, "ConsentAllows", [patient, grantee, at])
+            assert json.loads(raw)["allowed"] is False, f"{org.org} still grants after revoke"
 
 
 def test_consent_change_by_another_subject_is_refused_by_the_chaincode(ledger: Any) -> None:
@@ -125,7 +148,11 @@ def test_anchoring_continues_with_one_organisations_peer_down(
     org2 = ledger.connection.orgs[1]
     victims = [s for s in statuses if org2.org.lower() in s.name.lower()]
     if not victims:
-        pytest.skip(f"no running peer of {org2.org} in {[s.name for s in statuses]}")
+        unavailable(
+            "Fabric",
+            REQUIRE_FABRIC,
+            f"no running peer of {org2.org} in {[s.name for s in statuses]}",
+        )
     os.kill(victims[0].pid, signal.SIGTERM)  # the peer process the network started
     try:
         time.sleep(2)

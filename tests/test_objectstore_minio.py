@@ -5,25 +5,19 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_port
 from minio.error import S3Error
 
 from ehr_common.errors import ConfigError, NotFound, Unavailable
 from storage_service.objectstore.minio_store import MinioStore
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_unreachable_server_is_unavailable() -> None:
-    store = MinioStore(f"127.0.0.1:{_closed_port()}", "k", "s", "ehr-records", timeout_s=2)
+    store = MinioStore(f"127.0.0.1:{free_port()}", "k", "s", "ehr-records", timeout_s=2)
     try:
         with pytest.raises(Unavailable, match=r"127\.0\.0\.1"):
             store.get("records/x")

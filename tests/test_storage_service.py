@@ -1,7 +1,8 @@
-"""StorageService end to end, on the embedded backends and on MinIO + Fabric.
+"""StorageService end to end, on three pairs of real backends.
 
-The same scenarios run against both pairs of real backends: the embedded pair
-(filesystem store, SQLite ledger) always, MinIO + Fabric when they are up.
+The same scenarios run on the embedded pair (filesystem store, SQLite ledger)
+always; on MinIO with the embedded ledger whenever MinIO is up (every CI run:
+`@pytest.mark.minio`); and on MinIO + Fabric when both are up.
 """
 
 from __future__ import annotations
@@ -120,14 +121,29 @@ def _embedded(tmp: Path) -> Backends:
     )
 
 
-@pytest.fixture(params=["embedded", "minio+fabric"])
+@pytest.fixture(
+    params=[
+        "embedded",
+        pytest.param("minio+embedded", marks=pytest.mark.minio),
+        pytest.param("minio+fabric", marks=[pytest.mark.minio, pytest.mark.fabric]),
+    ]
+)
 def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Backends:
     if request.param == "embedded":
         return _embedded(tmp_path)
     minio = request.getfixturevalue("minio_connection")
+    from storage_service.objectstore.minio_store import MinioStore
+
+    if request.param == "minio+embedded":
+        return Backends(
+            "minio+embedded",
+            lambda: MinioStore.from_connection_file(minio),
+            lambda: FlakyLedger(EmbeddedLedger(tmp_path / "ledger.sqlite")),
+            "p-17",
+            _tamper_minio,
+        )
     fabric = request.getfixturevalue("fabric_connection")
     from storage_service.ledger.fabric import FabricLedger
-    from storage_service.objectstore.minio_store import MinioStore
 
     return Backends(
         "minio+fabric",
@@ -349,8 +365,8 @@ def test_pending_leaves_survive_a_restart(make_core: Any, backends: Backends) ->
 
 def test_nothing_is_lost_while_the_ledger_is_down(make_core: Any, backends: Backends) -> None:
     """Writes answered while the ledger is unreachable are durable and get anchored
-    once it returns. Embedded: a fault switch; Fabric: the whole network is stopped."""
-    if backends.name == "embedded":
+    once it returns. Embedded ledger: a fault switch; Fabric: the whole network is stopped."""
+    if backends.name != "minio+fabric":
         ledger = backends.make_ledger()
         go_down = lambda: setattr(ledger, "down", True)  # noqa: E731
         come_back = lambda: setattr(ledger, "down", False)  # noqa: E731

@@ -157,11 +157,18 @@ class GatewayConnection:
             raise map_rpc_error(exc, f"submit {function} at {self.endpoint}") from None
         return tx_id, payload
 
-    def wait_for_commit(self, identity: SigningIdentity, channel: str, tx_id: str) -> int:
+    def wait_for_commit(
+        self,
+        identity: SigningIdentity,
+        channel: str,
+        tx_id: str,
+        *,
+        timeout_s: float | None = None,
+    ) -> int:
         try:
             status = self._stub.CommitStatus(
                 commit_status_request(identity, channel, tx_id),
-                timeout=self.timeouts.commit_s,
+                timeout=self.timeouts.commit_s if timeout_s is None else timeout_s,
             )
         except grpc.RpcError as exc:
             raise map_rpc_error(exc, f"commit status of {tx_id} at {self.endpoint}") from None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,12 +25,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ehr_common.certificates import mint_client_identity
-from ehr_common.errors import ConfigError, Unavailable
+from ehr_common.errors import ConfigError, EhrAbeError, Unavailable
 from storage_service.fabric_gateway.client import GatewayConnection, Timeouts
 from storage_service.fabric_gateway.errors import GatewayTimeout, GatewayUnavailable, MvccConflict
 from storage_service.fabric_gateway.protos import common_pb2
 from storage_service.fabric_gateway.signing import SigningIdentity
 from storage_service.ledger.base import Caller, TxResult
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -285,6 +288,8 @@ def _pick_attr(obj: Any, *names: str) -> Any:
 # -- the ledger ----------------------------------------------------------------------------
 _FAILOVER = (GatewayUnavailable, GatewayTimeout)
 MVCC_RETRIES = 3
+#: how long a committed transaction waits for the other organisations' peers
+SYNC_WAIT_S = 5.0
 
 
 class FabricLedger:
@@ -351,17 +356,34 @@ class FabricLedger:
                 last = exc
                 continue
             # Ordered: wait for the commit here, else on the other gateways; never resubmit.
-            for _, waiter in order[i:] + order[:i]:
+            waiters = order[i:] + order[:i]
+            for j, (_, waiter) in enumerate(waiters):
                 try:
                     block = waiter.wait_for_commit(ident, c.channel, tx_id)
-                    return TxResult(tx_id=tx_id, block=block, payload=payload)
                 except _FAILOVER as exc:
                     last = exc
+                    continue
+                self._sync_others(ident, tx_id, [w for _, w in waiters[j + 1 :]])
+                return TxResult(tx_id=tx_id, block=block, payload=payload)
             raise Unavailable(
                 f"transaction {tx_id} ({function}) was sent for ordering but no gateway "
                 f"confirmed its commit: {last}"
             )
         raise Unavailable(f"no Fabric gateway could take {function}: {last}")
+
+    def _sync_others(
+        self, ident: SigningIdentity, tx_id: str, others: list[GatewayConnection]
+    ) -> None:
+        """Read your writes: a later evaluate may go to another organisation's peer
+        (its caller's), which must not answer from before this commit (a revoked
+        consent still granting). Wait, briefly and best-effort, until the other
+        reachable peers hold the block too; an unreachable one is skipped (reads
+        fail over past it) rather than failing a committed transaction."""
+        for gw in others:
+            try:
+                gw.wait_for_commit(ident, self.connection.channel, tx_id, timeout_s=SYNC_WAIT_S)
+            except EhrAbeError as exc:
+                log.warning("peer %s did not confirm %s in time: %s", gw.endpoint, tx_id, exc)
 
     def evaluate(self, caller: Caller, function: str, args: list[str]) -> bytes:
         ident = self.identities.identity_for(caller)
