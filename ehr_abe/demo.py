@@ -65,7 +65,14 @@ AUDITOR = Actor("auditor-1", ("auditor",), (), "hospital auditor")
 
 
 class Demo:
-    def __init__(self, channel: grpc.Channel, console: Console, data_dir: Path | None):
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        console: Console,
+        data_dir: Path | None,
+        endpoint: str = "",
+    ):
+        self.endpoint = endpoint
         self.abe = abe_pb2_grpc.AbeServiceStub(channel)
         self.storage = storage_pb2_grpc.StorageServiceStub(channel)
         self.console = console
@@ -311,6 +318,25 @@ class Demo:
                 e.detail,
             )
         c.print(table)
+
+        self.step("IoMT ward: ECG, pulse oximeter and BP cuff through MQTT and the edge gateway")
+        from ehr_abe.demo_iomt import run_iomt
+
+        work = Path(tempfile.mkdtemp(prefix="ehr-abe-demo-iomt-"))
+        try:
+            run_iomt(
+                c,
+                endpoint=self.endpoint,
+                public_params=pp.public_params,
+                work=work,
+                patient=PATIENT,
+                reader=NURSE.label,
+                reader_key=self.keys[NURSE.subject],
+                storage=self.storage,
+                reader_md=NURSE.metadata,
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         c.print(
             Panel.fit(
                 "[bold green]demo complete[/]: every refusal above came from the policy, the ledger or the integrity check"
@@ -319,7 +345,7 @@ class Demo:
 
 
 @contextmanager
-def _local_server(home: Path) -> Iterator[tuple[grpc.Channel, Path]]:
+def _local_server(home: Path) -> Iterator[tuple[grpc.Channel, Path, str]]:
     from abe_service.authority import KeyAuthority
     from ehr_abe.server import start_server
 
@@ -334,7 +360,7 @@ def _local_server(home: Path) -> Iterator[tuple[grpc.Channel, Path]]:
     running = start_server(cfg, passphrase=passphrase)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     try:
-        yield channel, cfg.storage_dir
+        yield channel, cfg.storage_dir, f"127.0.0.1:{running.port}"
     finally:
         channel.close()
         running.stop()
@@ -349,13 +375,13 @@ def run_demo(target: str | None, keep: bool, console: Console) -> None:
     )
     if target:
         with grpc.insecure_channel(target) as channel:
-            Demo(channel, console, None).run()
+            Demo(channel, console, None, target).run()
         return
     home = Path(tempfile.mkdtemp(prefix="ehr-abe-demo-"))
     try:
         console.print(f"embedded backends in {home} (filesystem object store, SQLite ledger)")
-        with _local_server(home) as (channel, storage_dir):
-            Demo(channel, console, storage_dir).run()
+        with _local_server(home) as (channel, storage_dir, endpoint):
+            Demo(channel, console, storage_dir, endpoint).run()
     finally:
         if keep:
             console.print(f"kept {home}")

@@ -10,7 +10,7 @@ data, so they are not sent to the caller).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -64,6 +64,23 @@ def _wrap_unary(
     return handler
 
 
+def _wrap_stream_out(
+    behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str
+) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+    def handler(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from behaviour(request, context)
+        except errors.EhrAbeError as exc:
+            context.abort(status_of(exc), str(exc))
+        except grpc.RpcError:
+            raise
+        except Exception:
+            log.exception("internal error in %s", method)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see server log")
+
+    return handler
+
+
 class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     def intercept_service(
         self,
@@ -71,7 +88,22 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if handler.stream_unary is not None:  # client streams: errors map as for unary calls
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(handler.stream_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream_out(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_unary is None:
             return handler
         return grpc.unary_unary_rpc_method_handler(
             _wrap_unary(handler.unary_unary, handler_call_details.method),

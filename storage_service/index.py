@@ -21,7 +21,7 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -69,6 +69,17 @@ CREATE TABLE IF NOT EXISTS access_queue(
   event_id TEXT
 );
 CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS segments(
+  record_id TEXT PRIMARY KEY,
+  patient_id TEXT NOT NULL,
+  device_id TEXT NOT NULL,
+  window_record_id TEXT NOT NULL,
+  first_seq INTEGER NOT NULL,
+  last_seq INTEGER NOT NULL,
+  first_time_ms INTEGER NOT NULL,
+  last_time_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS segments_by_patient_time ON segments(patient_id, last_time_ms);
 """
 
 
@@ -122,6 +133,29 @@ class BatchRow:
     first_seq: int
     last_seq: int
     set_aside: str | None  # why it was set aside ('' / None: it was not)
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    """Where a segment sits in a patient's timeline (from its sealed header, whose
+    bytes are hashed into the anchored leaf; readers re-check it after decryption)."""
+
+    record_id: str
+    patient_id: str
+    device_id: str
+    window_record_id: str
+    first_seq: int
+    last_seq: int
+    first_time_ms: int
+    last_time_ms: int
+
+
+@dataclass
+class _Ticket:
+    rows: list[tuple[RecordMeta, bytes, SegmentRow | None]]
+    inserted: list[bool] = field(default_factory=list)
+    error: BaseException | None = None
+    done: bool = False
 
 
 @dataclass(frozen=True)
@@ -254,6 +288,15 @@ class RecordIndex:
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise IntegrityError(f"the index {path} cannot be read: {exc}") from None
+        # Point reads on a connection of their own: WAL lets them proceed while a
+        # (group) commit holds the writer connection through its fsync.
+        self._reader = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._reader_lock = threading.Lock()
+        # Group commit: concurrent writers' rows share one transaction (one fsync).
+        self._group = threading.Condition()
+        self._group_queue: list[_Ticket] = []
+        self._group_leader = False
+        self.group_commits = 0  # how many transactions served commit_group (bench, tests)
         self._mac_key = mac_key
         self.instance_id = self._instance()
 
@@ -272,8 +315,9 @@ class RecordIndex:
         return instance
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._reader_lock:
             self._db.close()
+            self._reader.close()
 
     # -- settings -----------------------------------------------------------
     def setting(self, key: str, default_factory: object) -> str:
@@ -320,9 +364,109 @@ class RecordIndex:
             rows = self._db.execute(sql, args).fetchall()
         return [_record(r, self._mac_key, self.instance_id) for r in rows]
 
+    def commit_group(self, rows: list[tuple[RecordMeta, bytes, SegmentRow | None]]) -> list[bool]:
+        """Insert pending records (and their segment rows) durably; for each row True
+        if new, False if its record id existed. Callers arriving while a commit runs
+        are committed together by the next one: one transaction and one fsync for
+        all of them. Returns once the rows are durable (synchronous=FULL)."""
+        ticket = _Ticket(rows)
+        with self._group:
+            self._group_queue.append(ticket)
+            while not ticket.done:
+                if not self._group_leader:
+                    self._group_leader = True
+                    batch, self._group_queue = self._group_queue, []
+                    break
+                self._group.wait()
+            else:
+                return self._result(ticket)
+        try:
+            self._commit_tickets(batch)
+        finally:
+            with self._group:
+                self._group_leader = False
+                for t in batch:
+                    t.done = True
+                self._group.notify_all()
+        return self._result(ticket)
+
+    @staticmethod
+    def _result(ticket: _Ticket) -> list[bool]:
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.inserted
+
+    def _commit_tickets(self, batch: list[_Ticket]) -> None:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for t in batch:
+                    t.inserted = [self._insert_row(m, leaf, seg) for m, leaf, seg in t.rows]
+                self._db.execute("COMMIT")
+                self.group_commits += 1
+            except BaseException as exc:
+                self._db.execute("ROLLBACK")
+                for t in batch:
+                    t.error, t.inserted = exc, []
+
+    def _insert_row(self, meta: RecordMeta, leaf_hash: bytes, seg: SegmentRow | None) -> bool:
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO records(record_id, patient_id, record_type, author, created_at, "
+            "policy, size, content_sha256, leaf_hash, mac) VALUES(?,?,?,?,?,?,?,?,?,?)",
+            (
+                meta.record_id,
+                meta.patient_id,
+                meta.record_type,
+                meta.author,
+                meta.created_at.isoformat(),
+                meta.policy,
+                meta.size,
+                meta.content_sha256,
+                leaf_hash,
+                self.row_mac(meta),
+            ),
+        )
+        if cur.rowcount == 0:
+            return False
+        if seg is not None:
+            self._db.execute(
+                "INSERT OR IGNORE INTO segments(record_id, patient_id, device_id, window_record_id, "
+                "first_seq, last_seq, first_time_ms, last_time_ms) VALUES(?,?,?,?,?,?,?,?)",
+                (
+                    seg.record_id,
+                    seg.patient_id,
+                    seg.device_id,
+                    seg.window_record_id,
+                    seg.first_seq,
+                    seg.last_seq,
+                    seg.first_time_ms,
+                    seg.last_time_ms,
+                ),
+            )
+        return True
+
+    def segments(
+        self, patient_id: str, since_ms: int, until_ms: int, limit: int
+    ) -> list[SegmentRow]:
+        """A patient's segments overlapping [since_ms, until_ms], in time order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT record_id, patient_id, device_id, window_record_id, first_seq, last_seq, "
+                "first_time_ms, last_time_ms FROM segments WHERE patient_id=? AND last_time_ms>=? "
+                "AND first_time_ms<=? ORDER BY first_time_ms, device_id, first_seq LIMIT ?",
+                (patient_id, since_ms, until_ms, limit),
+            ).fetchall()
+        return [
+            SegmentRow(str(r[0]), str(r[1]), str(r[2]), str(r[3]), *(int(x) for x in r[4:]))
+            for r in rows
+        ]
+
     def get(self, record_id: str) -> Row | None:
-        rows = self._rows(f"SELECT {_RECORD_COLS} FROM records WHERE record_id=?", (record_id,))
-        return rows[0] if rows else None
+        with self._reader_lock:  # a point read, not blocked by a commit's fsync
+            row = self._reader.execute(
+                f"SELECT {_RECORD_COLS} FROM records WHERE record_id=?", (record_id,)
+            ).fetchone()
+        return _record(row, self._mac_key, self.instance_id) if row else None
 
     def by_patient(self, patient_id: str, after_seq: int, limit: int) -> list[Row]:
         return self._rows(

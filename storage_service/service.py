@@ -19,7 +19,8 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NoReturn, Protocol
@@ -29,13 +30,14 @@ from ehr_common.errors import (
     AlreadyExists,
     DecodeError,
     EhrAbeError,
+    FailedPrecondition,
     IntegrityError,
     InvalidArgument,
     NotFound,
 )
 from storage_service.anchoring import Anchorer, AnchorPolicy, FlushResult
 from storage_service.anchors import AnchorBook
-from storage_service.index import BadRow, IndexedRecord, RecordIndex, Row
+from storage_service.index import BadRow, IndexedRecord, RecordIndex, Row, SegmentRow
 from storage_service.integrity import merkle
 from storage_service.integrity.merkle import merkle_root_or_none
 from storage_service.keys import ServiceKeys
@@ -47,7 +49,6 @@ from storage_service.records import (
     MAX_POLICY_CHARS,
     RecordMeta,
     envelope_key,
-    metadata_key,
     new_record_id,
     record_context,
     utc_now,
@@ -59,7 +60,18 @@ from storage_service.verification import StreamReport, verify_instance
 log = logging.getLogger(__name__)
 
 #: Roles allowed to write records for any patient (devices and clinical staff).
-WRITER_ROLES = frozenset({"device", "clinician", "doctor", "nurse", "record-writer"})
+#: Role of an edge gateway: it writes segments for the devices it authenticated (MQTT).
+EDGE_ROLE = "edge-gateway"
+WRITER_ROLES = frozenset({"device", "clinician", "doctor", "nurse", "record-writer", EDGE_ROLE})
+#: Record type of a stream window's key envelope (see abe_service.segments).
+WINDOW_RECORD_TYPE = "window-key"
+SEGMENT_TYPE_PREFIX = "segment."
+#: Items (window keys and segments) and bytes in one WriteSegments call: the
+#: work one call can ask for is bounded whatever its items are.
+MAX_STREAM_ITEMS = 4096
+MAX_STREAM_BYTES = 256 * 1024 * 1024
+#: Segments returned by one FetchSegments call.
+MAX_FETCH_SEGMENTS = 100_000
 #: Roles allowed to verify the whole store and read audit trails.
 AUDITOR_ROLES = frozenset({"auditor", "admin"})
 MAX_ENVELOPE_BYTES = 64 * 1024 * 1024
@@ -117,6 +129,36 @@ class PutResult:
     meta: RecordMeta
     receipt: Receipt
     duplicate: bool
+
+
+@dataclass(frozen=True)
+class WindowItem:
+    window_id: str
+    patient_id: str
+    device_id: str
+    envelope: bytes
+
+
+@dataclass(frozen=True)
+class SegmentItem:
+    idempotency_key: str
+    record_type: str
+    sealed: bytes
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    key: str
+    record_id: str
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class _Window:
+    record_id: str
+    patient_id: str
+    device_id: str
+    policy: str
 
 
 @dataclass(frozen=True)
@@ -205,6 +247,9 @@ class StorageCore:
         )
         self._proven: OrderedDict[tuple[str, bytes], list[bytes]] = OrderedDict()
         self._proven_lock = threading.Lock()
+        self._window_cache: dict[str, _Window] = {}  # window records are immutable
+        # Object writes of the segment streams overlap (MinIO answers in parallel).
+        self._writers = ThreadPoolExecutor(max_workers=48, thread_name_prefix="segment-put")
 
     def start(self) -> None:
         try:  # learn what the ledger holds; new records then get seqs it never covered
@@ -218,6 +263,7 @@ class StorageCore:
         threading.Thread(target=_warm_up_integrity, name="numba-warmup", daemon=True).start()
 
     def close(self) -> None:
+        self._writers.shutdown(wait=True)
         self.anchorer.stop()
         self.index.close()
         self.store.close()
@@ -240,11 +286,7 @@ class StorageCore:
         validate_record_type(record_type)
         author = author or caller.subject
         validate_id("author", author)
-        if caller.subject != patient_id and not (caller.roles & WRITER_ROLES):
-            raise AccessDenied(
-                f"{caller.subject} may not write records: needs one of the roles "
-                f"{', '.join(sorted(WRITER_ROLES))}, or to be the patient"
-            )
+        self._authorize_write(caller, patient_id)
         if (envelope is None) == (payload is None):
             raise InvalidArgument("give either an envelope or a payload with a policy")
         record_id = new_record_id(caller.subject, idempotency_key)
@@ -268,38 +310,29 @@ class StorageCore:
             raise InvalidArgument(f"not a valid ehr-abe envelope: {exc}") from None
 
         duplicate = False
+        meta = self._meta(
+            record_id, patient_id, record_type, author, utc_now(), envelope_policy, envelope
+        )
         try:
-            self.store.put(envelope_key(record_id), envelope)
+            self._put_one_object(meta, envelope, adopt=False)
         except AlreadyExists:
             if not idempotency_key:
                 raise
             # An earlier attempt with this idempotency key wrote the object and then
-            # failed: adopt what it stored instead of writing a second version.
+            # failed before its index commit: adopt what it stored, never a second version.
             envelope = self.store.get(envelope_key(record_id))
-            envelope_policy = self.encryptor.envelope_policy(envelope)
-            duplicate = True
-        meta = RecordMeta(
-            record_id=record_id,
-            patient_id=patient_id,
-            record_type=record_type,
-            author=author,
-            created_at=utc_now(),
-            policy=envelope_policy,
-            size=len(envelope),
-            content_sha256=hashlib.sha256(envelope).digest(),
-        )
-        try:
-            self.store.put(metadata_key(record_id), json.dumps(meta.to_json_dict()).encode())
-        except AlreadyExists:
-            stored = RecordMeta.from_json_dict(json.loads(self.store.get(metadata_key(record_id))))
-            if stored.content_sha256 != meta.content_sha256:
-                raise IntegrityError(
-                    f"record {record_id}: stored metadata does not match"
-                ) from None
-            meta = stored
+            meta = self._meta(
+                record_id,
+                patient_id,
+                record_type,
+                author,
+                meta.created_at,
+                self.encryptor.envelope_policy(envelope),
+                envelope,
+            )
             duplicate = True
         leaf = merkle.leaf_hash(meta.leaf_bytes())
-        if not self.index.insert(meta, leaf):
+        if not self.index.commit_group([(meta, leaf, None)])[0]:
             duplicate = True
         self.anchorer.notify()
         row = self.index.get(record_id)
@@ -309,6 +342,267 @@ class StorageCore:
         # a record just indexed is pending: no need to ask the ledger
         receipt = self._receipt(indexed) if duplicate else self._pending_receipt(indexed)
         return PutResult(indexed.meta, receipt, duplicate)
+
+    def _authorize_write(
+        self, caller: Caller, patient_id: str, device_id: str | None = None
+    ) -> None:
+        """The one write check, for PutRecord and WriteSegments alike. `device_id`:
+        the device a segment is from; only that device or an edge gateway (which
+        authenticated the device over MQTT) may write it."""
+        if caller.subject != patient_id and not (caller.roles & WRITER_ROLES):
+            raise AccessDenied(
+                f"{caller.subject} may not write records: needs one of the roles "
+                f"{', '.join(sorted(WRITER_ROLES))}, or to be the patient"
+            )
+        if device_id is not None and device_id != caller.subject and EDGE_ROLE not in caller.roles:
+            raise AccessDenied(
+                f"{caller.subject} may not write for device {device_id}: only the device "
+                f"itself or an {EDGE_ROLE} may"
+            )
+
+    # -- IoMT segment streams -------------------------------------------------------
+    def write_segments(
+        self, caller: Caller, items: Iterable[WindowItem | SegmentItem]
+    ) -> list[WriteResult]:
+        """Store a stream of window keys and sealed segments; returns once every one
+        is durable (objects written, index rows group-committed).
+
+        Each item is checked as it arrives and its object write starts at once, so
+        reading the stream, writing objects and other streams' commits overlap. A
+        segment must name a window written earlier in this stream or before."""
+        from abe_service.segments import parse_segment
+
+        windows: dict[str, _Window] = {}
+        pending: list[
+            tuple[Future[None] | None, WriteResult, RecordMeta | None, SegmentRow | None]
+        ] = []
+        now = utc_now()
+        received = 0
+        try:
+            for n, item in enumerate(items):
+                if n >= MAX_STREAM_ITEMS:
+                    raise InvalidArgument(
+                        f"more than {MAX_STREAM_ITEMS} items in one WriteSegments call"
+                    )
+                received += len(item.envelope if isinstance(item, WindowItem) else item.sealed)
+                if received > MAX_STREAM_BYTES:
+                    raise InvalidArgument(
+                        f"more than {MAX_STREAM_BYTES} bytes in one WriteSegments call"
+                    )
+                if isinstance(item, WindowItem):
+                    validate_id("window id", item.window_id)
+                    validate_id("patient id", item.patient_id)
+                    validate_id("device id", item.device_id)
+                    self._authorize_write(caller, item.patient_id, item.device_id)
+                    record_id = new_record_id(caller.subject, "window/" + item.window_id)
+                    existing = self.index.get(record_id)
+                    if existing is not None:
+                        w = self._window_of(self._sound(existing), item.patient_id, item.device_id)
+                        windows[item.window_id] = w
+                        pending.append(
+                            (None, WriteResult(item.window_id, record_id, True), None, None)
+                        )
+                        continue
+                    if len(item.envelope) > MAX_ENVELOPE_BYTES:
+                        raise InvalidArgument("window envelope too large")
+                    try:
+                        policy = self.encryptor.envelope_policy(item.envelope)
+                    except DecodeError as exc:
+                        raise InvalidArgument(
+                            f"window {item.window_id}: not a valid envelope: {exc}"
+                        ) from None
+                    meta = self._meta(
+                        record_id,
+                        item.patient_id,
+                        WINDOW_RECORD_TYPE,
+                        item.device_id,
+                        now,
+                        policy,
+                        item.envelope,
+                    )
+                    windows[item.window_id] = _Window(
+                        record_id, item.patient_id, item.device_id, policy
+                    )
+                    future = self._writers.submit(self._put_one_object, meta, item.envelope)
+                    pending.append(
+                        (future, WriteResult(item.window_id, record_id, False), meta, None)
+                    )
+                    continue
+                try:
+                    header, _, _ = parse_segment(item.sealed)
+                except DecodeError as exc:
+                    raise InvalidArgument(f"segment {item.idempotency_key!r}: {exc}") from None
+                if not item.idempotency_key or len(item.idempotency_key) > 256:
+                    raise InvalidArgument("a segment needs an idempotency key of 1-256 characters")
+                validate_id("patient id", header.patient_id)
+                validate_id("device id", header.device_id)
+                if item.record_type != SEGMENT_TYPE_PREFIX + header.device_type:
+                    raise InvalidArgument(
+                        f"segment record type {item.record_type!r} does not match its device type"
+                    )
+                validate_record_type(item.record_type)
+                self._authorize_write(caller, header.patient_id, header.device_id)
+                window = windows.get(header.window_id)
+                if window is None:
+                    wrid = new_record_id(caller.subject, "window/" + header.window_id)
+                    window = self._window_cache.get(wrid)
+                    if window is None:
+                        wrec = self.index.get(wrid)
+                        if wrec is None:
+                            raise FailedPrecondition(
+                                f"segment {item.idempotency_key!r}: window {header.window_id} was never written"
+                            )
+                        sound = self._sound(wrec)
+                        window = self._window_of(sound, sound.meta.patient_id, sound.meta.author)
+                        if len(self._window_cache) > 50_000:
+                            self._window_cache.clear()
+                        self._window_cache[wrid] = window
+                    windows[header.window_id] = window
+                if (window.patient_id, window.device_id) != (header.patient_id, header.device_id):
+                    raise InvalidArgument(
+                        f"segment {item.idempotency_key!r} names another patient or device than its window"
+                    )
+                record_id = new_record_id(caller.subject, "segment/" + item.idempotency_key)
+                existing = self.index.get(record_id)
+                if existing is not None:
+                    if (
+                        self._sound(existing).meta.content_sha256
+                        != hashlib.sha256(item.sealed).digest()
+                    ):
+                        raise AlreadyExists(
+                            f"segment {item.idempotency_key!r} was stored before with other content"
+                        )
+                    pending.append(
+                        (None, WriteResult(item.idempotency_key, record_id, True), None, None)
+                    )
+                    continue
+                meta = self._meta(
+                    record_id,
+                    header.patient_id,
+                    item.record_type,
+                    header.device_id,
+                    now,
+                    window.policy,
+                    item.sealed,
+                )
+                seg = SegmentRow(
+                    record_id,
+                    header.patient_id,
+                    header.device_id,
+                    window.record_id,
+                    header.first_seq,
+                    header.last_seq,
+                    header.first_time_ms,
+                    header.last_time_ms,
+                )
+                future = self._writers.submit(self._put_one_object, meta, item.sealed)
+                pending.append(
+                    (future, WriteResult(item.idempotency_key, record_id, False), meta, seg)
+                )
+        except BaseException:
+            # No object write may outlive a refused call (its answer says nothing was stored).
+            for fut, *_ in pending:
+                if fut is not None:
+                    fut.exception()
+            raise
+        rows: list[tuple[RecordMeta, bytes, SegmentRow | None]] = []
+        for fut, _res, row_meta, row_seg in pending:
+            if fut is not None:
+                fut.result()  # raises the store's typed error
+            if row_meta is not None:
+                rows.append((row_meta, merkle.leaf_hash(row_meta.leaf_bytes()), row_seg))
+        inserted = iter(self.index.commit_group(rows)) if rows else iter(())
+        results: list[WriteResult] = []
+        for _fut, result, row_meta, _seg in pending:
+            if row_meta is not None and not next(inserted):
+                result = WriteResult(result.key, result.record_id, True)  # a concurrent twin won
+            results.append(result)
+        if rows:
+            self.anchorer.notify()
+        return results
+
+    @staticmethod
+    def _meta(
+        record_id: str,
+        patient_id: str,
+        record_type: str,
+        author: str,
+        at: datetime,
+        policy: str,
+        data: bytes,
+    ) -> RecordMeta:
+        return RecordMeta(
+            record_id=record_id,
+            patient_id=patient_id,
+            record_type=record_type,
+            author=author,
+            created_at=at,
+            policy=policy,
+            size=len(data),
+            content_sha256=hashlib.sha256(data).digest(),
+        )
+
+    def _put_one_object(self, meta: RecordMeta, data: bytes, *, adopt: bool = True) -> None:
+        """One object per record, its metadata riding along as object metadata (the
+        index and the anchored leaf are the truth; this copy helps an operator).
+        adopt: an existing object with the same bytes counts as written."""
+        packed = base64.b64encode(json.dumps(meta.to_json_dict()).encode()).decode()
+        try:
+            self.store.put(envelope_key(meta.record_id), data, {"ehr-meta": packed})
+        except AlreadyExists:
+            if not adopt:
+                raise
+            # A resend after a failure between the object write and the index commit.
+            if (
+                hashlib.sha256(self.store.get(envelope_key(meta.record_id))).digest()
+                != meta.content_sha256
+            ):
+                raise AlreadyExists(
+                    f"record {meta.record_id} was stored before with other content"
+                ) from None
+
+    @staticmethod
+    def _window_of(rec: IndexedRecord, patient_id: str, device_id: str) -> _Window:
+        m = rec.meta
+        if m.record_type != WINDOW_RECORD_TYPE or (m.patient_id, m.author) != (
+            patient_id,
+            device_id,
+        ):
+            raise InvalidArgument("this window id belongs to another patient or device")
+        return _Window(m.record_id, m.patient_id, m.author, m.policy)
+
+    def fetch_segments(
+        self, caller: Caller, patient_id: str, since_ms: int, until_ms: int, limit: int
+    ) -> Iterator[tuple[bytes, RecordMeta, Receipt, str]]:
+        """A patient's segments in a time range, each preceded once by its window record;
+        every item verified against its anchor (as get_record) before it is yielded."""
+        validate_id("patient id", patient_id)
+        self._require_read(caller, patient_id)
+        limit = limit or 10_000
+        if not 1 <= limit <= MAX_FETCH_SEGMENTS:
+            raise InvalidArgument(f"limit must be between 1 and {MAX_FETCH_SEGMENTS}")
+        rows = self.index.segments(patient_id, since_ms, until_ms, limit)
+        sent_windows: set[str] = set()
+        for start in range(0, len(rows), 256):
+            chunk = rows[start : start + 256]
+            wanted: list[tuple[str, str]] = []  # (record id, its window's record id or "")
+            for r in chunk:
+                if r.window_record_id not in sent_windows:
+                    sent_windows.add(r.window_record_id)
+                    wanted.append((r.window_record_id, ""))
+                wanted.append((r.record_id, r.window_record_id))
+            keys = [envelope_key(rid) for rid, _ in wanted]
+            for (rid, window_rid), (_key, data) in zip(
+                wanted, self.store.get_many(keys), strict=True
+            ):
+                rec = self._record(rid)
+                if data is None:
+                    self._fail(rec, "the stored object is missing")
+                if hashlib.sha256(data).digest() != rec.meta.content_sha256:
+                    self._fail(rec, "the stored ciphertext does not match its recorded hash")
+                receipt = self._receipt(rec)  # from the ledger's anchor
+                self.index.queue_access(rid, patient_id, caller.subject, utc_now())
+                yield data, rec.meta, receipt, window_rid
 
     # -- reading ----------------------------------------------------------------
     def _require_read(self, caller: Caller, patient_id: str) -> None:

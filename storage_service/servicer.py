@@ -6,6 +6,7 @@ Errors are raised as typed EhrAbeError and mapped to status codes by
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ from ehr_common.errors import DeadlineExceeded
 from ehr_common.identity import caller_from_context
 from storage_service.ledger.base import Caller
 from storage_service.records import RecordMeta
-from storage_service.service import Receipt, StorageCore
+from storage_service.service import Receipt, SegmentItem, StorageCore, WindowItem
 
 
 def _ts(dt: datetime) -> Timestamp:
@@ -208,3 +209,41 @@ class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
             set_aside_batches=list(set_aside),
             ledger_healthy=healthy,
         )
+
+    def WriteSegments(
+        self, request_iterator: Iterator[pb.SegmentWrite], context: Any
+    ) -> pb.WriteSegmentsResponse:
+        caller = self._caller(context)
+
+        def items() -> Iterator[WindowItem | SegmentItem]:
+            for msg in request_iterator:
+                which = msg.WhichOneof("item")
+                if which == "window":
+                    w = msg.window
+                    yield WindowItem(w.window_id, w.patient_id, w.device_id, w.envelope)
+                elif which == "segment":
+                    g = msg.segment
+                    yield SegmentItem(g.idempotency_key, g.record_type, g.sealed)
+
+        results = self.core.write_segments(caller, items())
+        return pb.WriteSegmentsResponse(
+            receipts=[
+                pb.WriteReceipt(key=r.key, record_id=r.record_id, duplicate=r.duplicate)
+                for r in results
+            ]
+        )
+
+    def FetchSegments(
+        self, request: pb.FetchSegmentsRequest, context: Any
+    ) -> Iterator[pb.FetchedItem]:
+        since = int(request.since.ToMilliseconds()) if request.HasField("since") else 0
+        until = int(request.until.ToMilliseconds()) if request.HasField("until") else 2**62
+        for envelope, meta, receipt, window_rid in self.core.fetch_segments(
+            self._caller(context), request.patient_id, since, until, request.limit
+        ):
+            yield pb.FetchedItem(
+                envelope=envelope,
+                metadata=meta_to_pb(meta),
+                receipt=receipt_to_pb(receipt),
+                window_record_id=window_rid,
+            )

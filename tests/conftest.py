@@ -1,9 +1,10 @@
 """Shared fixtures, and the one require/skip rule of the engine tests.
 
-MinIO and Fabric tests use the real engines started by `ehr-abe infra up`
-(`make test` and .ci/run do that). When an engine is absent its tests skip
-with the reason, unless EHR_ABE_REQUIRE_MINIO=1 / EHR_ABE_REQUIRE_FABRIC=1
-(CI), where absence is a failure. Every engine test goes through
+MinIO, Fabric and Mosquitto tests use the real engines started by `ehr-abe
+infra up` (`make test` and .ci/run do that). When an engine is absent its
+tests skip with the reason, unless EHR_ABE_REQUIRE_MINIO=1 /
+EHR_ABE_REQUIRE_FABRIC=1 / EHR_ABE_REQUIRE_MQTT=1 (CI), where absence is a
+failure. Every engine test goes through
 `unavailable()` (directly or through the fixtures below); nothing else skips
 for a missing engine. A test that uses an engine fixture gets the engine's
 marker automatically, so `-m "not minio"` deselects exactly those tests.
@@ -28,6 +29,7 @@ pytest_plugins = ["pytester"]  # tests/test_infra_minio.py checks the skip/requi
 
 REQUIRE_MINIO = "EHR_ABE_REQUIRE_MINIO"
 REQUIRE_FABRIC = "EHR_ABE_REQUIRE_FABRIC"
+REQUIRE_MQTT = "EHR_ABE_REQUIRE_MQTT"
 
 #: engine fixture -> the marker its users carry
 ENGINE_FIXTURES = {
@@ -35,6 +37,7 @@ ENGINE_FIXTURES = {
     "minio_binary": "minio",
     "minio_store": "minio",
     "fabric_connection": "fabric",
+    "mqtt_connection": "mqtt",
 }
 
 
@@ -103,6 +106,23 @@ def minio_connection() -> Path:
 def fabric_connection() -> Path:
     """`<infra>/fabric/connection.json` of the Fabric network `ehr-abe infra up` started."""
     return _connection_file("fabric", "Fabric", REQUIRE_FABRIC)
+
+
+@pytest.fixture(scope="session")
+def mqtt_connection() -> Path:
+    """`<infra>/mqtt/connection.json` of a Mosquitto that accepts connections."""
+    import socket
+
+    path = _connection_file("mqtt", "Mosquitto", REQUIRE_MQTT)
+    doc = json.loads(path.read_text())
+    try:
+        with socket.create_connection((doc["host"], int(doc["port"])), timeout=3):
+            pass
+    except OSError as exc:
+        unavailable(
+            "Mosquitto", REQUIRE_MQTT, f"not answering at {doc['host']}:{doc['port']}: {exc}"
+        )
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -409,8 +409,77 @@ COVERED = {
         "FlushAnchors",
         "GetServiceKey",  # test_signed_pending_receipt_and_data_loss_over_grpc
         "GetAnchoringStatus",  # (same)
+        "WriteSegments",
+        "FetchSegments",
     },
 }
+
+
+def test_segment_stream_rpcs_over_grpc(channel: grpc.Channel) -> None:
+    """WriteSegments (client stream) and FetchSegments (server stream), errors mapped."""
+    from abe_service.envelope import AbeEncryptor
+    from abe_service.segments import SegmentHeader, new_window_key, seal_segment, window_context
+    from ehr_abe.records import fetch_request, open_items
+
+    abe = abe_pb2_grpc.AbeServiceStub(channel)
+    st = storage_pb2_grpc.StorageServiceStub(channel)
+    patient, edge = "p-41", md("edge-1", "edge-gateway")
+    pp = abe.GetPublicParams(abe_pb2.GetPublicParamsRequest()).public_params
+    key = new_window_key()
+    envelope = AbeEncryptor.from_public_params(pp).encrypt(
+        f"patient:{patient}", key, window_context(patient, "hr-1", "hr-1.w")
+    )
+    window = storage_pb2.SegmentWrite(
+        window=storage_pb2.WindowKey(
+            window_id="hr-1.w", patient_id=patient, device_id="hr-1", envelope=envelope
+        )
+    )
+
+    def segment(first: int) -> storage_pb2.SegmentWrite:
+        h = SegmentHeader("hr-1.w", patient, "hr-1", "heart-rate", first, first, 5, 5, 1)
+        return storage_pb2.SegmentWrite(
+            segment=storage_pb2.Segment(
+                idempotency_key=f"hr-1/{first}",
+                record_type="segment.heart-rate",
+                sealed=seal_segment(key, h, b'{"resourceType":"Observation"}\n'),
+            )
+        )
+
+    resp = st.WriteSegments(iter([window, segment(0), segment(1)]), metadata=edge)
+    assert [r.key for r in resp.receipts] == ["hr-1.w", "hr-1/0", "hr-1/1"]
+    assert not any(r.duplicate for r in resp.receipts)
+    for bad, code in (
+        (
+            [
+                storage_pb2.SegmentWrite(
+                    segment=storage_pb2.Segment(
+                        idempotency_key="x", record_type="segment.x", sealed=b"junk"
+                    )
+                )
+            ],
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        ([segment(7)], grpc.StatusCode.PERMISSION_DENIED),  # hr-2 sends hr-1's segment
+        ([window], grpc.StatusCode.PERMISSION_DENIED),  # a device writing for another device
+    ):
+        caller = edge if code == grpc.StatusCode.INVALID_ARGUMENT else md("hr-2", "device")
+        assert code_of(lambda b=bad, c=caller: st.WriteSegments(iter(b), metadata=c)) == code
+    me = md(patient, "patient")
+    ring = AbeKeyring.from_bytes(
+        abe.IssueUserKey(
+            abe_pb2.IssueUserKeyRequest(subject_id=patient, attributes=[f"patient:{patient}"]),
+            metadata=md("ka", "authority"),
+        ).user_key
+    )
+    segs = list(
+        open_items(st.FetchSegments(fetch_request(patient, None, None), metadata=me), ring, patient)
+    )
+    assert [(s.first_seq, s.observations) for s in segs] == [
+        (0, [{"resourceType": "Observation"}]),
+        (1, [{"resourceType": "Observation"}]),
+    ]
+    stranger = st.FetchSegments(fetch_request(patient, None, None), metadata=md("dr-x", "doctor"))
+    assert code_of(lambda: list(stranger)) == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_reflection_lists_and_describes_every_service_and_method(channel: grpc.Channel) -> None:

@@ -119,23 +119,26 @@ def test_a_failed_build_names_its_log_and_leaves_no_binary(tmp_path: Path) -> No
 def test_unknown_component_is_refused() -> None:
     with pytest.raises(InfraError, match="unknown component"):
         manager.select(["minio", "postgres"])
-    assert manager.select([]) == ["minio", "fabric"]
-    assert manager.select(["fabric", "minio"]) == ["minio", "fabric"]
+    assert manager.select([]) == ["minio", "fabric", "mqtt"]
+    assert manager.select(["mqtt", "fabric", "minio"]) == ["minio", "fabric", "mqtt"]
 
 
 def test_fabric_without_binaries_is_skipped_with_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FABRIC_HOME", str(tmp_path / "no-fabric"))
+    monkeypatch.setenv("EHR_ABE_MOSQUITTO", str(tmp_path / "no-mosquitto"))
     cfg = InfraConfig(state_dir=tmp_path / "infra")
     lines: list[str] = []
     chosen = manager.components(cfg, [], lines.append)
     assert [c.name for c in chosen] == ["minio"]
-    assert len(lines) == 1 and lines[0].startswith("Fabric skipped: ")
+    assert [line.split(":")[0] for line in lines] == ["Fabric skipped", "MQTT skipped"]
+    assert "apt-get install mosquitto" in lines[1]
     with pytest.raises(InfraError, match="fabric"):
         manager.components(cfg, ["fabric"], lines.append)
     rows = manager.status(cfg)
-    assert [r.name for r in rows] == ["minio", "fabric"] and rows[1].state == "not-installed"
+    assert [r.name for r in rows] == ["minio", "fabric", "mqtt"]
+    assert rows[1].state == rows[2].state == "not-installed"
 
 
 def test_down_never_signals_a_process_that_is_not_ours(tmp_path: Path) -> None:
@@ -239,12 +242,13 @@ def test_a_taken_port_is_named(own_minio: MinioServer) -> None:
 
 @pytest.mark.minio
 def test_cli_up_status_down(minio_binary: Path, tmp_path: Path) -> None:
-    port, console = free_ports(2)
+    port, console, mqtt_port = free_ports(3)
     env = dict(
         os.environ,
         EHR_ABE_INFRA_DIR=str(tmp_path / "infra"),
         EHR_ABE_MINIO_PORT=str(port),
         EHR_ABE_MINIO_CONSOLE_PORT=str(console),
+        EHR_ABE_MQTT_PORT=str(mqtt_port),
         FABRIC_HOME=str(tmp_path / "no-fabric"),
         COLUMNS="200",
     )
@@ -283,6 +287,9 @@ def test_minio(minio_connection):
 
 def test_fabric(fabric_connection):
     pass
+
+def test_mqtt(mqtt_connection):
+    pass
 """
 
 
@@ -293,12 +300,14 @@ def test_absent_engines_skip_unless_required(
     pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
     pytester.makepyfile(_USES_ENGINES)
     monkeypatch.setenv("EHR_ABE_INFRA_DIR", str(tmp_path / "nothing-here"))
-    for name in ("EHR_ABE_REQUIRE_MINIO", "EHR_ABE_REQUIRE_FABRIC"):
+    for name in ("EHR_ABE_REQUIRE_MINIO", "EHR_ABE_REQUIRE_FABRIC", "EHR_ABE_REQUIRE_MQTT"):
         monkeypatch.setenv(name, "1" if required else "0")
     result = pytester.runpytest_inprocess("-rsf", "-p", "no:cacheprovider")
     if required:
-        result.assert_outcomes(errors=2)  # pytest.fail in a fixture: an error, never a pass
+        result.assert_outcomes(errors=3)  # pytest.fail in a fixture: an error, never a pass
         result.stdout.fnmatch_lines(["*MinIO is required here (EHR_ABE_REQUIRE_MINIO=1)*"])
+        result.stdout.fnmatch_lines(["*Mosquitto is required here (EHR_ABE_REQUIRE_MQTT=1)*"])
     else:
-        result.assert_outcomes(skipped=2)
+        result.assert_outcomes(skipped=3)
         result.stdout.fnmatch_lines(["*MinIO unavailable*connection.json missing*"])
+        result.stdout.fnmatch_lines(["*Mosquitto unavailable*connection.json missing*"])

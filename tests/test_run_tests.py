@@ -20,7 +20,13 @@ def run_tests(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "run_tests", module)  # dataclasses look their module up
     spec.loader.exec_module(module)
-    for name in ("EHR_ABE_INFRA_DIR", "CI", "EHR_ABE_MINIO_PORT", "EHR_ABE_MINIO_CONSOLE_PORT"):
+    for name in (
+        "EHR_ABE_INFRA_DIR",
+        "CI",
+        "EHR_ABE_MINIO_PORT",
+        "EHR_ABE_MINIO_CONSOLE_PORT",
+        "EHR_ABE_MQTT_PORT",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("EHR_ABE_FABRIC_PORT_OFFSET", raising=False)
     return module
@@ -32,15 +38,24 @@ def test_each_run_gets_its_own_ports(run_tests: ModuleType) -> None:
     for component in run_tests.COMPONENTS:
         component.isolate(first)
         component.isolate(second)
-    mine = {int(first["EHR_ABE_MINIO_PORT"]), int(first["EHR_ABE_MINIO_CONSOLE_PORT"])}
-    assert len(mine) == 2
+    mine = {
+        int(first["EHR_ABE_MINIO_PORT"]),
+        int(first["EHR_ABE_MINIO_CONSOLE_PORT"]),
+        int(first["EHR_ABE_MQTT_PORT"]),
+    }
+    assert len(mine) == 3
     offset = int(first["EHR_ABE_FABRIC_PORT_OFFSET"])
     assert offset > 0 and all(run_tests._port_free(p) for p in run_tests._fabric_ports(offset))
     # chosen ports are left alone when the user set them
-    chosen = {"EHR_ABE_MINIO_PORT": "1", "EHR_ABE_FABRIC_PORT_OFFSET": "5"}
+    chosen = {
+        "EHR_ABE_MINIO_PORT": "1",
+        "EHR_ABE_FABRIC_PORT_OFFSET": "5",
+        "EHR_ABE_MQTT_PORT": "7",
+    }
+    given = dict(chosen)
     for component in run_tests.COMPONENTS:
         component.isolate(chosen)
-    assert chosen == {"EHR_ABE_MINIO_PORT": "1", "EHR_ABE_FABRIC_PORT_OFFSET": "5"}
+    assert chosen == given
 
 
 def test_a_missing_engine_outside_ci_is_one_line_and_the_rest_runs(

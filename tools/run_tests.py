@@ -118,9 +118,26 @@ def _fabric_isolate(env: Env) -> None:
     raise SystemExit("no free port range for this run's Fabric network")
 
 
+# -- Mosquitto ----------------------------------------------------------------------------
+def _mqtt_available(env: Env) -> tuple[bool, str]:
+    from ehr_abe.infra.mqtt import INSTALL_HINT, mosquitto_binary
+
+    return (True, "") if mosquitto_binary() is not None else (False, INSTALL_HINT)
+
+
+def _mqtt_isolate(env: Env) -> None:
+    if "EHR_ABE_MQTT_PORT" in env:
+        return
+    taken = {env.get("EHR_ABE_MINIO_PORT"), env.get("EHR_ABE_MINIO_CONSOLE_PORT")}
+    port = next(p for p in iter(lambda: str(_free_ports(1)[0]), None) if p not in taken)
+    env["EHR_ABE_MQTT_PORT"] = port
+
+
 COMPONENTS: list[Component] = [
     Component("minio", _minio_available, _minio_isolate, required_in_ci=True),
     Component("fabric", _fabric_available, _fabric_isolate),
+    # .ci/run installs Mosquitto with apt-get when it is missing
+    Component("mqtt", _mqtt_available, _mqtt_isolate, required_in_ci=True),
 ]
 
 

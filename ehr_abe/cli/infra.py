@@ -16,14 +16,14 @@ if TYPE_CHECKING:
     from ehr_abe.infra.config import InfraConfig
 
 app = typer.Typer(
-    help="Local infrastructure for development and tests: MinIO and a two-organisation "
-    "Fabric network.",
+    help="Local infrastructure for development and tests: MinIO, a two-organisation "
+    "Fabric network and Mosquitto (MQTT over TLS for devices).",
     no_args_is_help=True,
 )
 
 ComponentsArg = Annotated[
     list[str] | None,
-    typer.Argument(metavar="[COMPONENT]...", help="minio, fabric (default: all available)."),
+    typer.Argument(metavar="[COMPONENT]...", help="minio, fabric, mqtt (default: all available)."),
 ]
 InfraConfigOption = Annotated[
     Path | None, typer.Option("--config", help="Infra TOML (state_dir, [minio], [fabric]).")
@@ -113,3 +113,30 @@ def status(config: InfraConfigOption = None, state_dir: StateDirOption = None) -
             str(row.log) if row.log and row.state != "not-installed" else row.detail,
         )
     console.print(table)
+
+
+@app.command("mqtt-identity")
+def mqtt_identity(
+    subject: Annotated[str, typer.Argument(help="Device id (or the edge's subject).")],
+    out: Annotated[
+        Path, typer.Option(help="Directory for <subject>.crt and <subject>.key (0600).")
+    ],
+    role: Annotated[str, typer.Option(help="Role in the certificate.")] = "device",
+    config: InfraConfigOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Mint an MQTT client identity from the broker's CA (development tooling)."""
+    import os
+
+    from ehr_abe.infra.mqtt import issue_identity
+
+    cfg = _config(config, state_dir)
+    cert, key = issue_identity(cfg.state_dir / "mqtt" / "connection.json", subject, [role])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{subject}.crt").write_bytes(cert)
+    fd = os.open(
+        out / f"{subject}.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
+    )
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    console.print(f"wrote {out / (subject + '.crt')} and {subject}.key (0600)", highlight=False)

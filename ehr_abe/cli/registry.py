@@ -6,7 +6,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from ehr_abe.cli import abe, policy, run
+    from ehr_abe.cli import abe, edge, policy, run
 
     app.add_typer(abe.authority_app, name="authority")
     app.add_typer(abe.key_app, name="key")
@@ -16,6 +16,8 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(run.serve)
     app.command("demo")(run.demo)
     app.command("verify")(run.verify)
+    app.command("edge")(edge.edge)
+    app.add_typer(edge.records_app, name="records")
     try:
         from ehr_abe.cli import infra
     except ImportError:  # pragma: no cover - during development of the infra topic

@@ -24,6 +24,7 @@ from ehr_common.paths import cache_dir, state_dir
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MINIO_TOOLS_DIR = REPO_ROOT / "tools" / "minio"
 MINIO_ENV_PREFIX = "EHR_ABE_MINIO_"
+MQTT_ENV_PREFIX = "EHR_ABE_MQTT_"
 
 RetentionMode = Literal["GOVERNANCE", "COMPLIANCE"]
 
@@ -70,6 +71,32 @@ class MinioSettings:
         return f"{self.host}:{self.port}"
 
 
+@dataclass
+class MqttSettings:
+    """Mosquitto for the IoMT edge (see ehr_abe.infra.mqtt)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8883
+    #: Subject (certificate CN) of the edge gateway: the one client that reads devices/#.
+    edge_subject: str = "edge-gateway"
+    #: Per-client queue while a persistent-session client (the edge) is away or
+    #: behind. Mosquitto's default (1000) silently drops QoS 1 messages beyond it;
+    #: these hold ~10 minutes of a 1,000-device ward (~1,900 messages/s).
+    max_queued_messages: int = 1_200_000
+    max_queued_mb: int = 512
+    #: QoS 1 messages in flight to one client before its PUBACKs: the edge acks
+    #: only after a durable commit, so this must cover what arrives during one
+    #: commit and its fsync (2,000 left the edge idle between commits under load).
+    max_inflight_messages: int = 10_000
+    #: Largest accepted MQTT packet: a reading or an ECG block is far smaller.
+    max_packet_kb: int = 64
+    start_timeout_s: float = 20.0
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
 def _default_state_dir() -> Path:
     override = os.environ.get("EHR_ABE_INFRA_DIR")
     return Path(override) if override else state_dir() / "infra"
@@ -79,6 +106,7 @@ def _default_state_dir() -> Path:
 class InfraConfig:
     state_dir: Path = field(default_factory=_default_state_dir)
     minio: MinioSettings = field(default_factory=MinioSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
     #: The `[fabric]` table of the config file, for `FabricSettings.from_env`.
     fabric_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -87,7 +115,7 @@ class InfraConfig:
         return minio_binary_path(pinned_minio_version())
 
 
-def _coerce(key: str, current: object, value: object) -> object:
+def _coerce(key: str, current: object, value: object, what: str = "MinIO") -> object:
     """`value` (from TOML or an env string) as the type of the default `current`."""
     try:
         if isinstance(current, bool):
@@ -102,7 +130,7 @@ def _coerce(key: str, current: object, value: object) -> object:
             return value
     except (TypeError, ValueError):
         pass
-    raise ConfigError(f"MinIO setting {key}: cannot use {value!r}")
+    raise ConfigError(f"{what} setting {key}: cannot use {value!r}")
 
 
 def _validate(s: MinioSettings) -> None:
@@ -135,7 +163,7 @@ def load_infra_config(
             raise ConfigError(f"cannot read infra config {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"infra config {path} is not valid TOML: {exc}") from None
-    unknown_sections = set(data) - {"state_dir", "minio", "fabric"}
+    unknown_sections = set(data) - {"state_dir", "minio", "fabric", "mqtt"}
     if unknown_sections:
         raise ConfigError(
             f"infra config {path}: unknown keys {', '.join(sorted(unknown_sections))}"
@@ -164,4 +192,31 @@ def load_infra_config(
         setattr(cfg.minio, key, _coerce(key, getattr(cfg.minio, key), value))
     _validate(cfg.minio)
     cfg.fabric_overrides = dict(fabric_table)
+    mqtt_table = data.get("mqtt", {})
+    if not isinstance(mqtt_table, dict):
+        raise ConfigError(f"infra config {path}: [mqtt] must be a table")
+    _apply_mqtt(cfg.mqtt, mqtt_table, env)
     return cfg
+
+
+def _apply_mqtt(s: MqttSettings, table: Mapping[str, Any], env: Mapping[str, str]) -> None:
+    values: dict[str, object] = dict(table)
+    values.update(
+        {
+            k[len(MQTT_ENV_PREFIX) :].lower(): v
+            for k, v in env.items()
+            if k.startswith(MQTT_ENV_PREFIX)
+        }
+    )
+    known = {f.name for f in dataclasses.fields(MqttSettings)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown MQTT setting {key!r} (known: {', '.join(sorted(known))})")
+        setattr(s, key, _coerce(key, getattr(s, key), value, "MQTT"))
+    if not 1 <= s.port <= 65535:
+        raise ConfigError("mqtt.port must be a TCP port (1-65535)")
+    for name in ("max_queued_messages", "max_queued_mb", "max_inflight_messages", "max_packet_kb"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"mqtt.{name} must be at least 1")
+    if not s.edge_subject or any(c in s.edge_subject for c in "+#/ "):
+        raise ConfigError("mqtt.edge_subject must be a plain subject (no + # / or spaces)")

@@ -1,4 +1,4 @@
-"""Runs the local components: `up` in order (MinIO, then the Fabric network),
+"""Runs the local components: `up` in order (MinIO, the Fabric network, Mosquitto),
 `down` in reverse order, stopping every component even when one fails."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from ehr_abe.infra.config import InfraConfig
 from ehr_abe.infra.minio import MinioServer
 from ehr_common.errors import EhrAbeError
 
-KNOWN = ("minio", "fabric")
+KNOWN = ("minio", "fabric", "mqtt")
 Progress = Callable[[str], None]
 
 
@@ -46,6 +46,14 @@ def components(cfg: InfraConfig, names: Sequence[str], progress: Progress) -> li
     for name in select(names):
         if name == "minio":
             out.append(MinioServer(cfg, progress))
+            continue
+        if name == "mqtt":
+            from ehr_abe.infra.mqtt import INSTALL_HINT, MosquittoBroker, mosquitto_binary
+
+            if mosquitto_binary() is None and not names:
+                progress(f"MQTT skipped: {INSTALL_HINT}")
+                continue
+            out.append(MosquittoBroker(cfg, progress))
             continue
         fabric, why = fabric_component(cfg)
         if fabric is None:
@@ -93,12 +101,15 @@ def down(cfg: InfraConfig, names: Sequence[str], progress: Progress) -> list[str
 
 def status(cfg: InfraConfig) -> list[ComponentStatus]:
     """One row per process (MinIO; orderer, peers and chaincode servers of Fabric)."""
+    from ehr_abe.infra.mqtt import MosquittoBroker
+
     rows = list(MinioServer(cfg).status())
     fabric, why = fabric_component(cfg)
     if fabric is None:
         rows.append(ComponentStatus("fabric", "not-installed", detail=why))
     else:
         rows.extend(fabric.status())
+    rows.extend(MosquittoBroker(cfg).status())
     return rows
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,6 +34,10 @@ _MISSING = frozenset({"NoSuchKey", "NoSuchVersion", "NoSuchObject", "ResourceNot
 _EXISTS = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 _CREDENTIALS = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
 _NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError)
+#: The storage service's own keys: one flat level under records/ (no '/' in a
+#: name), so none can be a path prefix of another and the two requests of the
+#: prefix check below are not needed for them.
+_FLAT_RECORD_KEY = re.compile(r"records/[A-Za-z0-9._-]+")
 
 
 class MinioStore:
@@ -62,7 +67,7 @@ class MinioStore:
         self._workers = workers
         self._http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s * 3),
-            maxsize=workers,
+            maxsize=max(workers, 64),  # segment streams write up to 48 objects at once
             # Only reads are retried: a retried conditional PUT whose first try
             # landed would come back 412 and look like someone else's object.
             retries=urllib3.Retry(
@@ -143,7 +148,8 @@ class MinioStore:
         }
         for name, value in validate_metadata(metadata or {}).items():
             headers[f"x-amz-meta-{name}"] = value
-        self._refuse_prefix_conflict(key)
+        if not _FLAT_RECORD_KEY.fullmatch(key):
+            self._refuse_prefix_conflict(key)
         try:
             # The public put_object would turn If-None-Match into user metadata;
             # _put_object sends headers as given (minio is pinned in uv.lock, and

@@ -14,12 +14,14 @@ class ObjectKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OBJECT_KIND_SEALED_MASTER_KEY: _ClassVar[ObjectKind]
     OBJECT_KIND_USER_KEY: _ClassVar[ObjectKind]
     OBJECT_KIND_ENVELOPE: _ClassVar[ObjectKind]
+    OBJECT_KIND_SEGMENT: _ClassVar[ObjectKind]
 OBJECT_KIND_UNSPECIFIED: ObjectKind
 OBJECT_KIND_PUBLIC_PARAMS: ObjectKind
 OBJECT_KIND_MASTER_KEY: ObjectKind
 OBJECT_KIND_SEALED_MASTER_KEY: ObjectKind
 OBJECT_KIND_USER_KEY: ObjectKind
 OBJECT_KIND_ENVELOPE: ObjectKind
+OBJECT_KIND_SEGMENT: ObjectKind
 
 class PublicParams(_message.Message):
     __slots__ = ("kind", "version", "scheme", "h1", "h2", "t1", "t2")
@@ -160,3 +162,33 @@ class Envelope(_message.Message):
     ciphertext: bytes
     key_commitment: bytes
     def __init__(self, kind: _Optional[_Union[ObjectKind, str]] = ..., version: _Optional[int] = ..., scheme: _Optional[str] = ..., authority_id: _Optional[str] = ..., policy: _Optional[str] = ..., ct0: _Optional[_Iterable[bytes]] = ..., rows: _Optional[_Iterable[_Union[CiphertextRow, _Mapping]]] = ..., nonce: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., key_commitment: _Optional[bytes] = ...) -> None: ...
+
+class SegmentEnvelope(_message.Message):
+    __slots__ = ("kind", "version", "window_id", "patient_id", "device_id", "device_type", "first_seq", "last_seq", "first_time_ms", "last_time_ms", "count", "nonce", "ciphertext")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_ID_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    kind: ObjectKind
+    version: int
+    window_id: str
+    patient_id: str
+    device_id: str
+    device_type: str
+    first_seq: int
+    last_seq: int
+    first_time_ms: int
+    last_time_ms: int
+    count: int
+    nonce: bytes
+    ciphertext: bytes
+    def __init__(self, kind: _Optional[_Union[ObjectKind, str]] = ..., version: _Optional[int] = ..., window_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., device_id: _Optional[str] = ..., device_type: _Optional[str] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., first_time_ms: _Optional[int] = ..., last_time_ms: _Optional[int] = ..., count: _Optional[int] = ..., nonce: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...

@@ -16,6 +16,76 @@ ANCHOR_STATUS_UNSPECIFIED: AnchorStatus
 ANCHOR_STATUS_PENDING: AnchorStatus
 ANCHOR_STATUS_ANCHORED: AnchorStatus
 
+class WindowKey(_message.Message):
+    __slots__ = ("window_id", "patient_id", "device_id", "envelope")
+    WINDOW_ID_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    window_id: str
+    patient_id: str
+    device_id: str
+    envelope: bytes
+    def __init__(self, window_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., device_id: _Optional[str] = ..., envelope: _Optional[bytes] = ...) -> None: ...
+
+class Segment(_message.Message):
+    __slots__ = ("idempotency_key", "record_type", "sealed")
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    RECORD_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    idempotency_key: str
+    record_type: str
+    sealed: bytes
+    def __init__(self, idempotency_key: _Optional[str] = ..., record_type: _Optional[str] = ..., sealed: _Optional[bytes] = ...) -> None: ...
+
+class SegmentWrite(_message.Message):
+    __slots__ = ("window", "segment")
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    window: WindowKey
+    segment: Segment
+    def __init__(self, window: _Optional[_Union[WindowKey, _Mapping]] = ..., segment: _Optional[_Union[Segment, _Mapping]] = ...) -> None: ...
+
+class WriteReceipt(_message.Message):
+    __slots__ = ("key", "record_id", "duplicate")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    record_id: str
+    duplicate: bool
+    def __init__(self, key: _Optional[str] = ..., record_id: _Optional[str] = ..., duplicate: bool = ...) -> None: ...
+
+class WriteSegmentsResponse(_message.Message):
+    __slots__ = ("receipts",)
+    RECEIPTS_FIELD_NUMBER: _ClassVar[int]
+    receipts: _containers.RepeatedCompositeFieldContainer[WriteReceipt]
+    def __init__(self, receipts: _Optional[_Iterable[_Union[WriteReceipt, _Mapping]]] = ...) -> None: ...
+
+class FetchSegmentsRequest(_message.Message):
+    __slots__ = ("patient_id", "since", "until", "limit")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    limit: int
+    def __init__(self, patient_id: _Optional[str] = ..., since: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class FetchedItem(_message.Message):
+    __slots__ = ("envelope", "metadata", "receipt", "window_record_id")
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    envelope: bytes
+    metadata: RecordMetadata
+    receipt: Receipt
+    window_record_id: str
+    def __init__(self, envelope: _Optional[bytes] = ..., metadata: _Optional[_Union[RecordMetadata, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., window_record_id: _Optional[str] = ...) -> None: ...
+
 class PlainContent(_message.Message):
     __slots__ = ("payload", "policy")
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]

@@ -89,6 +89,16 @@ class StorageServiceStub(object):
                 request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetAnchoringStatusRequest.SerializeToString,
                 response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.AnchoringStatus.FromString,
                 _registered_method=True)
+        self.WriteSegments = channel.stream_unary(
+                '/ehr_abe.api.v1.StorageService/WriteSegments',
+                request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.SegmentWrite.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.WriteSegmentsResponse.FromString,
+                _registered_method=True)
+        self.FetchSegments = channel.unary_stream(
+                '/ehr_abe.api.v1.StorageService/FetchSegments',
+                request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.FetchSegmentsRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.FetchedItem.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer(object):
@@ -166,6 +176,25 @@ class StorageServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WriteSegments(self, request_iterator, context):
+        """IoMT ingestion: a client stream of window keys and sealed segments (at most
+        MAX_STREAM_ITEMS per call). The server reads as fast as it can store (gRPC
+        flow control holds the writer back otherwise), commits the index for all
+        concurrent streams together (group commit), and answers only when every
+        item of the call is durable. Each item is idempotent by its key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchSegments(self, request, context):
+        """A patient's segments in a time range with the window records they need,
+        each verified against its anchor (as GetRecord) before it is sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -223,6 +252,16 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.GetAnchoringStatus,
                     request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetAnchoringStatusRequest.FromString,
                     response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.AnchoringStatus.SerializeToString,
+            ),
+            'WriteSegments': grpc.stream_unary_rpc_method_handler(
+                    servicer.WriteSegments,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.SegmentWrite.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.WriteSegmentsResponse.SerializeToString,
+            ),
+            'FetchSegments': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchSegments,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.FetchSegmentsRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.FetchedItem.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -522,6 +561,60 @@ class StorageService(object):
             '/ehr_abe.api.v1.StorageService/GetAnchoringStatus',
             ehr__common_dot_api_dot_v1_dot_storage__pb2.GetAnchoringStatusRequest.SerializeToString,
             ehr__common_dot_api_dot_v1_dot_storage__pb2.AnchoringStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteSegments(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ehr_abe.api.v1.StorageService/WriteSegments',
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.SegmentWrite.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.WriteSegmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchSegments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ehr_abe.api.v1.StorageService/FetchSegments',
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.FetchSegmentsRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.FetchedItem.FromString,
             options,
             channel_credentials,
             insecure,

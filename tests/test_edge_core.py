@@ -1,0 +1,401 @@
+"""The edge's pure core and the storage side of segment streams, without engines:
+reading validation, FHIR mapping, sealed segments, the spool, WriteSegments rules
+and group commit."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from abe_service.authority import KeyAuthority
+from abe_service.client import AbeKeyring
+from abe_service.envelope import AbeEncryptor
+from abe_service.segments import (
+    SegmentHeader,
+    new_window_key,
+    open_segment,
+    parse_segment,
+    seal_segment,
+    window_context,
+)
+from edge.fhir import observations, to_ndjson, validate
+from edge.readings import DEVICE_TYPES, Reason, Rejected, check_sequence, parse_reading
+from edge.spool import OutboxItem, Spool, SpooledReading
+from ehr_common.errors import (
+    AccessDenied,
+    AlreadyExists,
+    DecodeError,
+    FailedPrecondition,
+    IntegrityError,
+    InvalidArgument,
+)
+from storage_service.anchoring import AnchorPolicy
+from storage_service.index import RecordIndex
+from storage_service.keys import ServiceKeys
+from storage_service.ledger.base import Caller
+from storage_service.ledger.client import LedgerClient
+from storage_service.ledger.embedded import EmbeddedLedger
+from storage_service.objectstore.fs import FilesystemStore
+from storage_service.service import SegmentItem, StorageCore, WindowItem
+from storage_service.wiring import SERVICE_ROLES, SERVICE_SUBJECT
+
+NOW = 1_780_000_000_000
+GOOD = {
+    "pulse-oximeter": {"spo2": 97, "hr": 72},
+    "bp-cuff": {"sys": 120, "dia": 80, "hr": 70},
+    "thermometer": {"temp_c": 37.2},
+    "heart-rate": {"hr": 64},
+    "ecg": {"fs": 250, "samples": [0, 120, -80, 1500]},
+}
+LOINC = {
+    "pulse-oximeter": {"59408-5", "2708-6", "8867-4"},
+    "bp-cuff": {"85354-9", "8480-6", "8462-4", "8867-4"},
+    "thermometer": {"8310-5"},
+    "heart-rate": {"8867-4"},
+    "ecg": {"131328"},
+}
+
+
+def _payload(device_type: str, **over: object) -> bytes:
+    return json.dumps({"seq": 5, "t": NOW, **GOOD[device_type], **over}).encode()
+
+
+# -- readings ----------------------------------------------------------------------------
+@pytest.mark.parametrize("device_type", sorted(GOOD))
+def test_each_device_type_maps_to_valid_fhir_with_its_codes(device_type: str) -> None:
+    r = parse_reading("d-1", device_type, _payload(device_type), NOW)
+    obs = observations(r, "p-17")
+    codes = set()
+    for o in obs:
+        validate(o)
+        codes |= {c["code"] for c in o["code"]["coding"]}
+        codes |= {c["code"] for comp in o.get("component", []) for c in comp["code"]["coding"]}
+        assert o["subject"] == {"reference": "Patient/p-17"}
+    assert codes == LOINC[device_type]
+    lines = to_ndjson(r, "p-17").decode().splitlines()
+    assert len(lines) == len(obs)
+
+
+@pytest.mark.parametrize(
+    ("device_type", "over", "reason"),
+    [
+        ("pulse-oximeter", {"spo2": 101}, Reason.OUT_OF_RANGE),
+        ("pulse-oximeter", {"hr": float("nan")}, Reason.MALFORMED),  # NaN is not JSON
+        ("pulse-oximeter", {"hr": "72"}, Reason.MALFORMED),
+        ("pulse-oximeter", {"extra": 1}, Reason.MALFORMED),
+        ("bp-cuff", {"sys": 80, "dia": 90}, Reason.OUT_OF_RANGE),
+        ("thermometer", {"temp_c": 50}, Reason.OUT_OF_RANGE),
+        ("ecg", {"samples": []}, Reason.MALFORMED),
+        ("ecg", {"samples": [30_000]}, Reason.OUT_OF_RANGE),
+        ("ecg", {"fs": 250.5}, Reason.MALFORMED),
+        ("thermometer", {"t": NOW + 3_600_000}, Reason.OUT_OF_RANGE),
+        ("thermometer", {"seq": -1}, Reason.MALFORMED),
+        ("thermometer", {"type": "ecg"}, Reason.WRONG_TYPE),
+    ],
+)
+def test_bad_readings_are_refused_with_their_reason(
+    device_type: str, over: dict[str, object], reason: Reason
+) -> None:
+    try:
+        payload = _payload(device_type, **over)
+    except ValueError:
+        payload = b"{bad"
+    with pytest.raises(Rejected) as exc:
+        parse_reading("d-1", device_type, payload.replace(b"NaN", b"nan"), NOW)
+    assert exc.value.reason == reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(sorted(DEVICE_TYPES)),
+    st.binary(max_size=300) | st.text(max_size=200).map(str.encode),
+)
+def test_any_payload_is_a_reading_or_a_counted_refusal(device_type: str, payload: bytes) -> None:
+    try:
+        r = parse_reading("d-1", device_type, payload, NOW)
+    except Rejected:
+        return
+    for o in observations(r, "p-1"):
+        validate(o)
+
+
+def test_sequence_numbers_must_increase() -> None:
+    check_sequence(None, 0)
+    check_sequence(4, 5)
+    for seq in (4, 3):
+        with pytest.raises(Rejected) as exc:
+            check_sequence(4, seq)
+        assert exc.value.reason == Reason.REPLAYED
+
+
+# -- sealed segments -----------------------------------------------------------------------
+HEADER = SegmentHeader("w-1", "p-17", "ox-1", "pulse-oximeter", 10, 19, NOW, NOW + 900, 10)
+
+
+def test_segment_round_trip_and_every_byte_is_authenticated() -> None:
+    key = new_window_key()
+    sealed = seal_segment(key, HEADER, b"readings")
+    assert open_segment(key, sealed) == (HEADER, b"readings")
+    with pytest.raises(IntegrityError):
+        open_segment(new_window_key(), sealed)
+    for i in range(len(sealed)):
+        bad = bytearray(sealed)
+        bad[i] ^= 0x01
+        with pytest.raises((IntegrityError, DecodeError)):
+            open_segment(key, bytes(bad))
+
+
+def test_a_segment_cannot_be_moved_to_another_patient() -> None:
+    from ehr_common.api.v1 import formats_pb2 as fpb
+
+    key = new_window_key()
+    msg = fpb.SegmentEnvelope()
+    msg.ParseFromString(seal_segment(key, HEADER, b"x"))
+    msg.patient_id = "p-99"
+    with pytest.raises(IntegrityError):
+        open_segment(key, msg.SerializeToString())
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        SegmentHeader("w", "p", "d", "t", 5, 4, 0, 0, 1),
+        SegmentHeader("w", "p", "d", "t", 0, 4, 0, 0, 6),
+        SegmentHeader("w", "p", "d", "t", 0, 4, 5, 4, 1),
+        SegmentHeader("", "p", "d", "t", 0, 0, 0, 0, 1),
+    ],
+)
+def test_malformed_segment_headers_are_refused(header: SegmentHeader) -> None:
+    with pytest.raises(InvalidArgument):
+        seal_segment(new_window_key(), header, b"x")
+
+
+def test_garbage_is_not_a_segment() -> None:
+    for data in (b"", b"\x00" * 40, b"\xff" * 10):
+        with pytest.raises(DecodeError):
+            parse_segment(data)
+
+
+# -- the spool ---------------------------------------------------------------------------------
+def test_spool_survives_a_reopen_and_moves_readings_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path, max_bytes=10_000)
+    spool.accept([SpooledReading("d", s, NOW + s, b"r%d" % s) for s in range(5)])
+    spool.close()
+    spool = Spool(path, max_bytes=10_000)
+    assert spool.last_seqs() == {"d": 4}
+    assert [r.seq for r in spool.pending_readings()] == [0, 1, 2, 3, 4]
+    item = OutboxItem(0, "segment", "d/0-2", "segment.x", "p", "d", b"sealed", 3, NOW)
+    spool.add_outbox([item], [("d", 0, 2)])
+    assert [r.seq for r in spool.pending_readings()] == [3, 4]
+    out = spool.outbox(10, 1 << 20)
+    assert [o.key for o in out] == ["d/0-2"]
+    spool.delivered(out)
+    assert spool.counts()["outbox_items"] == 0
+    assert spool.has_room(10_000 - spool.used_bytes) and not spool.has_room(10_001)
+
+
+# -- the storage side: WriteSegments ---------------------------------------------------------
+EDGE = Caller("edge-gateway", "Hosp1MSP", frozenset({"edge-gateway"}))
+DEVICE = Caller("ox-1", "Hosp1MSP", frozenset({"device"}))
+NURSE = Caller("nurse-1", "Hosp1MSP", frozenset({"nurse"}))
+
+
+KEYS = ServiceKeys.derive(b"edge core test storage secret")
+
+
+@pytest.fixture(scope="module")
+def authority(tmp_path_factory: pytest.TempPathFactory) -> KeyAuthority:
+    return KeyAuthority.setup(tmp_path_factory.mktemp("auth"), passphrase=b"edge core test pass")
+
+
+@pytest.fixture
+def core(tmp_path: Path, authority: KeyAuthority) -> StorageCore:
+    from abe_service.client import LocalEncryptor
+
+    service = Caller(SERVICE_SUBJECT, "Hosp1MSP", SERVICE_ROLES)
+    c = StorageCore(
+        store=FilesystemStore(tmp_path / "objects"),
+        index=RecordIndex(tmp_path / "index.sqlite", mac_key=KEYS.mac_key),
+        ledger=LedgerClient(EmbeddedLedger(tmp_path / "ledger.sqlite"), service),
+        encryptor=LocalEncryptor(authority.public_params),
+        service_caller=service,
+        keys=KEYS,
+        anchor_policy=AnchorPolicy(max_records=1000, max_age_s=3600),
+    )
+    yield c
+    c.close()
+
+
+def _window(authority: KeyAuthority, window_id: str = "ox-1.w1") -> tuple[WindowItem, bytes]:
+    key = new_window_key()
+    env = AbeEncryptor.from_public_params(authority.public_params).encrypt(
+        "role:nurse or patient:p-17", key, window_context("p-17", "ox-1", window_id)
+    )
+    return WindowItem(window_id, "p-17", "ox-1", env), key
+
+
+def _segment(
+    key: bytes, first: int, window_id: str = "ox-1.w1", payload: bytes = b"obs"
+) -> SegmentItem:
+    h = SegmentHeader(window_id, "p-17", "ox-1", "pulse-oximeter", first, first + 1, NOW, NOW, 2)
+    return SegmentItem(
+        f"ox-1/{first}-{first + 1}", "segment.pulse-oximeter", seal_segment(key, h, payload)
+    )
+
+
+def test_segments_are_stored_once_and_read_back(core: StorageCore, authority: KeyAuthority) -> None:
+    window, key = _window(authority)
+    items = [window, _segment(key, 0), _segment(key, 2)]
+    first = core.write_segments(EDGE, items)
+    assert [r.duplicate for r in first] == [False, False, False]
+    again = core.write_segments(EDGE, items)  # a resend after a lost answer
+    assert [r.duplicate for r in again] == [True, True, True]
+    assert [r.record_id for r in again] == [r.record_id for r in first]
+    core.flush()
+    core.grant_consent(Caller("p-17", "Hosp1MSP", frozenset({"patient"})), "p-17", "nurse-1", None)
+    fetched = list(core.fetch_segments(NURSE, "p-17", 0, 2**62, 0))
+    assert [m.record_type for _, m, _, _ in fetched] == [
+        "window-key",
+        *["segment.pulse-oximeter"] * 2,
+    ]
+    assert all(r.anchored for _, _, r, _ in fetched)
+    kr = AbeKeyring.from_bytes(authority.issue_key("nurse-1", ["role:nurse"]).user_key)
+    wkey = kr.decrypt(fetched[0][0], window_context("p-17", "ox-1", "ox-1.w1"))
+    assert open_segment(wkey, fetched[1][0])[1] == b"obs"
+
+
+def test_stream_rules(core: StorageCore, authority: KeyAuthority) -> None:
+    window, key = _window(authority)
+    with pytest.raises(FailedPrecondition):  # a segment whose window was never written
+        core.write_segments(EDGE, [_segment(key, 0)])
+    with pytest.raises(AccessDenied):  # another device may not write for ox-1
+        core.write_segments(Caller("bp-9", "Hosp1MSP", frozenset({"device"})), [window])
+    core.write_segments(DEVICE, [window, _segment(key, 0)])  # the device itself may
+    with pytest.raises(AlreadyExists):  # same key, other content: never silently dropped
+        core.write_segments(DEVICE, [_segment(key, 0, payload=b"other")])
+    with pytest.raises(InvalidArgument):
+        core.write_segments(DEVICE, [SegmentItem("k", "segment.ecg", b"junk")])
+    with pytest.raises(InvalidArgument):  # a segment moved to another device's record type
+        core.write_segments(DEVICE, [replace(_segment(key, 40), record_type="segment.ecg")])
+
+
+def test_one_stream_call_is_bounded(
+    core: StorageCore, authority: KeyAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import storage_service.service as service
+
+    window, key = _window(authority)
+    s0, s2 = _segment(key, 0), _segment(key, 2)
+    monkeypatch.setattr(service, "MAX_STREAM_ITEMS", 2)
+    with pytest.raises(InvalidArgument, match="items"):
+        core.write_segments(EDGE, [window, s0, s2])
+    monkeypatch.setattr(service, "MAX_STREAM_ITEMS", 100)
+    monkeypatch.setattr(service, "MAX_STREAM_BYTES", len(window.envelope) + 10)
+    with pytest.raises(InvalidArgument, match="bytes"):
+        core.write_segments(EDGE, [window, s0])
+    monkeypatch.setattr(service, "MAX_STREAM_BYTES", 1 << 20)
+    # the refused calls left objects but no records: the resend of the same bytes lands
+    assert [r.duplicate for r in core.write_segments(EDGE, [window, s0, s2])] == [False] * 3
+    monkeypatch.setattr(service, "MAX_STREAM_ITEMS", 1)
+    with pytest.raises(InvalidArgument):  # segment 6's object is written, its record is not
+        core.write_segments(EDGE, [_segment(key, 6), _segment(key, 8)])
+    monkeypatch.setattr(service, "MAX_STREAM_ITEMS", 100)
+    with pytest.raises(AlreadyExists):  # other bytes (a fresh nonce) under that key: refused
+        core.write_segments(EDGE, [_segment(key, 6)])
+
+
+def test_concurrent_streams_all_land(core: StorageCore, authority: KeyAuthority) -> None:
+    window, key = _window(authority)
+    core.write_segments(EDGE, [window])
+    before = core.index.group_commits
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for j in range(10):
+                core.write_segments(EDGE, [_segment(key, 1000 * n + 2 * j)])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and time.perf_counter() - started < 60
+    assert core.index.count() == 81
+    assert 1 <= core.index.group_commits - before <= 80
+
+
+def test_group_commit_commits_waiting_writers_together(tmp_path: Path) -> None:
+    from storage_service.records import RecordMeta, utc_now
+
+    index = RecordIndex(tmp_path / "index.sqlite", mac_key=KEYS.mac_key)
+    meta = [
+        RecordMeta(f"r-{i}", "p-1", "segment.x", "d", utc_now(), "role:x", 1, bytes(32))
+        for i in range(8)
+    ]
+    results: dict[int, list[bool]] = {}
+    with index._lock:  # a commit in progress: every writer that arrives now must wait
+        threads = [
+            threading.Thread(
+                target=lambda i=i: results.update(
+                    {i: index.commit_group([(meta[i], bytes(32), None)])}
+                )
+            )
+            for i in range(8)
+        ]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(index._group_queue) < 7 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    for t in threads:
+        t.join()
+    assert results == {i: [True] for i in range(8)}
+    assert index.group_commits == 2  # the first writer alone, then the seven that waited
+    assert index.commit_group([(meta[0], bytes(32), None)]) == [False]
+    index.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(sorted(GOOD)),
+    st.integers(0, 2**53 - 1),
+    st.integers(NOW - 86_000_000, NOW + 290_000),
+    st.floats(0, 1),
+    st.lists(st.integers(-20_000, 20_000), min_size=1, max_size=60),
+)
+def test_shape_validation_agrees_with_validating_every_observation(
+    device_type: str, seq: int, t: int, x: float, samples: list[int]
+) -> None:
+    """The cached per-shape validation is sound: any reading the edge accepts yields
+    Observations the library validates in full."""
+    from edge.fhir import ObservationValidator
+
+    lo_hi = {f.name: (f.low, f.high, f.integer) for f in DEVICE_TYPES[device_type]}
+    body: dict[str, object] = {"seq": seq, "t": t}
+    for name, (lo, hi, integer) in lo_hi.items():
+        v = lo + (hi - lo) * x
+        body[name] = round(v) if integer else v
+    if device_type == "bp-cuff":
+        body["dia"] = 20 + (float(body["sys"]) - 40) * 0.5  # type: ignore[arg-type]
+        if float(body["sys"]) <= float(body["dia"]):  # type: ignore[arg-type]
+            return
+    if device_type == "ecg":
+        body["samples"] = samples
+    r = parse_reading("dev-1", device_type, json.dumps(body).encode(), NOW)
+    shape = ObservationValidator("shape")
+    shape(observations(parse_reading("dev-0", device_type, _payload(device_type), NOW), "p-0")[0])
+    for o in observations(r, "p-17"):
+        shape(o)
+        validate(o)  # the library, in full
