@@ -69,11 +69,34 @@ def load_authority_for_serving(cfg: Config, *, passphrase: bytes | None = None) 
 
 
 class AbeServicer(pb_grpc.AbeServiceServicer):  # type: ignore[misc]
-    def __init__(self, authority: KeyAuthority, *, tls: bool, msp_id: str, ledger: Any = None):
+    def __init__(
+        self,
+        authority: KeyAuthority,
+        *,
+        tls: bool,
+        msp_id: str,
+        ledger: Any = None,
+        ma_validity: bool = True,
+        fame_validity: bool = False,
+    ):
         self.authority = authority
         self._tls = tls
         self._msp = msp_id
         self._ledger = ledger  # optional LedgerClient: key issues are recorded for audit
+        # Encrypt serves both schemes: multi-authority policies need the ledger's registry.
+        from abe_service.ma.router import LedgerAuthorities, MaLedgerEncryptor, SchemeRouter
+        from abe_service.ma.scheme import MultiAuthority
+
+        ma = (
+            MaLedgerEncryptor(
+                LedgerAuthorities(ledger, MultiAuthority.shared(authority.fame.group))
+            )
+            if ledger is not None
+            else None
+        )
+        self._router = SchemeRouter(
+            authority.encryptor, ma, validity=ma_validity, fame_validity=fame_validity
+        )
 
     def _caller(self, context: Any) -> Caller:
         return caller_from_context(context, tls=self._tls, default_msp=self._msp)
@@ -125,10 +148,12 @@ class AbeServicer(pb_grpc.AbeServiceServicer):  # type: ignore[misc]
         if len(request.context) > MAX_CONTEXT:
             raise InvalidArgument(f"context larger than {MAX_CONTEXT} bytes")
         compiled = compile_policy_cached(request.policy)
-        envelope = self.authority.encryptor.encrypt(
-            request.policy, request.plaintext, request.context
+        envelope = self._router.encrypt(request.policy, request.plaintext, request.context)
+        # the policy the envelope was made under (multi-authority: with its validity condition)
+        normal = self._router.envelope_policy(envelope)
+        return pb.EncryptResponse(
+            envelope=envelope, policy_normal_form=normal or compiled.normal_form
         )
-        return pb.EncryptResponse(envelope=envelope, policy_normal_form=compiled.normal_form)
 
     def CheckPolicy(self, request: pb.CheckPolicyRequest, context: Any) -> pb.CheckPolicyResponse:
         self._caller(context)

@@ -1,7 +1,12 @@
-"""CP-ABE (FAME on BLS12-381) timings: setup, keygen, encrypt, decrypt, envelopes.
+"""CP-ABE timings: FAME and multi-authority (RW15) on BLS12-381, rabe beside them.
 
     uv run python bench/abe_bench.py [--backend mcl|pymcl|auto|both] [--sizes 2,5,10,20,50]
-                                     [--runs 15] [--plot [PNG]]
+                                     [--runs 15] [--schemes fame,ma] [--no-peer]
+                                     [--no-request-path] [--plot [PNG]]
+
+Rows carry "scheme": "fame" or "ma"; the multi-authority rows, the rabe 0.4.2
+peer rows and the ratio rows are described in bench/ma_rows.py (rabe runs when
+cargo is available, unless --no-peer).
 
 One JSON line per (backend, op, N):
   {"op": ..., "n_attrs": N, "ms": median, "backend": ..., "runs": K, "p10_ms": ..., "p90_ms": ...,
@@ -30,8 +35,10 @@ hash cache cleared first; noisy), or "request-path" (the gRPC rows above). K is
 --runs, a third of it (at least 3) for N >= 50. The machine may be shared:
 compare medians taken in the same run, not single runs.
 
-Peer figures (charm-crypto, CIRCL, rabe) are not measured here: they live in
-bench/peers.json with what was run, when and on what machine. --plot draws
+FAME's peer figures (charm-crypto, CIRCL, rabe AC17) are not measured here: they
+live in bench/peers.json with what was run, when and on what machine. The
+multi-authority rows' peer (rabe 0.4.2's AW11 and BDABE) IS measured in the same
+run, interleaved with ours (bench/ma_rows.py). --plot draws
 median ms against N per operation, with the charm-crypto FAME (MNT224) marks
 from that file.
 """
@@ -56,6 +63,7 @@ from abe_service.fame import Fame, MasterKey, PublicKey
 from abe_service.pairing.base import get_backend
 from abe_service.policy import compile_policy
 from abe_service.serialization import UserKey, authority_id, public_params_to_bytes
+from bench.ma_rows import RabePeer, Sample, bench_ma, build_rabe, ratio_rows
 
 DEFAULT_SIZES = (2, 5, 10, 20, 50)
 DEFAULT_RUNS = 15
@@ -106,9 +114,12 @@ def regime_of(op: str) -> str:
     return "cold" if op.endswith("_cold") else "warm"
 
 
-def line(backend: str, op: str, n: int, samples: list[float], note: str) -> dict[str, Any]:
+def line(
+    backend: str, op: str, n: int, samples: list[float], note: str, scheme: str = "fame"
+) -> dict[str, Any]:
     ordered = sorted(samples)
     return {
+        "scheme": scheme,
         "op": op,
         "regime": regime_of(op),
         "n_attrs": n,
@@ -267,6 +278,37 @@ def bench_backend(name: str, sizes: tuple[int, ...], runs: int) -> list[dict[str
     return rows
 
 
+def bench_ma_backend(
+    name: str, sizes: tuple[int, ...], runs: int, *, peer: bool
+) -> list[dict[str, Any]]:
+    """Multi-authority rows, rabe's interleaved with them, and the ratios (bench/ma_rows.py)."""
+    backend = get_backend(name).name
+    binary = build_rabe() if peer else None
+    rabe = RabePeer(binary) if binary is not None else None
+    rows: list[dict[str, Any]] = []
+
+    def emit(samples: list[Sample]) -> list[dict[str, Any]]:
+        out = [line(backend, s.op, s.n, s.ms, s.note, scheme=s.scheme) for s in samples]
+        for row in out:
+            if row["scheme"].startswith("rabe-"):
+                row["backend"] = "rabe-0.4.2 (BN254)"
+            print(json.dumps(row), flush=True)
+        rows.extend(out)
+        return out
+
+    def after_size(n: int, samples: list[Sample]) -> None:
+        for ratio in ratio_rows(emit(samples)):
+            print(json.dumps(ratio), flush=True)
+
+    try:
+        measured = bench_ma(name, sizes, runs, once, rabe, after_size)
+    finally:
+        if rabe is not None:
+            rabe.close()
+    emit([s for s in measured if s.op == "authority_tables" or s.op.startswith("envelope_")])
+    return rows
+
+
 def plot(rows: list[dict[str, Any]], out: Path) -> None:
     import matplotlib
 
@@ -283,18 +325,21 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         "decrypt": "decrypt: AND of N attributes",
     }
     for ax, (op, title) in zip(axes.flat, titles.items(), strict=False):
-        for b in backends:
+        series = sorted({(r["backend"], r.get("scheme", "fame")) for r in rows if r["op"] == op})
+        for b, scheme in series:
             pts = sorted(
-                (r["n_attrs"], r["ms"]) for r in rows if r["backend"] == b and r["op"] == op
+                (r["n_attrs"], r["ms"])
+                for r in rows
+                if r["backend"] == b and r["op"] == op and r.get("scheme", "fame") == scheme
             )
             if not pts:
                 continue
             ax.plot(
                 [x for x, _ in pts],
                 [y for _, y in pts],
-                "o-",
-                color=colors[b],
-                label=f"{b} (BLS12-381)",
+                {"fame": "o-", "ma": "s--"}.get(scheme, "^:"),
+                color=colors.get(b, "tab:gray") if scheme in ("fame", "ma") else None,
+                label=f"{b} {scheme.upper()} (BLS12-381)" if scheme in ("fame", "ma") else scheme,
             )
             for x, y in pts:
                 ax.annotate(
@@ -304,7 +349,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
                     xytext=(0, 7),
                     ha="center",
                     fontsize=7,
-                    color=colors[b],
+                    color=colors.get(b, "tab:gray"),
                 )
         ref = charm_mnt224_at_10()[op]
         ax.axhline(ref, color="crimson", linestyle="--", linewidth=1)
@@ -338,7 +383,15 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     width = 0.8 / max(1, len(backends))
     for i, b in enumerate(backends):
         values = [
-            next((r["ms"] for r in rows if r["backend"] == b and r["op"] == op), 0.0) for op in ops
+            next(
+                (
+                    r["ms"]
+                    for r in rows
+                    if r["backend"] == b and r["op"] == op and r.get("scheme") == "fame"
+                ),
+                0.0,
+            )
+            for op in ops
         ]
         bars = ax.bar(
             [j + i * width for j in range(len(ops))], values, width, color=colors[b], label=b
@@ -356,7 +409,8 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     ax.set_title("setup and full envelopes")
     ax.legend(fontsize=8)
     fig.suptitle(
-        "ehr-abe: FAME CP-ABE timings (medians, attribute hashes warm; peers: bench/peers.json)"
+        "ehr-abe: FAME and multi-authority CP-ABE timings (medians, hashes warm; "
+        "FAME peers: bench/peers.json)"
     )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -396,6 +450,10 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PNG",
         help="write a PNG (default: bench/out/abe_bench.png)",
     )
+    ap.add_argument("--schemes", default="fame,ma", help="fame, ma or both (default: %(default)s)")
+    ap.add_argument(
+        "--no-peer", action="store_true", help="skip the rabe 0.4.2 rows (bench/rabe_peer)"
+    )
     ap.add_argument(
         "--no-request-path",
         action="store_true",
@@ -408,11 +466,17 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--sizes takes comma-separated integers")
     if not sizes or min(sizes) < 1 or args.runs < 1:
         ap.error("attribute counts and --runs must be positive")
+    schemes = {s.strip() for s in args.schemes.split(",") if s.strip()}
+    if not schemes or not schemes <= {"fame", "ma"}:
+        ap.error("--schemes takes fame, ma or both")
     backends = ("mcl", "pymcl") if args.backend == "both" else (args.backend,)
     rows: list[dict[str, Any]] = []
     for b in backends:
-        rows.extend(bench_backend(b, sizes, args.runs))
-    if not args.no_request_path:
+        if "fame" in schemes:
+            rows.extend(bench_backend(b, sizes, args.runs))
+        if "ma" in schemes:
+            rows.extend(bench_ma_backend(b, sizes, args.runs, peer=not args.no_peer))
+    if not args.no_request_path and "fame" in schemes:
         rows.extend(bench_request_path(args.runs))
     if args.plot is not None:
         plot([r for r in rows if r["regime"] != "request-path"], args.plot)

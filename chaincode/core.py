@@ -23,11 +23,15 @@ separator is unambiguous and prefix scans are exact):
   access-rec/<record>/<ts>/<tx>/<n>                access events, by record
   access-sub/<subject>/<ts>/<tx>/<n>               access events, by subject
   integrity/<record>/<ts>/<tx>                     integrity failures
+  authority/<authority>                            multi-authority registry: current entry
+  authority-ver/<authority>/<version, 10 digits>   every registered key version, appended
+  keyissue-auth/<authority>/<ts>/<key id>          key issuance, by issuing authority
 <ts> is a fixed-width UTC timestamp, so keys sort by time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Awaitable, Callable, Coroutine
@@ -370,6 +374,9 @@ async def record_key_issue(
     _hex("attributes_hash", attributes_hash_hex, 32)
     _id("authority", authority)
     _id("key_id", key_id)
+    if await state.get(f"authority/{authority}") is not None:
+        # a registered (multi-authority) authority's issues come from its own organisation
+        _require_owner(caller, authority, "record key issues of")
     unique = f"keyid/{key_id}"
     if await state.get(unique) is not None:
         raise AlreadyExists(f"key {key_id} is already recorded")
@@ -382,7 +389,187 @@ async def record_key_issue(
     }
     await state.put(unique, _out({"subject": subject}))
     await state.put(f"keyissue/{subject}/{format_time(ctx.timestamp)}/{key_id}", _out(record))
+    await state.put(
+        f"keyissue-auth/{authority}/{format_time(ctx.timestamp)}/{key_id}", _out(record)
+    )
     return _out(record)
+
+
+async def key_issues_by_authority(
+    state: State, caller: Identity, ctx: TxContext, authority: str, page_size: str, page_token: str
+) -> bytes:
+    _id("authority", authority)
+    _require(caller, frozenset({ROLE_AUTHORITY, ROLE_AUDITOR}), f"read key issues of {authority}")
+    items, token = await _paged(state, f"keyissue-auth/{authority}/", page_size, page_token)
+    return _out({"key_issues": items, "next_page_token": token})
+
+
+# -- multi-authority registry -----------------------------------------------------------
+#: An authority id is its organisation's name: Hosp1MSP owns authority "hosp1".
+_AUTHORITY = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+MAX_AUTHORITY_KEY_BYTES = 4096
+AUTHORITY_KEY_DOMAIN = b"ehr-abe/ma-authority-key/v1\x00"
+AUTHORITY_SCHEMES = frozenset({"ma-rw15-bls12381-v1"})
+
+
+def authority_of_msp(msp_id: str) -> str:
+    """The authority id an MSP owns: its name lower-cased, without a trailing 'msp'."""
+    low = msp_id.lower()
+    return low[:-3] if low.endswith("msp") and len(low) > 3 else low
+
+
+def _authority_id(value: str) -> str:
+    if not isinstance(value, str) or not _AUTHORITY.fullmatch(value):
+        raise InvalidArgument(
+            "authority_id must be 1-64 lower-case letters, digits, '_' or '-' (its organisation)"
+        )
+    return value
+
+
+def _require_owner(caller: Identity, authority: str, action: str) -> None:
+    """Only the authority's own organisation (by the submitter's MSP) may act for it."""
+    _require(caller, frozenset({ROLE_AUTHORITY}), f"{action} authority {authority}")
+    if authority_of_msp(caller.msp_id) != authority:
+        raise AccessDenied(
+            f"{caller.subject} ({caller.msp_id}) may not {action} authority {authority}: "
+            f"only its own organisation may"
+        )
+
+
+def _authority_key(public_key_hex: str, fingerprint_hex: str) -> tuple[str, str]:
+    if len(public_key_hex) > 2 * MAX_AUTHORITY_KEY_BYTES:
+        raise InvalidArgument(f"public_key must be at most {MAX_AUTHORITY_KEY_BYTES} bytes")
+    _hex("public_key", public_key_hex)
+    _hex("fingerprint", fingerprint_hex, 32)
+    digest = hashlib.sha256(AUTHORITY_KEY_DOMAIN + bytes.fromhex(public_key_hex)).hexdigest()
+    if digest != fingerprint_hex:
+        raise InvalidArgument("fingerprint is not the SHA-256 fingerprint of public_key")
+    return public_key_hex, fingerprint_hex
+
+
+async def _put_authority(
+    state: State, caller: Identity, ctx: TxContext, entry: dict[str, Any]
+) -> bytes:
+    record = {**entry, **_by(caller, ctx)}
+    await state.put(f"authority/{entry['authority_id']}", _out(record))
+    if entry["status"] == "active":
+        await state.put(
+            f"authority-ver/{entry['authority_id']}/{entry['version']:010d}", _out(record)
+        )
+    return _out(record)
+
+
+async def register_authority(
+    state: State,
+    caller: Identity,
+    ctx: TxContext,
+    authority_id: str,
+    scheme: str,
+    public_key_hex: str,
+    fingerprint_hex: str,
+) -> bytes:
+    """First registration of an authority's public key, by its own organisation."""
+    _authority_id(authority_id)
+    _require_owner(caller, authority_id, "register")
+    if scheme not in AUTHORITY_SCHEMES:
+        raise InvalidArgument(f"unknown scheme {scheme[:40]!r}")
+    pk, fp = _authority_key(public_key_hex, fingerprint_hex)
+    if await state.get(f"authority/{authority_id}") is not None:
+        raise AlreadyExists(f"authority {authority_id} is registered: rotate its key instead")
+    entry = {
+        "authority_id": authority_id,
+        "owner_msp": caller.msp_id,
+        "scheme": scheme,
+        "public_key": pk,
+        "fingerprint": fp,
+        "version": 1,
+        "status": "active",
+        "reason": "",
+    }
+    return await _put_authority(state, caller, ctx, entry)
+
+
+async def _current_authority(state: State, authority_id: str) -> dict[str, Any]:
+    raw = await state.get(f"authority/{_authority_id(authority_id)}")
+    if raw is None:
+        raise NotFound(f"no authority {authority_id} is registered")
+    entry: dict[str, Any] = json.loads(raw)
+    return entry
+
+
+async def rotate_authority(
+    state: State,
+    caller: Identity,
+    ctx: TxContext,
+    authority_id: str,
+    public_key_hex: str,
+    fingerprint_hex: str,
+) -> bytes:
+    """A new key version (also after a revocation); earlier versions stay in the history."""
+    _authority_id(authority_id)
+    _require_owner(caller, authority_id, "rotate")
+    current = await _current_authority(state, authority_id)
+    pk, fp = _authority_key(public_key_hex, fingerprint_hex)
+    raw = await state.scan(
+        f"authority-ver/{authority_id}/", _prefix_end(f"authority-ver/{authority_id}/"), MAX_PAGE
+    )
+    if any(json.loads(v)["fingerprint"] == fp for _, v in raw):
+        raise AlreadyExists("this key was registered before: a rotation needs a new key")
+    entry = {
+        **{k: current[k] for k in ("authority_id", "owner_msp", "scheme")},
+        "public_key": pk,
+        "fingerprint": fp,
+        "version": int(current["version"]) + 1,
+        "status": "active",
+        "reason": "",
+    }
+    return await _put_authority(state, caller, ctx, entry)
+
+
+async def revoke_authority(
+    state: State, caller: Identity, ctx: TxContext, authority_id: str, reason: str
+) -> bytes:
+    """Encryptors stop using the current key; a rotation registers a new one."""
+    _authority_id(authority_id)
+    _require_owner(caller, authority_id, "revoke")
+    if len(reason) > MAX_DETAIL_CHARS:
+        raise InvalidArgument(f"reason must be at most {MAX_DETAIL_CHARS} characters")
+    current = await _current_authority(state, authority_id)
+    if current["status"] == "revoked":
+        raise AlreadyExists(f"authority {authority_id}'s key is already revoked")
+    entry = {
+        **{k: current[k] for k in ("authority_id", "owner_msp", "scheme", "public_key")},
+        "fingerprint": current["fingerprint"],
+        "version": current["version"],
+        "status": "revoked",
+        "reason": reason,
+    }
+    return await _put_authority(state, caller, ctx, entry)
+
+
+async def get_authority(state: State, caller: Identity, ctx: TxContext, authority_id: str) -> bytes:
+    return _out(await _current_authority(state, authority_id))
+
+
+async def authority_history(
+    state: State,
+    caller: Identity,
+    ctx: TxContext,
+    authority_id: str,
+    page_size: str,
+    page_token: str,
+) -> bytes:
+    """Every registered key version of an authority, oldest first."""
+    _authority_id(authority_id)
+    items, token = await _paged(state, f"authority-ver/{authority_id}/", page_size, page_token)
+    return _out({"versions": items, "next_page_token": token})
+
+
+async def list_authorities(
+    state: State, caller: Identity, ctx: TxContext, page_size: str, page_token: str
+) -> bytes:
+    items, token = await _paged(state, "authority/", page_size, page_token)
+    return _out({"authorities": items, "next_page_token": token})
 
 
 async def key_issues_by_subject(
@@ -657,6 +844,13 @@ FUNCTIONS: dict[str, tuple[ContractFunction, int, bool]] = {
     "ListAnchors": (list_anchors, 4, False),
     "RecordKeyIssue": (record_key_issue, 4, True),
     "KeyIssuesBySubject": (key_issues_by_subject, 3, False),
+    "KeyIssuesByAuthority": (key_issues_by_authority, 3, False),
+    "RegisterAuthority": (register_authority, 4, True),
+    "RotateAuthority": (rotate_authority, 3, True),
+    "RevokeAuthority": (revoke_authority, 2, True),
+    "GetAuthority": (get_authority, 1, False),
+    "AuthorityHistory": (authority_history, 3, False),
+    "ListAuthorities": (list_authorities, 2, False),
     "GrantConsent": (grant_consent, 3, True),
     "RevokeConsent": (revoke_consent, 2, True),
     "GetConsent": (get_consent, 2, False),

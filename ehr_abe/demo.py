@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ from storage_service.records import envelope_key, record_context
 
 POLICY = "(role:doctor and dept:cardiology) or patient:p-17"
 PATIENT = "p-17"
+#: A joint study: needs an attribute from each medical centre's own authority.
+JOINT_POLICY = "role:cardiologist@hosp1 and study:heart-2027@hosp2"
+CENTRES = ("hosp1", "hosp2")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,8 @@ OTHER_DOCTOR = Actor(
 PATIENT_ACTOR = Actor(PATIENT, ("patient",), (f"patient:{PATIENT}",), "patient p-17")
 DEVICE = Actor("ecg-monitor-7", ("device",), (), "ECG monitor #7 (IoMT device)")
 AUDITOR = Actor("auditor-1", ("auditor",), (), "hospital auditor")
+JOINT_DOCTOR = Actor("dr-joint", ("doctor",), (), "Dr Joint (hosp1 cardiologist, hosp2 study)")
+HOSP1_ONLY = Actor("dr-solo", ("doctor",), (), "Dr Solo (hosp1 cardiologist only)")
 
 
 class Demo:
@@ -71,8 +77,10 @@ class Demo:
         console: Console,
         data_dir: Path | None,
         endpoint: str = "",
+        centres: dict[str, Any] | None = None,
     ):
         self.endpoint = endpoint
+        self.centres = centres or {}  # org -> MaAuthority with its secret key (local demo)
         self.abe = abe_pb2_grpc.AbeServiceStub(channel)
         self.storage = storage_pb2_grpc.StorageServiceStub(channel)
         self.console = console
@@ -301,6 +309,8 @@ class Demo:
             f"failed: {', '.join(report.failed_record_ids) or 'none'} ({report.seconds * 1000:.0f} ms)"
         )
 
+        self.run_multi_authority()
+
         self.step("Audit trail on the ledger")
         self.call(DEVICE, self.storage.FlushAnchors, storage_pb2.FlushAnchorsRequest())
         trail = self.call(
@@ -343,9 +353,101 @@ class Demo:
             )
         )
 
+    def run_multi_authority(self) -> None:
+        """Two medical centres, two authorities: a record that needs both."""
+        self.step("Two medical centres, two authorities: a record needs attributes of both")
+        if not self.centres:
+            self.console.print("  (skipped: the centres' authority keys are not on this machine)")
+            return
+        from abe_service.ma.envelope import MaKeyring
+        from abe_service.ma.scheme import UserKey, merge_keys
+        from abe_service.ma.validity import day_number
+
+        today = day_number(datetime.now(UTC))
+        for org, auth in self.centres.items():
+            self.ok(f"authority {org}: key {auth.fingerprint.hex()[:16]}… registered on the ledger")
+        h1, h2 = self.centres["hosp1"], self.centres["hosp2"]
+
+        def issue(org: Any, gid: str, attrs: list[str], until: int) -> bytes:
+            return bytes(
+                org.issue_key(gid, attrs, valid_from=today - 1, valid_until=until).user_key
+            )
+
+        joint = MaKeyring.from_user_keys(
+            [
+                issue(h1, JOINT_DOCTOR.subject, ["role:cardiologist@hosp1"], today + 365),
+                issue(h2, JOINT_DOCTOR.subject, ["study:heart-2027@hosp2"], today + 90),
+            ]
+        )
+        solo = MaKeyring.from_user_keys(
+            [issue(h1, HOSP1_ONLY.subject, ["role:cardiologist@hosp1"], today + 365)]
+        )
+        self.ok(
+            f"{JOINT_DOCTOR.label}: one key from each centre, bound to GID {JOINT_DOCTOR.subject}"
+        )
+        self.ok(f"{HOSP1_ONLY.label}: hosp1's key only")
+        resp = self.call(
+            DEVICE,
+            self.storage.PutRecord,
+            storage_pb2.PutRecordRequest(
+                patient_id=PATIENT,
+                record_type="ecg-study",
+                plain=storage_pb2.PlainContent(
+                    payload=b'{"study": "heart-2027", "hr_bpm": 71}', policy=JOINT_POLICY
+                ),
+                idempotency_key="ecg-monitor-7/study-0",
+            ),
+        )
+        self.ok(f"record {resp.record_id} under [cyan]{JOINT_POLICY}[/]")
+        for actor in (JOINT_DOCTOR, HOSP1_ONLY):
+            self.call(
+                PATIENT_ACTOR,
+                self.storage.GrantConsent,
+                storage_pb2.GrantConsentRequest(patient_id=PATIENT, subject_id=actor.subject),
+            )
+        got = self.call(
+            JOINT_DOCTOR,
+            self.storage.GetRecord,
+            storage_pb2.GetRecordRequest(record_id=resp.record_id),
+        )
+        self.ok(f"stored policy (validity added by the storage service): {got.metadata.policy}")
+        plain = joint.decrypt(got.envelope, record_context(PATIENT))
+        self.ok(f"Dr Joint's keyring (both centres) decrypts: {plain.decode()}")
+        got = self.call(
+            HOSP1_ONLY,
+            self.storage.GetRecord,
+            storage_pb2.GetRecordRequest(record_id=resp.record_id),
+        )
+        self.expect_refusal(
+            "Dr Solo, hosp1's key alone",
+            lambda: solo.decrypt(got.envelope, record_context(PATIENT)),
+        )
+        self.expect_refusal(
+            "Dr Solo adds Dr Joint's hosp2 key to his keyring",
+            lambda: merge_keys([solo.key, joint.keys[1].key]),
+        )
+        # and the mathematics agrees: the pooled parts, forced into one key, give a wrong
+        # session key (H(GID) differs), which the key commitment refuses
+        pooled = MaKeyring(solo.ma, solo.keys)
+        pooled.key = UserKey(solo.gid, {**solo.key.parts, **joint.keys[1].key.parts})
+        self.expect_refusal(
+            "the two keys forced together decrypt (collusion)",
+            lambda: pooled.decrypt(got.envelope, record_context(PATIENT)),
+        )
+        expired = MaKeyring.from_user_keys(
+            [
+                issue(h1, "dr-late", ["role:cardiologist@hosp1"], today - 1),
+                issue(h2, "dr-late", ["study:heart-2027@hosp2"], today - 1),
+            ]
+        )
+        self.expect_refusal(
+            "a key that expired yesterday opens today's record",
+            lambda: expired.decrypt(got.envelope, record_context(PATIENT)),
+        )
+
 
 @contextmanager
-def _local_server(home: Path) -> Iterator[tuple[grpc.Channel, Path, str]]:
+def _local_server(home: Path) -> Iterator[tuple[grpc.Channel, Path, str, bytes]]:
     from abe_service.authority import KeyAuthority
     from ehr_abe.server import start_server
 
@@ -357,13 +459,44 @@ def _local_server(home: Path) -> Iterator[tuple[grpc.Channel, Path, str]]:
     # shows the whole batch; a running service anchors on its own (every 2 s).
     cfg.storage.batch_max_age_s = 3600.0
     KeyAuthority.setup(cfg.authority_dir, passphrase=passphrase)
+    _setup_centres(cfg, passphrase)
     running = start_server(cfg, passphrase=passphrase)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     try:
-        yield channel, cfg.storage_dir, f"127.0.0.1:{running.port}"
+        yield channel, cfg.storage_dir, f"127.0.0.1:{running.port}", passphrase
     finally:
         channel.close()
         running.stop()
+
+
+def _setup_centres(cfg: Config, passphrase: bytes) -> None:
+    """Each centre's multi-authority key, registered on the (embedded) ledger by its own
+    organisation, before the server opens the ledger."""
+    from abe_service.ma.authority import MaAuthority
+    from abe_service.ma.scheme import SCHEME_ID
+    from ehr_abe.cli.ma import msp_of
+    from storage_service.ledger.base import Caller
+    from storage_service.ledger.client import LedgerClient
+    from storage_service.wiring import SERVICE_ROLES, SERVICE_SUBJECT, build_ledger
+
+    ledger = LedgerClient(build_ledger(cfg), Caller(SERVICE_SUBJECT, "Hosp1MSP", SERVICE_ROLES))
+    try:
+        for org in CENTRES:
+            auth = MaAuthority.setup(cfg.ma_authority_dir(org), org, passphrase=passphrase)
+            caller = Caller(f"authority-{org}", msp_of(org), frozenset({"authority"}))
+            ledger.register_authority(caller, org, SCHEME_ID, auth.public_key, auth.fingerprint)
+    finally:
+        ledger.close()
+
+
+def _open_centres(home: Path, passphrase: bytes) -> dict[str, Any]:
+    from abe_service.ma.authority import MaAuthority
+
+    cfg: Config = load_config(env={})
+    cfg.home = str(home)
+    return {
+        org: MaAuthority.open(cfg.ma_authority_dir(org), passphrase=passphrase) for org in CENTRES
+    }
 
 
 def run_demo(target: str | None, keep: bool, console: Console) -> None:
@@ -380,8 +513,8 @@ def run_demo(target: str | None, keep: bool, console: Console) -> None:
     home = Path(tempfile.mkdtemp(prefix="ehr-abe-demo-"))
     try:
         console.print(f"embedded backends in {home} (filesystem object store, SQLite ledger)")
-        with _local_server(home) as (channel, storage_dir, endpoint):
-            Demo(channel, console, storage_dir, endpoint).run()
+        with _local_server(home) as (channel, storage_dir, endpoint, passphrase):
+            Demo(channel, console, storage_dir, endpoint, _open_centres(home, passphrase)).run()
     finally:
         if keep:
             console.print(f"kept {home}")

@@ -95,7 +95,15 @@ def start_server(cfg: Config, *, passphrase: bytes | None = None) -> RunningServ
         # Key issues are recorded on the ledger when this process also runs storage.
         ledger = core.ledger if core is not None else None
         abe_pb2_grpc.add_AbeServiceServicer_to_server(
-            AbeServicer(authority, tls=tls, msp_id=cfg.storage.msp_id, ledger=ledger), server
+            AbeServicer(
+                authority,
+                tls=tls,
+                msp_id=cfg.storage.msp_id,
+                ledger=ledger,
+                ma_validity=cfg.storage.ma_validity,
+                fame_validity=cfg.storage.fame_validity,
+            ),
+            server,
         )
         names.append(abe_pb2.DESCRIPTOR.services_by_name["AbeService"].full_name)
     if core is not None:

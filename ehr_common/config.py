@@ -74,6 +74,12 @@ class StorageConfig:
     secret_file: str = ""
     #: ... else from this environment variable, else from the master key's secret.
     secret_env: str = "EHR_ABE_STORAGE_SECRET"
+    #: multi-authority records: AND `valid_until@<authority> >= <today>` into each new
+    #: record's policy, per authority (abe_service/ma/validity.py)
+    ma_validity: bool = True
+    #: FAME records: AND `valid_until >= <today>` into each new record's policy. Off by
+    #: default: FAME keys carry validity only when issued with `key issue --valid-days`.
+    fame_validity: bool = False
 
 
 @dataclass
@@ -90,6 +96,10 @@ class Config:
     @property
     def authority_dir(self) -> Path:
         return Path(self.authority.dir) if self.authority.dir else self.home_dir / "authority"
+
+    def ma_authority_dir(self, org: str) -> Path:
+        """Where `ehr-abe authority setup --org <org>` keeps that authority's keys."""
+        return self.home_dir / "authorities" / org
 
     @property
     def storage_dir(self) -> Path:

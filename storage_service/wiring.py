@@ -103,31 +103,39 @@ def build_ledger(cfg: Config, *, verify_chain: bool = True) -> Ledger:
 def build_storage_core(
     cfg: Config, authority: Any | None, *, passphrase: bytes | None = None
 ) -> StorageCore:
-    """`authority` is the in-process key authority (for encrypting plain payloads);
-    with server.abe_endpoint set, the public parameters come from that AbeService,
+    """`authority` is the in-process key authority (for encrypting plain payloads under
+    FAME); with server.abe_endpoint set, the public parameters come from that AbeService,
     checked against server.abe_authority_id and cached, and payloads are still
-    encrypted here: plaintext never leaves this process."""
+    encrypted here: plaintext never leaves this process. Multi-authority policies are
+    encrypted here too, with the authority keys registered on the ledger
+    (abe_service/ma/router.py)."""
     from abe_service.client import LocalEncryptor, fetch_public_params
+    from abe_service.ma.router import LedgerAuthorities, MaLedgerEncryptor, SchemeRouter
+    from abe_service.ma.scheme import MultiAuthority
+    from abe_service.pairing.base import get_backend
 
-    encryptor: Encryptor
+    fame: Encryptor
     if cfg.server.abe_endpoint:
         params = fetch_public_params(
             cfg.server.abe_endpoint,
             cfg.server.abe_authority_id,
             cfg.storage_dir / "abe_public_params",
         )
-        encryptor = LocalEncryptor(params)
+        fame = LocalEncryptor(params)
     elif authority is not None:
-        encryptor = LocalEncryptor(authority.public_params)
+        fame = LocalEncryptor(authority.public_params)
     else:
         raise ConfigError("StorageService needs AbeService: run both, or set server.abe_endpoint")
+    s = cfg.storage
     keys = ServiceKeys.derive(storage_secret(cfg, passphrase))
-    service_caller = Caller(SERVICE_SUBJECT, cfg.storage.msp_id, SERVICE_ROLES)
+    service_caller = Caller(SERVICE_SUBJECT, s.msp_id, SERVICE_ROLES)
+    ledger = LedgerClient(build_ledger(cfg), service_caller)
+    ma = MaLedgerEncryptor(LedgerAuthorities(ledger, MultiAuthority.shared(get_backend())))
     return StorageCore(
         store=build_object_store(cfg),
         index=build_index(cfg, keys),
-        ledger=LedgerClient(build_ledger(cfg), service_caller),
-        encryptor=encryptor,
+        ledger=ledger,
+        encryptor=SchemeRouter(fame, ma, validity=s.ma_validity, fame_validity=s.fame_validity),
         service_caller=service_caller,
         keys=keys,
         anchor_policy=anchor_policy(cfg),

@@ -406,3 +406,70 @@ def test_access_events_with_ids_are_logged_once(chain: Chain) -> None:
     assert sorted(e["event_id"] for e in events) == ["a-1", "a-2"]
     with pytest.raises(InvalidArgument, match="event_id"):
         chain.call(ANCHORER, "LogAccesses", json.dumps([{**event, "event_id": "bad/id"}]))
+
+
+# -- multi-authority registry ---------------------------------------------------------------
+HOSP2_KA = Identity("ka-2", "Hosp2MSP", frozenset({"authority"}))
+
+
+def _key(text: str) -> tuple[str, str]:
+    import hashlib
+
+    key = text.encode().hex()
+    return key, hashlib.sha256(core.AUTHORITY_KEY_DOMAIN + text.encode()).hexdigest()
+
+
+def test_authority_ids_belong_to_their_organisation(chain: Chain) -> None:
+    assert core.authority_of_msp("Hosp1MSP") == "hosp1"
+    assert core.authority_of_msp("msp") == "msp"
+    key, fp = _key("k1")
+    # hosp2's authority cannot register (squat) hosp1, nor a plain member register its own
+    with pytest.raises(AccessDenied, match="own organisation"):
+        chain.call(HOSP2_KA, "RegisterAuthority", "hosp1", "ma-rw15-bls12381-v1", key, fp)
+    with pytest.raises(AccessDenied):
+        chain.call(PATIENT, "RegisterAuthority", "hosp1", "ma-rw15-bls12381-v1", key, fp)
+    entry = chain.call(AUTHORITY, "RegisterAuthority", "hosp1", "ma-rw15-bls12381-v1", key, fp)
+    assert entry["version"] == 1 and entry["owner_msp"] == "Hosp1MSP"
+    for bad in ("Hosp1", "hosp1/x", "", "a" * 65):
+        with pytest.raises((InvalidArgument, AccessDenied)):
+            chain.call(AUTHORITY, "RegisterAuthority", bad, "ma-rw15-bls12381-v1", key, fp)
+    with pytest.raises(InvalidArgument, match="scheme"):
+        chain.call(HOSP2_KA, "RegisterAuthority", "hosp2", "fame", key, fp)
+    with pytest.raises(InvalidArgument, match="fingerprint"):
+        chain.call(HOSP2_KA, "RegisterAuthority", "hosp2", "ma-rw15-bls12381-v1", key, "00" * 32)
+    with pytest.raises(NotFound):
+        chain.call(AUDITOR, "GetAuthority", "hosp2")
+
+
+def test_authority_rotation_history_and_revocation(chain: Chain) -> None:
+    k1, f1 = _key("k1")
+    k2, f2 = _key("k2")
+    chain.call(AUTHORITY, "RegisterAuthority", "hosp1", "ma-rw15-bls12381-v1", k1, f1)
+    chain.now += timedelta(days=1)
+    rev = chain.call(AUTHORITY, "RevokeAuthority", "hosp1", "lost laptop")
+    assert rev["status"] == "revoked" and rev["fingerprint"] == f1
+    with pytest.raises(AlreadyExists):
+        chain.call(AUTHORITY, "RevokeAuthority", "hosp1", "again")
+    with pytest.raises(AlreadyExists, match="new key"):
+        chain.call(AUTHORITY, "RotateAuthority", "hosp1", k1, f1)
+    rot = chain.call(AUTHORITY, "RotateAuthority", "hosp1", k2, f2)
+    assert rot["version"] == 2 and rot["status"] == "active"
+    hist = chain.call(AUDITOR, "AuthorityHistory", "hosp1", "", "")
+    assert [v["fingerprint"] for v in hist["versions"]] == [f1, f2]
+    listed = chain.call(AUDITOR, "ListAuthorities", "", "")["authorities"]
+    assert [a["authority_id"] for a in listed] == ["hosp1"]
+    with pytest.raises(AccessDenied):
+        chain.call(HOSP2_KA, "RotateAuthority", "hosp1", *_key("k3"))
+
+
+def test_key_issues_by_authority(chain: Chain) -> None:
+    k1, f1 = _key("k1")
+    chain.call(AUTHORITY, "RegisterAuthority", "hosp1", "ma-rw15-bls12381-v1", k1, f1)
+    chain.call(AUTHORITY, "RecordKeyIssue", "alice", "01" * 32, "hosp1", "k-a")
+    with pytest.raises(AccessDenied, match="own organisation"):
+        chain.call(HOSP2_KA, "RecordKeyIssue", "alice", "01" * 32, "hosp1", "k-b")
+    chain.call(HOSP2_KA, "RecordKeyIssue", "bob", "01" * 32, "a-fame-authority", "k-c")
+    got = chain.call(AUDITOR, "KeyIssuesByAuthority", "hosp1", "", "")["key_issues"]
+    assert [k["key_id"] for k in got] == ["k-a"]
+    with pytest.raises(AccessDenied):
+        chain.call(PATIENT, "KeyIssuesByAuthority", "hosp1", "", "")

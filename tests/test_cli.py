@@ -207,6 +207,67 @@ def test_verify_exit_codes_on_clean_and_corrupted_state(tmp_path: Path) -> None:
     assert r.returncode == 4 and b"LEDGER" in r.stdout, r.stdout + r.stderr
 
 
+def test_multi_authority_flow(tmp_path: Path) -> None:
+    """Two centres set up their authorities (registered on the embedded ledger), each
+    issues its attribute to one GID; the keyring of both keys opens a record that needs
+    both; one key alone exits 3; a revoked authority takes no new records (exit 2)."""
+    h = tmp_path / "home"
+    for org in ("hosp1", "hosp2"):
+        r = run("authority", "setup", "--org", org, home=h)
+        assert r.returncode == 0, r.stderr
+    r = run("authority", "list", home=h)
+    assert b"hosp1" in r.stdout and b"hosp2" in r.stdout and b"active" in r.stdout
+    k1, k2, renewal = tmp_path / "k1", tmp_path / "k2", tmp_path / "r1"
+    assert (
+        run(
+            "key", "issue", "alice", "role:doctor@hosp1", "--org", "hosp1", "-o", str(k1), home=h
+        ).returncode
+        == 0
+    )
+    assert (
+        run(
+            "key",
+            "issue",
+            "alice",
+            "role:researcher@hosp2",
+            "--org",
+            "hosp2",
+            "-o",
+            str(k2),
+            home=h,
+        ).returncode
+        == 0
+    )
+    r = run(
+        "key",
+        "issue",
+        "alice",
+        "role:doctor@hosp2",
+        "--org",
+        "hosp1",
+        "-o",
+        str(tmp_path / "x"),
+        home=h,
+    )
+    assert r.returncode == 2 and b"own attributes" in r.stderr
+    assert (
+        run("key", "renew", "alice", "--org", "hosp1", "-o", str(renewal), home=h).returncode == 0
+    )
+    (tmp_path / "in").write_bytes(b"joint study")
+    env = tmp_path / "e"
+    policy = "role:doctor@hosp1 and role:researcher@hosp2"
+    r = run("encrypt", "-p", policy, str(tmp_path / "in"), "-o", str(env), home=h)
+    assert r.returncode == 0, r.stderr
+    r = run(
+        "decrypt", "-k", str(k1), "-k", str(k2), "-k", str(renewal), str(env), "-o", "-", home=h
+    )
+    assert r.returncode == 0 and r.stdout == b"joint study", r.stderr
+    assert run("decrypt", "-k", str(k1), str(env), "-o", "-", home=h).returncode == 3
+    assert run("authority", "revoke", "--org", "hosp2", "--reason", "test", home=h).returncode == 0
+    r = run("encrypt", "-p", policy, str(tmp_path / "in"), "-o", str(env), home=h)
+    assert r.returncode == 2 and b"revoked" in r.stderr
+
+
 def test_demo_plays_the_scenario(tmp_path: Path) -> None:
     r = run("demo", home=tmp_path, env={"COLUMNS": "200"})
     out = r.stdout.decode()

@@ -141,3 +141,54 @@ def test_racing_anchors_of_one_batch_one_wins(client: LedgerClient, uid: str) ->
     assert sorted(outcomes) == ["exists"] * 5 + ["won"]
     winner = client.get_anchor(f"race-{uid}").merkle_root
     assert winner in {bytes([n]) * 32 for n in range(6)}
+
+
+# -- multi-authority registry --------------------------------------------------------------
+HOSP2_AUTHORITY = Caller("ka-2", "Hosp2MSP", frozenset({"authority"}))
+
+
+def _ma_key(uid: str) -> tuple[bytes, bytes]:
+    from abe_service.ma.serialization import fingerprint
+
+    key = f"not-a-real-key-{uid}".encode()  # the registry checks the fingerprint only
+    return key, fingerprint(key)
+
+
+def test_authority_registry(client: LedgerClient, uid: str) -> None:
+    """Register (or, on a Fabric ledger that kept hosp1 from an earlier run, rotate),
+    rotate, revoke, query; only hosp1's own organisation may change hosp1's entry."""
+    key, fp = _ma_key(uid)
+    try:
+        before = client.get_authority("hosp1").version
+        client.rotate_authority(AUTHORITY, "hosp1", key, fp)
+    except NotFound:
+        before = 0
+        client.register_authority(AUTHORITY, "hosp1", "ma-rw15-bls12381-v1", key, fp)
+        with pytest.raises(AlreadyExists):
+            client.register_authority(AUTHORITY, "hosp1", "ma-rw15-bls12381-v1", key, fp)
+    entry = client.get_authority("hosp1")
+    assert (entry.public_key, entry.fingerprint, entry.version) == (key, fp, before + 1)
+    assert entry.active and entry.owner_msp == "Hosp1MSP"
+    key2, fp2 = _ma_key(uid + "-2")
+    for intruder in (HOSP2_AUTHORITY, SERVICE):
+        with pytest.raises(AccessDenied):
+            client.rotate_authority(intruder, "hosp1", key2, fp2)
+        with pytest.raises(AccessDenied):
+            client.revoke_authority(intruder, "hosp1", "hostile")
+    with pytest.raises(InvalidArgument, match="fingerprint"):
+        client.rotate_authority(AUTHORITY, "hosp1", key2, fp)
+    with pytest.raises(AlreadyExists):  # an old key never comes back
+        client.rotate_authority(AUTHORITY, "hosp1", key, fp)
+    client.revoke_authority(AUTHORITY, "hosp1", "key compromised")
+    revoked = client.get_authority("hosp1")
+    assert not revoked.active and revoked.reason == "key compromised"
+    client.rotate_authority(AUTHORITY, "hosp1", key2, fp2)
+    assert client.get_authority("hosp1").active
+    history = client.authority_history("hosp1")
+    assert [h.fingerprint for h in history[-2:]] == [fp, fp2]
+    assert "hosp1" in {a.authority_id for a in client.list_authorities()}
+    # key issues of a registered authority: its own organisation only, listed per authority
+    client.record_key_issue(AUTHORITY, f"s-{uid}", b"\x02" * 32, "hosp1", f"km-{uid}")
+    with pytest.raises(AccessDenied):
+        client.record_key_issue(HOSP2_AUTHORITY, f"s-{uid}", b"\x02" * 32, "hosp1", f"kx-{uid}")
+    assert f"km-{uid}" in {k.key_id for k in client.key_issues_by_authority("hosp1")}

@@ -381,3 +381,44 @@ def test_pymcl_backend_does_not_need_the_fast_symbols() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"
+
+
+# -- hash to G2 and fixed-base exponentiation (the multi-authority scheme) ---------------
+def test_known_answer_hash_to_g2(group: PairingBackend) -> None:
+    """RFC 9380, J.10.1 (BLS12381G2_XMD:SHA-256_SSWU_RO_), msg = "": P.x = x0 + I·x1 with
+    x1 = 0x05cb84…a03d, x0 = 0x0141eb…b78a; compressed as x1 || x0 with flags 0x80 | sign."""
+    dst = b"QUUX-V01-CS02-with-BLS12381G2_XMD:SHA-256_SSWU_RO_"
+    expected = bytes.fromhex(
+        "a5cb8437535e20ecffaef7752baddf98034139c38452458baeefab379ba13dff5bf5dd71b72418717047f5b0f37da03d"
+        "0141ebfbdca40eb85b87142e130ab689c673cf60f1a3e98d69335266f30d9b8d4ac44c1038e9dcdd5393faf5c41fb78a"
+    )
+    assert group.g2_to_bytes(group.hash_to_g2(b"", dst)) == expected
+    assert ark.G2Point.hash_to_curve(b"", dst).to_compressed_bytes() == expected
+
+
+@SETTINGS
+@given(msg=st.binary(max_size=80))
+def test_hash_to_g2_agrees_with_arkworks(group: PairingBackend, msg: bytes) -> None:
+    from abe_service.ma.scheme import GID_DST
+
+    ours = group.g2_to_bytes(group.hash_to_g2(msg, GID_DST))
+    assert ours == ark.G2Point.hash_to_curve(msg, GID_DST).to_compressed_bytes()
+
+
+@pytest.fixture(scope="module")
+def fixed_tables(group: PairingBackend) -> tuple[Any, Any, Any, Any]:
+    base_gt = group.pairing(group.g1_mul(group.g1_generator(), 7), group.g2_generator())
+    base_g1 = group.hash_to_g1(b"fixed base", b"EHR-ABE-TEST")
+    return base_gt, group.gt_fixed_base(base_gt), base_g1, group.g1_fixed_base(base_g1)
+
+
+@SETTINGS
+@given(k=scalars)
+def test_fixed_base_powers_agree(
+    group: PairingBackend, fixed_tables: tuple[Any, Any, Any, Any], k: int
+) -> None:
+    """The comb tables give exactly gt_pow / g1_mul, for every scalar (0, r-1, r, >r too)."""
+    base_gt, table_gt, base_g1, table_g1 = fixed_tables
+    assert group.gt_eq(group.gt_pow_fixed(table_gt, k), group.gt_pow(base_gt, k))
+    assert group.g1_eq(group.g1_mul_fixed(table_g1, k), group.g1_mul(base_g1, k))
+    assert group.g1_eq(group.g1_mul_fixed(table_g1, -k), group.g1_mul(base_g1, -k))

@@ -39,11 +39,45 @@ class GTElement(ctypes.Structure):
     _fields_ = [("d", ctypes.c_uint64 * _GT_WORDS)]
 
 
+_GT_WINDOWS = 32  # 8-bit windows of a 256-bit exponent
+_GT_SIZE = ctypes.sizeof(GTElement)
+#: mclBnGT_mul called with raw addresses: a third of the per-call cost of byref().
+_RAW_BINARY_OP = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+
+
+_G1_SIZE = ctypes.sizeof(G1Point)
+
+
+class G1Table:
+    """Fixed-base comb table (MclBackend.g1_fixed_base), affine (normalized) points."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries = (G1Point * (_GT_WINDOWS * 256))()
+
+
+class GTTable:
+    """Fixed-base comb table (MclBackend.gt_fixed_base); entry 256·i + d, d = 0 unused."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries = (GTElement * (_GT_WINDOWS * 256))()
+
+
 #: What the fast backend adds: MSM and Miller loops with one final exponentiation.
-FAST_SYMBOLS = ("mclBnG1_mulVec", "mclBnG2_mulVec", "mclBn_millerLoopVec", "mclBn_finalExp")
+FAST_SYMBOLS = (
+    "mclBnG1_mulVec",
+    "mclBnG2_mulVec",
+    "mclBn_millerLoopVec",
+    "mclBn_finalExp",
+    "mclBnG1_normalizeVec",
+)
 #: What every backend needs from the library (our DST, encodings, GT validation).
 BASIC_SYMBOLS = (
     "mclBnG1_hashAndMapToWithDst",
+    "mclBnG2_hashAndMapToWithDst",
     "mclBn_setETHserialization",
     "mclBn_verifyOrderG1",
     "mclBn_verifyOrderG2",
@@ -85,6 +119,13 @@ def _load(required: tuple[str, ...]) -> ctypes.CDLL:
     return lib
 
 
+def _raw_binary_op(lib: ctypes.CDLL, name: str) -> ctypes._CFunctionType:
+    address = ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+    if address is None:
+        raise OSError(f"pymcl's library has no address for {name}")
+    return _RAW_BINARY_OP(address)
+
+
 class MclBackend:
     name = "mcl"
     order = BLS12_381_ORDER
@@ -117,6 +158,8 @@ class MclBackend:
 
     def __init__(self, lib: ctypes.CDLL):
         self._lib = lib
+        self._gt_mul_raw = _raw_binary_op(lib, "mclBnGT_mul")
+        self._g1_add_raw = _raw_binary_op(lib, "mclBnG1_add")
         # The standard generators (zcash/IETF compressed encodings).
         self._g1 = self.g1_from_bytes(
             bytes.fromhex(
@@ -190,6 +233,38 @@ class MclBackend:
         )
         return out
 
+    def g1_fixed_base(self, p: G1Point) -> G1Table:
+        """A comb table for `p` (8192 affine points, 1.2 MB; about 30 ms to build):
+        g1_mul_fixed then costs at most 32 mixed additions, about 3x faster than g1_mul."""
+        lib = self._lib
+        table = G1Table()
+        entries = table.entries
+        cur = G1Point()
+        ctypes.memmove(ctypes.byref(cur), ctypes.byref(p), _G1_SIZE)
+        for i in range(_GT_WINDOWS):
+            row = i * 256
+            ctypes.memmove(ctypes.byref(entries[row + 1]), ctypes.byref(cur), _G1_SIZE)
+            for d in range(2, 256):
+                lib.mclBnG1_add(
+                    ctypes.byref(entries[row + d]),
+                    ctypes.byref(entries[row + d - 1]),
+                    ctypes.byref(cur),
+                )
+            lib.mclBnG1_add(ctypes.byref(cur), ctypes.byref(entries[row + 255]), ctypes.byref(cur))
+        n = _GT_WINDOWS * 256
+        lib.mclBnG1_normalizeVec(entries, entries, ctypes.c_size_t(n))
+        return table
+
+    def g1_mul_fixed(self, table: G1Table, k: int) -> G1Point:
+        out = G1Point()  # zero-filled: the identity
+        acc = ctypes.addressof(out)
+        base = ctypes.addressof(table.entries)
+        add = self._g1_add_raw
+        for i, d in enumerate((k % self.order).to_bytes(32, "little")):
+            if d:
+                add(acc, acc, base + ((i << 8) | d) * _G1_SIZE)
+        return out
+
     def g1_is_identity(self, p: G1Point) -> bool:
         return bool(self._lib.mclBnG1_isZero(ctypes.byref(p)))
 
@@ -199,6 +274,17 @@ class MclBackend:
     # -- G2 -------------------------------------------------------------------------
     def g2_generator(self) -> G2Point:
         return self._g2
+
+    def hash_to_g2(self, data: bytes, dst: bytes) -> G2Point:
+        p = G2Point()
+        if (
+            self._lib.mclBnG2_hashAndMapToWithDst(
+                ctypes.byref(p), data, ctypes.c_size_t(len(data)), dst, ctypes.c_size_t(len(dst))
+            )
+            != 0
+        ):
+            raise ValueError("hash to G2 failed")
+        return p
 
     def g2_mul(self, p: G2Point, k: int) -> G2Point:
         out = G2Point()
@@ -265,6 +351,38 @@ class MclBackend:
     def gt_eq(self, a: GTElement, b: GTElement) -> bool:
         return bool(self._lib.mclBnGT_isEqual(ctypes.byref(a), ctypes.byref(b)))
 
+    def gt_fixed_base(self, a: GTElement) -> GTTable:
+        """A comb table for `a`: entry (i, d) = a^(d · 256^i), i < 32, 1 <= d < 256
+        (8192 elements, 4.7 MB; about 20 ms to build). gt_pow_fixed then costs at
+        most 32 GT multiplications instead of a full exponentiation (about 3x faster)."""
+        lib = self._lib
+        table = GTTable()
+        cur = GTElement()  # a^(256^i)
+        ctypes.memmove(ctypes.byref(cur), ctypes.byref(a), ctypes.sizeof(GTElement))
+        entries = table.entries
+        for i in range(_GT_WINDOWS):
+            row = i * 256
+            ctypes.memmove(ctypes.byref(entries[row + 1]), ctypes.byref(cur), ctypes.sizeof(cur))
+            for d in range(2, 256):
+                lib.mclBnGT_mul(
+                    ctypes.byref(entries[row + d]),
+                    ctypes.byref(entries[row + d - 1]),
+                    ctypes.byref(cur),
+                )
+            lib.mclBnGT_mul(ctypes.byref(cur), ctypes.byref(entries[row + 255]), ctypes.byref(cur))
+        return table
+
+    def gt_pow_fixed(self, table: GTTable, k: int) -> GTElement:
+        out = GTElement()
+        self._lib.mclBnGT_setInt(ctypes.byref(out), 1)
+        acc = ctypes.addressof(out)
+        base = ctypes.addressof(table.entries)
+        mul = self._gt_mul_raw
+        for i, d in enumerate((k % self.order).to_bytes(32, "little")):
+            if d:
+                mul(acc, acc, base + ((i << 8) | d) * _GT_SIZE)
+        return out
+
     # -- encodings ------------------------------------------------------------------------
     def _ser(self, fn: str, obj: ctypes.Structure, size: int) -> bytes:
         buf = ctypes.create_string_buffer(size)
@@ -304,12 +422,16 @@ class MclBackend:
             raise DecodeError("the G2 identity is not allowed here")
         return p
 
-    def gt_from_bytes(self, data: bytes) -> GTElement:
+    def gt_from_bytes(self, data: bytes, *, check_subgroup: bool = True) -> GTElement:
         if not isinstance(data, bytes | bytearray) or len(data) != 576:
             raise DecodeError("a GT element is 576 bytes")
         a = GTElement()
         read = self._lib.mclBnGT_deserialize(ctypes.byref(a), bytes(data), ctypes.c_size_t(576))
-        if read != 576 or not self._lib.mclBnGT_isValid(ctypes.byref(a)):
+        if read != 576:
+            raise DecodeError("not a valid Fp12 element")
+        if not check_subgroup:
+            return a
+        if not self._lib.mclBnGT_isValid(ctypes.byref(a)):
             raise DecodeError("not a valid GT element")
         # Subgroup check with the generic (non-GLV) power: a^(r-1) * a == 1, and a != 1.
         lib = self._lib

@@ -60,6 +60,10 @@ class PymclBackend:
         fast = self._codec
         return self._m.G1.deserialize(fast.g1_to_bytes(fast.hash_to_g1(data, dst)))
 
+    def hash_to_g2(self, data: bytes, dst: bytes) -> Any:
+        fast = self._codec
+        return self._m.G2.deserialize(fast.g2_to_bytes(fast.hash_to_g2(data, dst)))
+
     def g1_mul(self, p: Any, k: int) -> Any:
         return p * self._fr(k)
 
@@ -76,6 +80,12 @@ class PymclBackend:
         for p, k in zip(points, scalars, strict=True):
             acc = acc + p * self._fr(k)
         return acc
+
+    def g1_fixed_base(self, p: Any) -> Any:
+        return p  # no precomputation here: g1_mul_fixed is g1_mul
+
+    def g1_mul_fixed(self, table: Any, k: int) -> Any:
+        return self.g1_mul(table, k)
 
     def g1_is_identity(self, p: Any) -> bool:
         return bool(p.is_zero())
@@ -124,6 +134,12 @@ class PymclBackend:
     def gt_eq(self, a: Any, b: Any) -> bool:
         return bool(a == b)
 
+    def gt_fixed_base(self, a: Any) -> Any:
+        return a  # no precomputation here: gt_pow_fixed is gt_pow
+
+    def gt_pow_fixed(self, table: Any, k: int) -> Any:
+        return self.gt_pow(table, k)
+
     def g1_to_bytes(self, p: Any) -> bytes:
         return bytes(p.serialize())
 
@@ -150,7 +166,7 @@ class PymclBackend:
     def g2_from_bytes(self, data: bytes, *, allow_identity: bool = False) -> Any:
         return self._point(self._m.G2, data, 96, allow_identity, "G2")
 
-    def gt_from_bytes(self, data: bytes) -> Any:
+    def gt_from_bytes(self, data: bytes, *, check_subgroup: bool = True) -> Any:
         fast = self._codec
-        fast.gt_from_bytes(data)  # validates (subgroup check)
+        fast.gt_from_bytes(data, check_subgroup=check_subgroup)  # validates
         return self._m.GT.deserialize(bytes(data))

@@ -469,6 +469,10 @@ def parse_attribute(s: str) -> KeyAttribute:
             )
         return KeyAttribute(low, int(digits))
     name, colon, value = text.partition(":")
+    if colon and "@" in name:
+        raise PolicyError(
+            f"invalid attribute {text!r}: the authority goes after the value (`role:doctor@hosp1`)"
+        )
     low = _check_name(name, text)
     if not colon:
         return KeyAttribute(low)

@@ -30,7 +30,10 @@ MAX_ATTRIBUTE_CHARS = 256
 INT_BITS = 32
 INT_MAX = (1 << INT_BITS) - 1
 
-NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+#: A name, optionally qualified by its issuing authority for multi-authority
+#: policies (`admin@hosp1`, `age@hosp1 >= 18`; a string attribute puts the
+#: authority after its value: `role:doctor@hosp1`).
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*(?:@[A-Za-z0-9][A-Za-z0-9_.\-]*)?")
 VALUE_RE = re.compile(r"[A-Za-z0-9_.@/+\-]+")
 _INT_RE = re.compile(r"[0-9]+")
 _MAX_INT_DIGITS = len(str(INT_MAX))
@@ -237,6 +240,10 @@ class _Parser:
             self.leaf(t)
             nxt = self.peek()
             if nxt.kind == "colon":
+                if "@" in t.text:
+                    raise self.error(
+                        "the authority goes after the value: write `role:doctor@hosp1`", t
+                    )
                 self.take()
                 attr = Attr(t.text, self.expect("value", "an attribute value").text)
                 if len(attr.label) > MAX_ATTRIBUTE_CHARS:

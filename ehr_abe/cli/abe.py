@@ -18,6 +18,24 @@ authority_app = typer.Typer(
 )
 key_app = typer.Typer(help="Issue user keys (needs the master key).", no_args_is_help=True)
 
+OrgOption = Annotated[
+    str | None,
+    typer.Option("--org", help="Multi-authority: the organisation (authority id), e.g. hosp1."),
+]
+MspOption = Annotated[
+    str | None, typer.Option("--msp", help="Its Fabric MSP id (default: hosp1 -> Hosp1MSP).")
+]
+ValidDaysOption = Annotated[
+    int | None,
+    typer.Option(
+        "--valid-days",
+        help="Days of validity from today (multi-authority keys: default 365; FAME keys: "
+        "adds valid_from/valid_until only when given).",
+    ),
+]
+RecordOption = Annotated[
+    bool, typer.Option(help="Record the key issue on the ledger (multi-authority).")
+]
 KeyFileOption = Annotated[
     Path | None,
     typer.Option(
@@ -69,12 +87,25 @@ def authority_setup(
     force: Annotated[
         bool, typer.Option(help="Replace an existing authority (invalidates all keys).")
     ] = False,
+    org: OrgOption = None,
+    register: Annotated[
+        bool, typer.Option(help="With --org: register (or rotate) the key on the ledger.")
+    ] = True,
+    msp: MspOption = None,
 ) -> None:
-    """Create public parameters and a master key sealed at rest (0600)."""
+    """Create public parameters and a master key sealed at rest (0600). With --org, a
+    multi-authority authority for that organisation (its key goes on the ledger)."""
     from abe_service.authority import KeyAuthority
 
     cfg = config_from(config, home)
     passphrase, key_file = _master_secret(cfg, key_file, confirm=True)
+    if org is not None:
+        from ehr_abe.cli import ma
+
+        console.print(
+            ma.setup(cfg, org, passphrase, key_file, force=force, register=register, msp=msp)
+        )
+        return
     auth = KeyAuthority.setup(
         cfg.authority_dir, passphrase=passphrase, key_file=key_file, force=force
     )
@@ -121,16 +152,113 @@ def key_issue(
     home: HomeOption = None,
     key_file: KeyFileOption = None,
     force: ForceOption = False,
+    org: OrgOption = None,
+    valid_days: ValidDaysOption = None,
+    record: RecordOption = True,
+    msp: MspOption = None,
 ) -> None:
-    """Issue a user key for a subject and attribute set."""
+    """Issue a user key for a subject and attribute set. With --org, a multi-authority
+    key from that authority: SUBJECT is the global identifier, attributes end in
+    @<org>, and the key is valid for --valid-days from today."""
     from abe_service.authority import KeyAuthority
 
     cfg = config_from(config, home)
     passphrase, key_file = _master_secret(cfg, key_file, confirm=False)
+    if org is not None:
+        from ehr_abe.cli import ma
+
+        data, key_id = ma.issue(
+            cfg,
+            org,
+            subject,
+            attributes,
+            passphrase,
+            key_file,
+            valid_days=365 if valid_days is None else valid_days,
+            record=record,
+            msp=msp,
+        )
+        _write_output(out, data, secret=True, force=force)
+        console.print(f"key {key_id} from {org} for {subject} written to {out}", highlight=False)
+        return
     auth = KeyAuthority.open(cfg.authority_dir, passphrase=passphrase, key_file=key_file)
+    if valid_days is not None:  # FAME time-bound key (storage.fame_validity checks it)
+        from datetime import UTC, datetime
+
+        from abe_service.ma.validity import VALID_FROM, VALID_UNTIL, day_number
+
+        if not 1 <= valid_days <= 3650:
+            raise ConfigError("--valid-days must be 1 .. 3650")
+        today = day_number(datetime.now(UTC))
+        attributes = [
+            *attributes,
+            f"{VALID_FROM}={today}",
+            f"{VALID_UNTIL}={today + valid_days}",
+        ]
     issued = auth.issue_key(subject, attributes)
     _write_output(out, issued.user_key, secret=True, force=force)
     console.print(f"key {issued.key_id} for {subject} written to {out}", highlight=False)
+
+
+@key_app.command("renew")
+def key_renew(
+    subject: Annotated[str, typer.Argument(help="The global identifier the keys were issued to.")],
+    org: Annotated[str, typer.Option("--org", help="The issuing organisation, e.g. hosp1.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the renewal (0600).")],
+    config: ConfigOption = None,
+    home: HomeOption = None,
+    key_file: KeyFileOption = None,
+    valid_days: ValidDaysOption = None,
+    record: RecordOption = True,
+    msp: MspOption = None,
+    force: ForceOption = False,
+) -> None:
+    """Re-issue only the validity attributes of a multi-authority key (add the file to
+    the keyring: `decrypt --key old --key renewal`)."""
+    from ehr_abe.cli import ma
+
+    cfg = config_from(config, home)
+    passphrase, key_file = _master_secret(cfg, key_file, confirm=False)
+    data, key_id = ma.issue(
+        cfg,
+        org,
+        subject,
+        None,
+        passphrase,
+        key_file,
+        valid_days=365 if valid_days is None else valid_days,
+        record=record,
+        msp=msp,
+    )
+    _write_output(out, data, secret=True, force=force)
+    console.print(f"renewal {key_id} from {org} for {subject} written to {out}", highlight=False)
+
+
+@authority_app.command("revoke")
+def authority_revoke(
+    org: Annotated[str, typer.Option("--org", help="The organisation, e.g. hosp1.")],
+    reason: Annotated[str, typer.Option(help="Why (kept on the ledger).")] = "",
+    config: ConfigOption = None,
+    home: HomeOption = None,
+    msp: MspOption = None,
+) -> None:
+    """Revoke an authority's current key on the ledger (no new records under it)."""
+    from ehr_abe.cli import ma
+
+    console.print(ma.revoke(config_from(config, home), org, reason, msp))
+
+
+@authority_app.command("list")
+def authority_list(
+    org: Annotated[str | None, typer.Option("--org", help="Only this authority.")] = None,
+    config: ConfigOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Multi-authority authorities registered on the ledger."""
+    from ehr_abe.cli import ma
+
+    for text in ma.show(config_from(config, home), org):
+        console.print(text, highlight=False)
 
 
 def encrypt(
@@ -150,13 +278,36 @@ def encrypt(
     params: Annotated[
         Path | None, typer.Option(help="Public parameters file (default: the local authority's).")
     ] = None,
+    authority_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--authority-key",
+            help="Multi-authority: an authority public key file (repeat; default: the ledger's "
+            "registered keys).",
+        ),
+    ] = None,
     config: ConfigOption = None,
     home: HomeOption = None,
     force: ForceOption = False,
 ) -> None:
-    """Encrypt a file under a policy into a hybrid envelope."""
+    """Encrypt a file under a policy into a hybrid envelope. A policy naming authorities
+    (role:doctor@hosp1) is multi-authority: the authorities' keys come from the ledger."""
     from abe_service.envelope import AbeEncryptor
+    from abe_service.ma.router import is_multi_authority
 
+    if is_multi_authority(policy):
+        from ehr_abe.cli import ma
+
+        if authority_key:
+            from abe_service.ma.envelope import MaEncryptor
+
+            ma_enc = MaEncryptor.from_public_keys([_read_input(p) for p in authority_key])
+            data = ma_enc.encrypt(policy, _read_input(input_), context.encode())
+        else:
+            ledger_enc = ma.encryptor_from_ledger(config_from(config, home))
+            data = ledger_enc.encrypt(policy, _read_input(input_), context.encode())
+        _write_output(out, data, secret=False, force=force)
+        return
     if params is not None:
         enc = AbeEncryptor.from_public_params(_read_input(params))
     else:
@@ -168,7 +319,15 @@ def encrypt(
 
 
 def decrypt(
-    key: Annotated[Path, typer.Option("--key", "-k", help="Your user key file.")],
+    key: Annotated[
+        list[Path],
+        typer.Option(
+            "--key",
+            "-k",
+            help="Your user key file; repeat for multi-authority keys of one identifier "
+            "(one per authority, plus renewals).",
+        ),
+    ],
     input_: Annotated[
         Path, typer.Argument(metavar="ENVELOPE", help="Envelope file, or - for stdin.")
     ],
@@ -179,6 +338,17 @@ def decrypt(
     """Decrypt an envelope with a user key (locally; the key never leaves this machine).
     Exit 3 if the key does not satisfy the policy, 4 if the envelope was tampered with."""
     from abe_service.client import AbeKeyring
+    from abe_service.ma.router import envelope_scheme
+    from abe_service.ma.scheme import SCHEME_ID as MA_SCHEME
 
-    plaintext = AbeKeyring.from_file(key).decrypt(_read_input(input_), context.encode())
+    envelope = _read_input(input_)
+    if envelope_scheme(envelope) == MA_SCHEME:
+        from abe_service.ma.envelope import MaKeyring
+
+        ring = MaKeyring.from_user_keys([_read_input(k) for k in key])
+        plaintext = ring.decrypt(envelope, context.encode())
+    else:
+        if len(key) != 1:
+            raise ConfigError("a FAME envelope is opened with one key")
+        plaintext = AbeKeyring.from_file(key[0]).decrypt(envelope, context.encode())
     _write_output(out, plaintext, secret=True, force=force)

@@ -70,6 +70,39 @@ class KeyIssue:
 
 
 @dataclass(frozen=True)
+class AuthorityEntry:
+    """A multi-authority registry entry (current, or one version of the history)."""
+
+    authority_id: str
+    owner_msp: str
+    scheme: str
+    public_key: bytes
+    fingerprint: bytes
+    version: int
+    active: bool
+    reason: str
+    by_msp: str
+    at: datetime
+    tx_id: str
+
+
+def _authority(d: dict[str, Any]) -> AuthorityEntry:
+    return AuthorityEntry(
+        authority_id=str(d["authority_id"]),
+        owner_msp=str(d["owner_msp"]),
+        scheme=str(d["scheme"]),
+        public_key=bytes.fromhex(d["public_key"]),
+        fingerprint=bytes.fromhex(d["fingerprint"]),
+        version=int(d["version"]),
+        active=d["status"] == "active",
+        reason=str(d.get("reason", "")),
+        by_msp=str(d["by_msp"]),
+        at=_time(d["at"]),
+        tx_id=str(d["tx_id"]),
+    )
+
+
+@dataclass(frozen=True)
 class ConsentChange:
     patient_id: str
     subject_id: str
@@ -118,6 +151,18 @@ def _anchor(d: dict[str, Any], block: int) -> Anchor:
         instance=str(d.get("instance", "")),
         first_seq=int(d.get("first_seq", 0)),
         last_seq=int(d.get("last_seq", 0)),
+    )
+
+
+def _key_issue(d: dict[str, Any]) -> KeyIssue:
+    return KeyIssue(
+        subject=str(d["subject"]),
+        attributes_hash=bytes.fromhex(d["attributes_hash"]),
+        authority=str(d["authority"]),
+        key_id=str(d["key_id"]),
+        msp_id=str(d["by_msp"]),
+        issued_at=_time(d["at"]),
+        tx_id=str(d["tx_id"]),
     )
 
 
@@ -267,17 +312,50 @@ class LedgerClient:
 
     def key_issues(self, subject: str, caller: Caller | None = None) -> list[KeyIssue]:
         return [
-            KeyIssue(
-                subject=str(d["subject"]),
-                attributes_hash=bytes.fromhex(d["attributes_hash"]),
-                authority=str(d["authority"]),
-                key_id=str(d["key_id"]),
-                msp_id=str(d["by_msp"]),
-                issued_at=_time(d["at"]),
-                tx_id=str(d["tx_id"]),
-            )
-            for d in self._pages(caller, "KeyIssuesBySubject", "key_issues", subject)
+            _key_issue(d) for d in self._pages(caller, "KeyIssuesBySubject", "key_issues", subject)
         ]
+
+    def key_issues_by_authority(
+        self, authority: str, caller: Caller | None = None
+    ) -> list[KeyIssue]:
+        return [
+            _key_issue(d)
+            for d in self._pages(caller, "KeyIssuesByAuthority", "key_issues", authority)
+        ]
+
+    # -- multi-authority registry ------------------------------------------------------------
+    def register_authority(
+        self, caller: Caller, authority_id: str, scheme: str, public_key: bytes, fingerprint: bytes
+    ) -> TxReceipt:
+        r = self._submit(
+            caller, "RegisterAuthority", authority_id, scheme, public_key.hex(), fingerprint.hex()
+        )
+        return TxReceipt(r.tx_id, r.block)
+
+    def rotate_authority(
+        self, caller: Caller, authority_id: str, public_key: bytes, fingerprint: bytes
+    ) -> TxReceipt:
+        r = self._submit(
+            caller, "RotateAuthority", authority_id, public_key.hex(), fingerprint.hex()
+        )
+        return TxReceipt(r.tx_id, r.block)
+
+    def revoke_authority(self, caller: Caller, authority_id: str, reason: str) -> TxReceipt:
+        r = self._submit(caller, "RevokeAuthority", authority_id, reason)
+        return TxReceipt(r.tx_id, r.block)
+
+    def get_authority(self, authority_id: str, caller: Caller | None = None) -> AuthorityEntry:
+        return _authority(self._eval(caller, "GetAuthority", authority_id))
+
+    def authority_history(
+        self, authority_id: str, caller: Caller | None = None
+    ) -> list[AuthorityEntry]:
+        return [
+            _authority(d) for d in self._pages(caller, "AuthorityHistory", "versions", authority_id)
+        ]
+
+    def list_authorities(self, caller: Caller | None = None) -> list[AuthorityEntry]:
+        return [_authority(d) for d in self._pages(caller, "ListAuthorities", "authorities")]
 
     # -- consent ---------------------------------------------------------------------------
     def grant_consent(

@@ -15,6 +15,9 @@ class ObjectKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OBJECT_KIND_USER_KEY: _ClassVar[ObjectKind]
     OBJECT_KIND_ENVELOPE: _ClassVar[ObjectKind]
     OBJECT_KIND_SEGMENT: _ClassVar[ObjectKind]
+    OBJECT_KIND_MA_AUTHORITY_PUBLIC_KEY: _ClassVar[ObjectKind]
+    OBJECT_KIND_MA_AUTHORITY_SECRET_KEY: _ClassVar[ObjectKind]
+    OBJECT_KIND_MA_USER_KEY: _ClassVar[ObjectKind]
 OBJECT_KIND_UNSPECIFIED: ObjectKind
 OBJECT_KIND_PUBLIC_PARAMS: ObjectKind
 OBJECT_KIND_MASTER_KEY: ObjectKind
@@ -22,6 +25,9 @@ OBJECT_KIND_SEALED_MASTER_KEY: ObjectKind
 OBJECT_KIND_USER_KEY: ObjectKind
 OBJECT_KIND_ENVELOPE: ObjectKind
 OBJECT_KIND_SEGMENT: ObjectKind
+OBJECT_KIND_MA_AUTHORITY_PUBLIC_KEY: ObjectKind
+OBJECT_KIND_MA_AUTHORITY_SECRET_KEY: ObjectKind
+OBJECT_KIND_MA_USER_KEY: ObjectKind
 
 class PublicParams(_message.Message):
     __slots__ = ("kind", "version", "scheme", "h1", "h2", "t1", "t2")
@@ -140,7 +146,7 @@ class CiphertextRow(_message.Message):
     def __init__(self, ct1: _Optional[bytes] = ..., ct2: _Optional[bytes] = ..., ct3: _Optional[bytes] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("kind", "version", "scheme", "authority_id", "policy", "ct0", "rows", "nonce", "ciphertext", "key_commitment")
+    __slots__ = ("kind", "version", "scheme", "authority_id", "policy", "ct0", "rows", "nonce", "ciphertext", "key_commitment", "ma_rows", "ma_authorities")
     KIND_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SCHEME_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +157,8 @@ class Envelope(_message.Message):
     NONCE_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
     KEY_COMMITMENT_FIELD_NUMBER: _ClassVar[int]
+    MA_ROWS_FIELD_NUMBER: _ClassVar[int]
+    MA_AUTHORITIES_FIELD_NUMBER: _ClassVar[int]
     kind: ObjectKind
     version: int
     scheme: str
@@ -161,7 +169,95 @@ class Envelope(_message.Message):
     nonce: bytes
     ciphertext: bytes
     key_commitment: bytes
-    def __init__(self, kind: _Optional[_Union[ObjectKind, str]] = ..., version: _Optional[int] = ..., scheme: _Optional[str] = ..., authority_id: _Optional[str] = ..., policy: _Optional[str] = ..., ct0: _Optional[_Iterable[bytes]] = ..., rows: _Optional[_Iterable[_Union[CiphertextRow, _Mapping]]] = ..., nonce: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., key_commitment: _Optional[bytes] = ...) -> None: ...
+    ma_rows: _containers.RepeatedCompositeFieldContainer[MaCiphertextRow]
+    ma_authorities: _containers.RepeatedCompositeFieldContainer[MaAuthorityRef]
+    def __init__(self, kind: _Optional[_Union[ObjectKind, str]] = ..., version: _Optional[int] = ..., scheme: _Optional[str] = ..., authority_id: _Optional[str] = ..., policy: _Optional[str] = ..., ct0: _Optional[_Iterable[bytes]] = ..., rows: _Optional[_Iterable[_Union[CiphertextRow, _Mapping]]] = ..., nonce: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., key_commitment: _Optional[bytes] = ..., ma_rows: _Optional[_Iterable[_Union[MaCiphertextRow, _Mapping]]] = ..., ma_authorities: _Optional[_Iterable[_Union[MaAuthorityRef, _Mapping]]] = ...) -> None: ...
+
+class MaAuthorityPublicKey(_message.Message):
+    __slots__ = ("kind", "version", "scheme", "authority", "e_alpha", "g_y")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    AUTHORITY_FIELD_NUMBER: _ClassVar[int]
+    E_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    G_Y_FIELD_NUMBER: _ClassVar[int]
+    kind: ObjectKind
+    version: int
+    scheme: str
+    authority: str
+    e_alpha: bytes
+    g_y: bytes
+    def __init__(self, kind: _Optional[_Union[ObjectKind, str]] = ..., version: _Optional[int] = ..., scheme: _Optional[str] = ..., authority: _Optional[str] = ..., e_alpha: _Optional[bytes] = ..., g_y: _Optional[bytes] = ...) -> None: ...
+
+class MaAuthoritySecretKey(_message.Message):
+    __slots__ = ("kind", "version", "scheme", "authority", "alpha", "y", "public_key_sha256")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    AUTHORITY_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_SHA256_FIELD_NUMBER: _ClassVar[int]
+    kind: ObjectKind
+    version: int
+    scheme: str
+    authority: str
+    alpha: bytes
+    y: bytes
+    public_key_sha256: bytes
+    def __init__(self, kind: _Optional[_Union[ObjectKind, str]] = ..., version: _Optional[int] = ..., scheme: _Optional[str] = ..., authority: _Optional[str] = ..., alpha: _Optional[bytes] = ..., y: _Optional[bytes] = ..., public_key_sha256: _Optional[bytes] = ...) -> None: ...
+
+class MaAttributeKey(_message.Message):
+    __slots__ = ("label", "k", "kp")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    KP_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    k: bytes
+    kp: bytes
+    def __init__(self, label: _Optional[str] = ..., k: _Optional[bytes] = ..., kp: _Optional[bytes] = ...) -> None: ...
+
+class MaUserKey(_message.Message):
+    __slots__ = ("kind", "version", "scheme", "authority", "gid", "key_id", "attributes", "parts", "authority_key_sha256")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    AUTHORITY_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    AUTHORITY_KEY_SHA256_FIELD_NUMBER: _ClassVar[int]
+    kind: ObjectKind
+    version: int
+    scheme: str
+    authority: str
+    gid: str
+    key_id: str
+    attributes: _containers.RepeatedScalarFieldContainer[str]
+    parts: _containers.RepeatedCompositeFieldContainer[MaAttributeKey]
+    authority_key_sha256: bytes
+    def __init__(self, kind: _Optional[_Union[ObjectKind, str]] = ..., version: _Optional[int] = ..., scheme: _Optional[str] = ..., authority: _Optional[str] = ..., gid: _Optional[str] = ..., key_id: _Optional[str] = ..., attributes: _Optional[_Iterable[str]] = ..., parts: _Optional[_Iterable[_Union[MaAttributeKey, _Mapping]]] = ..., authority_key_sha256: _Optional[bytes] = ...) -> None: ...
+
+class MaCiphertextRow(_message.Message):
+    __slots__ = ("c1", "c2", "c3", "c4")
+    C1_FIELD_NUMBER: _ClassVar[int]
+    C2_FIELD_NUMBER: _ClassVar[int]
+    C3_FIELD_NUMBER: _ClassVar[int]
+    C4_FIELD_NUMBER: _ClassVar[int]
+    c1: bytes
+    c2: bytes
+    c3: bytes
+    c4: bytes
+    def __init__(self, c1: _Optional[bytes] = ..., c2: _Optional[bytes] = ..., c3: _Optional[bytes] = ..., c4: _Optional[bytes] = ...) -> None: ...
+
+class MaAuthorityRef(_message.Message):
+    __slots__ = ("authority", "public_key_sha256")
+    AUTHORITY_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_SHA256_FIELD_NUMBER: _ClassVar[int]
+    authority: str
+    public_key_sha256: bytes
+    def __init__(self, authority: _Optional[str] = ..., public_key_sha256: _Optional[bytes] = ...) -> None: ...
 
 class SegmentEnvelope(_message.Message):
     __slots__ = ("kind", "version", "window_id", "patient_id", "device_id", "device_type", "first_seq", "last_seq", "first_time_ms", "last_time_ms", "count", "nonce", "ciphertext")
