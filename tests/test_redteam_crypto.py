@@ -29,6 +29,7 @@ from ehr_common.api.v1 import formats_pb2 as fpb
 from ehr_common.errors import DecodeError, IntegrityError, InvalidArgument, PolicyNotSatisfied
 from storage_service.anchoring import AnchorPolicy
 from storage_service.index import RecordIndex
+from storage_service.keys import ServiceKeys
 from storage_service.ledger.base import Caller
 from storage_service.ledger.client import LedgerClient
 from storage_service.ledger.embedded import EmbeddedLedger
@@ -276,12 +277,14 @@ def ma_core(tmp_path: Path, hosps: dict[str, MaAuthority], fame: KeyAuthority) -
     router = SchemeRouter(
         fame.encryptor, MaLedgerEncryptor(auths), fame_validity=True, day=lambda: DAY
     )
+    keys = ServiceKeys.derive(b"storage secret for the red-team tests")
     core = StorageCore(
         store=FilesystemStore(tmp_path / "objects"),
-        index=RecordIndex(tmp_path / "index.sqlite"),
+        index=RecordIndex(tmp_path / "index.sqlite", mac_key=keys.mac_key),
         ledger=ledger,
         encryptor=router,
         service_caller=Caller(SERVICE_SUBJECT, "Hosp1MSP", SERVICE_ROLES),
+        keys=keys,
         anchor_policy=AnchorPolicy(max_records=1000, max_age_s=3600, retry_s=0.2),
     )
     yield core
