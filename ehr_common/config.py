@@ -79,13 +79,14 @@ class StorageConfig:
     ledger_retry_s: float = 1.0
     #: objects fetched at once by verification (the object store's read pool)
     fetch_concurrency: int = 16
-    #: The service secret (record ids for idempotency keys, request fingerprints)
-    #: comes from this environment variable (64 hex digits or more) ...
-    secret_env: str = "EHR_ABE_STORAGE_SECRET"
-    #: ... else from this file (32+ bytes; default <home>/secrets/storage.key,
-    #: created 0600 on first start). Never inside data_dir: whoever can read
-    #: the data must not hold the secret too.
+    #: a record no anchor covers this long after its batch was due is an integrity failure
+    anchor_grace_s: float = 300.0
+    #: The storage secret (index MACs, receipt signatures, record ids, idempotency
+    #: fingerprints; never stored beside the data, refused inside data_dir)
+    #: is read from this key file (16+ random bytes) ...
     secret_file: str = ""
+    #: ... else from this environment variable, else from the master key's secret.
+    secret_env: str = "EHR_ABE_STORAGE_SECRET"
     #: multi-authority records: AND `valid_until@<authority> >= <today>` into each new
     #: record's policy, per authority (abe_service/ma/validity.py)
     ma_validity: bool = True
@@ -116,11 +117,6 @@ class Config:
     @property
     def storage_dir(self) -> Path:
         return Path(self.storage.data_dir) if self.storage.data_dir else self.home_dir / "storage"
-
-    @property
-    def storage_secret_path(self) -> Path:
-        f = self.storage.secret_file
-        return Path(f) if f else self.home_dir / "secrets" / "storage.key"
 
     @property
     def infra_dir(self) -> Path:

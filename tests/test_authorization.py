@@ -4,7 +4,6 @@ keyed record ids and idempotency fingerprints."""
 from __future__ import annotations
 
 import hashlib
-import stat
 from pathlib import Path
 
 import pytest
@@ -174,21 +173,26 @@ def test_the_service_secret_lives_outside_the_data_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ehr_common.config import load_config
-    from storage_service.wiring import load_service_secret
+    from storage_service.wiring import storage_secret
 
     monkeypatch.delenv("EHR_ABE_STORAGE_SECRET", raising=False)
+    monkeypatch.delenv("EHR_ABE_MASTER_PASSPHRASE", raising=False)
     cfg = load_config(env={})
     cfg.home = str(tmp_path)
-    secret = load_service_secret(cfg)  # created once, 0600, outside <home>/storage
-    path = cfg.storage_secret_path
-    assert len(secret) == 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert not path.resolve().is_relative_to(cfg.storage_dir.resolve())
-    assert load_service_secret(cfg) == secret
-    cfg.storage.secret_file = str(cfg.storage_dir / "secret.key")
+    with pytest.raises(ConfigError, match="needs a secret"):
+        storage_secret(cfg)
+    inside = cfg.storage_dir / "secret.key"
+    inside.parent.mkdir(parents=True)
+    inside.write_bytes(b"s" * 32)
+    cfg.storage.secret_file = str(inside)
     with pytest.raises(ConfigError, match="inside the data directory"):
-        load_service_secret(cfg)
+        storage_secret(cfg)
+    outside = tmp_path / "secrets" / "storage.key"
+    outside.parent.mkdir()
+    outside.write_bytes(b"t" * 32)
+    cfg.storage.secret_file = str(outside)
+    from_file = storage_secret(cfg)
+    assert from_file.endswith(b"t" * 32)
+    cfg.storage.secret_file = ""
     monkeypatch.setenv("EHR_ABE_STORAGE_SECRET", "ab" * 32)
-    assert load_service_secret(cfg) == bytes.fromhex("ab" * 32)  # the environment wins
-    monkeypatch.setenv("EHR_ABE_STORAGE_SECRET", "ab" * 8)
-    with pytest.raises(ConfigError, match="at least"):
-        load_service_secret(cfg)
+    assert storage_secret(cfg) != from_file

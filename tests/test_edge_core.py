@@ -39,11 +39,11 @@ from ehr_common.errors import (
 )
 from storage_service.anchoring import AnchorPolicy
 from storage_service.index import RecordIndex
+from storage_service.keys import ServiceKeys
 from storage_service.ledger.base import Caller
 from storage_service.ledger.client import LedgerClient
 from storage_service.ledger.embedded import EmbeddedLedger
 from storage_service.objectstore.fs import FilesystemStore
-from storage_service.record_ids import RecordIdKeys
 from storage_service.service import SegmentItem, StorageCore, WindowItem
 from storage_service.wiring import SERVICE_ROLES, SERVICE_SUBJECT
 
@@ -209,6 +209,9 @@ DEVICE = Caller("ox-1", "Hosp1MSP", frozenset({"device"}))
 NURSE = Caller("nurse-1", "Hosp1MSP", frozenset({"nurse"}))
 
 
+KEYS = ServiceKeys.derive(b"edge core test storage secret")
+
+
 @pytest.fixture(scope="module")
 def authority(tmp_path_factory: pytest.TempPathFactory) -> KeyAuthority:
     return KeyAuthority.setup(tmp_path_factory.mktemp("auth"), passphrase=b"edge core test pass")
@@ -221,11 +224,11 @@ def core(tmp_path: Path, authority: KeyAuthority) -> StorageCore:
     service = Caller(SERVICE_SUBJECT, "Hosp1MSP", SERVICE_ROLES)
     c = StorageCore(
         store=FilesystemStore(tmp_path / "objects"),
-        index=RecordIndex(tmp_path / "index.sqlite"),
+        index=RecordIndex(tmp_path / "index.sqlite", mac_key=KEYS.mac_key),
         ledger=LedgerClient(EmbeddedLedger(tmp_path / "ledger.sqlite"), service),
         encryptor=LocalEncryptor(authority.public_params),
         service_caller=service,
-        id_keys=RecordIdKeys.from_secret(b"edge core test secret, 32+ bytes!"),
+        keys=KEYS,
         anchor_policy=AnchorPolicy(max_records=1000, max_age_s=3600),
     )
     # a nurse assigns the oximeter to the patient: the edge relays only for it
@@ -359,7 +362,7 @@ def test_concurrent_streams_all_land(core: StorageCore, authority: KeyAuthority)
 def test_group_commit_commits_waiting_writers_together(tmp_path: Path) -> None:
     from storage_service.records import RecordMeta, utc_now
 
-    index = RecordIndex(tmp_path / "index.sqlite")
+    index = RecordIndex(tmp_path / "index.sqlite", mac_key=KEYS.mac_key)
     meta = [
         RecordMeta(f"r-{i}", "p-1", "segment.x", "d", utc_now(), "role:x", 1, bytes(32))
         for i in range(8)

@@ -12,6 +12,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ehr_common.errors import EhrAbeError
 
@@ -40,7 +41,9 @@ def main() -> None:
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except EhrAbeError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        # the message may quote attacker-made text (an envelope's scheme, an id): escaped,
+        # so it can neither style the output nor break the markup parser (a traceback)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")
