@@ -53,6 +53,8 @@ class World:
     cores: list[StorageCore] = field(default_factory=list)
     patients: dict[str, Caller] = field(default_factory=dict)
     owners: dict[str, Caller] = field(default_factory=dict)  # record id -> its patient
+    #: MinIO as the attacker edits it: the operator's root user, not the service's own
+    attacker_minio: Any = None
 
     def __post_init__(self) -> None:
         self.core = self.open_core(self.tmp / "index.sqlite")
@@ -164,7 +166,7 @@ class World:
             os.chmod(path, 0o600)
             path.write_bytes(data)
         else:  # MinIO: a new version, around the service's conditional write
-            store.client.put_object(store.bucket, key, io.BytesIO(data), len(data))
+            self.attacker_minio.put_object(store.bucket, key, io.BytesIO(data), len(data))
 
     def delete_object(self, record_id: str) -> None:
         key = envelope_key(record_id)
@@ -172,7 +174,7 @@ class World:
         if isinstance(store, FilesystemStore):
             (store.root / key).unlink()
         else:  # MinIO: a delete marker (object lock keeps the version itself)
-            store.client.remove_object(store.bucket, key)
+            self.attacker_minio.remove_object(store.bucket, key)
 
     def replay_older_version(self, record_id: str, other_id: str) -> None:
         """MinIO: make an older version of another record's object the latest version
@@ -184,12 +186,12 @@ class World:
         from minio.commonconfig import CopySource
 
         versions = list(
-            store.client.list_objects(
+            self.attacker_minio.list_objects(
                 store.bucket, prefix=envelope_key(other_id), include_version=True
             )
         )
         oldest = min(versions, key=lambda v: v.last_modified)
-        store.client.copy_object(
+        self.attacker_minio.copy_object(
             store.bucket,
             envelope_key(record_id),
             CopySource(store.bucket, envelope_key(other_id), version_id=oldest.version_id),

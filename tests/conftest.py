@@ -145,6 +145,16 @@ def minio_store(minio_connection: Path) -> Iterator[Any]:
     store.close()
 
 
+def minio_root_client(minio_connection: Path) -> Any:
+    """MinIO's root user (who holds it is the storage operator: the attacker of the
+    tamper tests, and the checks that need more than the service's own user)."""
+    from minio import Minio
+
+    conn = json.loads(minio_connection.read_text())
+    root = json.loads((minio_connection.parent / "credentials.json").read_text())
+    return Minio(conn["endpoint"], root["access_key"], root["secret_key"], secure=False)
+
+
 @pytest.fixture
 def unique_prefix() -> str:
     """A key prefix of its own per test: MinIO objects are locked and outlive the test."""

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from adversary import AUDITOR, KEYS, MANUAL, WRITER, World, integrity_logged, policy
+from conftest import minio_root_client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -69,6 +70,7 @@ def world(
             lambda: MinioStore.from_connection_file(minio),
             lambda: FabricLedger.from_connection_file(fabric),
         )
+        w.attacker_minio = minio_root_client(minio)
     yield w
     w.close()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
+from conftest import free_port, minio_root_client
 from minio import Minio
 from minio.commonconfig import GOVERNANCE
 from minio.error import S3Error
@@ -94,10 +94,7 @@ def test_locked_version_survives_a_client_that_skips_the_condition(
 
 
 def _root_client(minio_connection: Path) -> Minio:
-    """The root user of the test MinIO (for the checks that need more than the service)."""
-    conn = json.loads(minio_connection.read_text())
-    root = json.loads((minio_connection.parent / "credentials.json").read_text())
-    return Minio(conn["endpoint"], root["access_key"], root["secret_key"], secure=False)
+    return minio_root_client(minio_connection)  # type: ignore[no-any-return]
 
 
 @pytest.mark.minio
