@@ -57,12 +57,15 @@ WRITER_ROLES = frozenset({"device", "clinician", "doctor", "nurse", "record-writ
 #: Record type of a stream window's key envelope (see abe_service.segments).
 WINDOW_RECORD_TYPE = "window-key"
 SEGMENT_TYPE_PREFIX = "segment."
+#: Idempotency-key namespaces of WriteSegments' window and segment records.
+_STREAM_KEY_PREFIXES = ("window/", "segment/")
 #: Items (window keys and segments) and bytes in one WriteSegments call: the
 #: work one call can ask for is bounded whatever its items are.
 MAX_STREAM_ITEMS = 4096
 MAX_STREAM_BYTES = 256 * 1024 * 1024
 #: Segments returned by one FetchSegments call.
 MAX_FETCH_SEGMENTS = 100_000
+MAX_TIME_MS = 2**62 - 1
 #: Roles allowed to verify the whole store and read audit trails.
 AUDITOR_ROLES = frozenset({"auditor", "admin"})
 MAX_ENVELOPE_BYTES = 64 * 1024 * 1024
@@ -207,6 +210,12 @@ class StorageCore:
         self._authorize_write(caller, patient_id)
         if (envelope is None) == (payload is None):
             raise InvalidArgument("give either an envelope or a payload with a policy")
+        if idempotency_key.startswith(_STREAM_KEY_PREFIXES):
+            # WriteSegments' record ids live there: a PutRecord must not pre-empt them.
+            raise InvalidArgument(
+                f"idempotency keys starting with {' or '.join(_STREAM_KEY_PREFIXES)} are "
+                "reserved for WriteSegments"
+            )
         record_id = new_record_id(caller.subject, idempotency_key)
         if idempotency_key:
             existing = self.index.get(record_id)
@@ -311,6 +320,10 @@ class StorageCore:
                     existing = self.index.get(record_id)
                     if existing is not None:
                         w = self._window_of(existing, item.patient_id, item.device_id)
+                        if existing.meta.content_sha256 != hashlib.sha256(item.envelope).digest():
+                            raise AlreadyExists(
+                                f"window {item.window_id} was stored before with another key"
+                            )
                         windows[item.window_id] = w
                         pending.append(
                             (None, WriteResult(item.window_id, record_id, True), None, None)
@@ -490,6 +503,13 @@ class StorageCore:
         limit = limit or 10_000
         if not 1 <= limit <= MAX_FETCH_SEGMENTS:
             raise InvalidArgument(f"limit must be between 1 and {MAX_FETCH_SEGMENTS}")
+        # Segment times are 0 <= t < 2**62 (SegmentHeader.check); beyond that is "no end",
+        # and SQLite's integers stop at 2**63.
+        until_ms = min(until_ms, MAX_TIME_MS)
+        if not 0 <= since_ms <= until_ms:
+            raise InvalidArgument(
+                "the time range must be ordered (since <= until) and not before 1970"
+            )
         rows = self.index.segments(patient_id, since_ms, until_ms, limit)
         sent_windows: set[str] = set()
         for start in range(0, len(rows), 256):
