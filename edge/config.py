@@ -68,8 +68,12 @@ class EdgeConfig:
 
     def check(self) -> None:
         validate_id("edge subject", self.subject)
+        if self.spool_max_mb < 1:
+            raise ConfigError("spool_max_mb must be at least 1")
         for device_id, d in self.devices.items():
             validate_id("device id", device_id)
+            if device_id == self.subject:  # the broker's ACL would let the edge speak for it
+                raise ConfigError(f"device id {device_id!r} is the edge's own subject")
             validate_id("patient id", d.patient_id)
             if d.device_type not in DEVICE_TYPES:
                 raise ConfigError(f"device {device_id}: unknown type {d.device_type!r}")

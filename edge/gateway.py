@@ -303,7 +303,7 @@ class Gateway:
 
     def _write_batch(self, batch: list[tuple[int, int, str, bytes]]) -> None:
         now_ms = self.clock_ms()
-        accepted: list[SpooledReading] = []
+        results: list[SpooledReading | None] = []
         for _mid, _qos, topic, payload in batch:
             self.stats.received += 1
             try:
@@ -313,37 +313,50 @@ class Gateway:
                 log.error("reading on %r refused by an unexpected %s", topic[:200], type(exc))
                 self._reject(Reason.MALFORMED)
                 r = None
-            if r is not None:
-                accepted.append(r)
-        size = sum(len(r.body) for r in accepted)
-        # Full spool: hold these messages unacknowledged (the broker stops sending at
-        # its in-flight limit and queues the rest) until the sender frees space.
-        while not self.spool.has_room(size) and not self._stop.is_set():
-            if not self.stats.spool_full:
-                log.error(
-                    "ALERT: edge spool full (%d bytes): not acknowledging MQTT messages until "
-                    "the StorageService takes segments",
-                    self.spool.used_bytes,
-                )
-            self.stats.spool_full = True
-            self._seal_due(force=False)
-            time.sleep(0.2)
-        if self._stop.is_set() and not self.spool.has_room(size):
-            return  # not acknowledged: the broker redelivers them to the next run
-        self.stats.spool_full = False
-        self.spool.accept(accepted)  # durable before any acknowledgement
-        self.stats.accepted += len(accepted)
-        for mid, qos, _t, _p in batch:  # in arrival order, as MQTT requires
-            self.ack(mid, qos)
-        self.stats.acked += len(batch)
-        mono = time.monotonic()
-        for r in accepted:
-            o = self._open.get(r.device_id)
-            if o is None or not o.readings:
-                o = self._open[r.device_id] = _Open(since=mono)
-            o.readings.append(r)
-            o.size += len(r.body)
-        self._handled += len(batch)
+            results.append(r)
+        done = 0
+        while done < len(batch):
+            # The longest run of messages from `done` whose readings fit the spool now: a
+            # batch larger than the whole spool goes in parts instead of waiting forever.
+            end, size = done, 0
+            while end < len(batch):
+                r = results[end]
+                more = len(r.body) if r is not None else 0
+                if not self.spool.has_room(size + more):
+                    break
+                size += more
+                end += 1
+            if end == done:
+                # Full spool: hold these messages unacknowledged (the broker stops sending
+                # at its in-flight limit and queues the rest) until the sender frees space.
+                if self._stop.is_set():
+                    return  # not acknowledged: the broker redelivers them to the next run
+                if not self.stats.spool_full:
+                    log.error(
+                        "ALERT: edge spool full (%d bytes): not acknowledging MQTT messages "
+                        "until the StorageService takes segments",
+                        self.spool.used_bytes,
+                    )
+                self.stats.spool_full = True
+                self._seal_due(force=False)
+                time.sleep(0.2)
+                continue
+            self.stats.spool_full = False
+            accepted = [r for r in results[done:end] if r is not None]
+            self.spool.accept(accepted)  # durable before any acknowledgement
+            self.stats.accepted += len(accepted)
+            for mid, qos, _t, _p in batch[done:end]:  # in arrival order, as MQTT requires
+                self.ack(mid, qos)
+            self.stats.acked += end - done
+            self._handled += end - done
+            done = end
+            mono = time.monotonic()
+            for r in accepted:
+                o = self._open.get(r.device_id)
+                if o is None or not o.readings:
+                    o = self._open[r.device_id] = _Open(since=mono)
+                o.readings.append(r)
+                o.size += len(r.body)
 
     def _next_deadline(self) -> float:
         if not self._open:
