@@ -637,3 +637,61 @@ def test_edge_config_refuses_a_spool_of_nothing_and_a_device_named_as_the_edge(
         _cfg(tmp_path, authority, {}, spool_max_mb=0).check()
     with pytest.raises(ConfigError, match="own subject"):
         _cfg(tmp_path, authority, {"edge-gateway": Device("heart-rate", "p-1")}).check()
+
+
+# -- through the real broker --------------------------------------------------------------------
+@pytest.mark.mqtt
+def test_oversized_and_misaddressed_publishes_through_mosquitto(
+    tmp_path: Path, authority: KeyAuthority, core: StorageCore, mqtt_connection: Path
+) -> None:
+    """Just under the broker's packet limit: delivered, refused by the edge (16 KiB);
+    over it: the broker drops the device's connection, nothing reaches the edge; topics
+    outside the device's own and very long levels: refused by the ACL or never
+    subscribed. The edge goes on, and the device's next readings land once."""
+    from ehr_abe.infra.mqtt import load_connection
+    from tests.iomt_helpers import mqtt_device, tag, with_mqtt, write_identity
+
+    t = tag()
+    dev_id, patient = f"hr-{t}", f"p-{t}"
+    cfg = with_mqtt(
+        _cfg(tmp_path, authority, {dev_id: Device("heart-rate", patient)}),
+        mqtt_connection,
+        tmp_path / "certs",
+    )
+    gw = Gateway(cfg, CoreSink(core))  # the broker's own clock: real time
+    gw.start()
+    cert, key = write_identity(mqtt_connection, dev_id, ["device"], tmp_path / "certs")
+    topic = f"devices/{dev_id}/readings"
+
+    def reading(seq: int) -> bytes:
+        return _hr(seq=seq, t=int(time.time() * 1000))
+
+    dev = mqtt_device(mqtt_connection, cert.read_bytes(), key.read_bytes(), dev_id)
+    try:
+        assert dev.publish(topic, reading(1)) == 0
+        limit = int(load_connection(mqtt_connection).get("max_packet_kb", 64)) * 1024
+        under = reading(2)[:-1] + b" " * (limit - 1024) + b"}"
+        assert dev.publish(topic, under) == 0  # the broker takes it; the edge refuses it
+        # allowed by the ACL, subscribed by nobody (16: no matching subscribers)
+        assert dev.publish(f"devices/{dev_id}/readings/" + "x" * 60_000, reading(3)) in (0, 16)
+        assert dev.publish("$SYS/broker/uptime", reading(3)) == 135
+        assert dev.publish(f"devices/{dev_id}x/readings", reading(3)) == 135
+        assert dev.publish(f"devices/{dev_id}/../{dev_id}x/readings", reading(3)) in (0, 16)
+        over = reading(3)[:-1] + b" " * (limit + 1024) + b"}"
+        info = dev.client.publish(topic, over, qos=1)
+        deadline = time.monotonic() + 5  # refused by paho, or the broker disconnects
+        while info.rc == 0 and dev.client.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        dev.close()
+    dev = mqtt_device(mqtt_connection, cert.read_bytes(), key.read_bytes(), dev_id)
+    try:
+        assert dev.publish(topic, reading(4)) == 0
+        deadline = time.monotonic() + 15
+        while _stored_seqs(core, patient) != [1, 4] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _stored_seqs(core, patient) == [1, 4]
+        assert not gw.fatal and gw.stats.rejected.get("malformed", 0) >= 1
+    finally:
+        dev.close()
+        gw.stop()
