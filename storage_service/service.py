@@ -66,6 +66,10 @@ MAX_STREAM_BYTES = 256 * 1024 * 1024
 #: Segments returned by one FetchSegments call.
 MAX_FETCH_SEGMENTS = 100_000
 MAX_TIME_MS = 2**62 - 1
+#: A segment's readings: at most this far ahead of the service's clock, and over at
+#: most this span (the edge takes readings within 24 h and 5 min of its own clock).
+MAX_SEGMENT_FUTURE_MS = 24 * 3600 * 1000
+MAX_SEGMENT_SPAN_MS = 2 * 24 * 3600 * 1000
 #: Roles allowed to verify the whole store and read audit trails.
 AUDITOR_ROLES = frozenset({"auditor", "admin"})
 MAX_ENVELOPE_BYTES = 64 * 1024 * 1024
@@ -299,6 +303,7 @@ class StorageCore:
             tuple[Future[None] | None, WriteResult, RecordMeta | None, SegmentRow | None]
         ] = []
         now = utc_now()
+        now_ms = int(now.timestamp() * 1000)
         received = 0
         try:
             for n, item in enumerate(items):
@@ -362,6 +367,16 @@ class StorageCore:
                     raise InvalidArgument("a segment needs an idempotency key of 1-256 characters")
                 validate_id("patient id", header.patient_id)
                 validate_id("device id", header.device_id)
+                # A segment stamped in the far future or spanning years would come back
+                # in every FetchSegments of its patient.
+                if header.last_time_ms > now_ms + MAX_SEGMENT_FUTURE_MS:
+                    raise InvalidArgument(
+                        f"segment {item.idempotency_key!r} ends more than a day in the future"
+                    )
+                if header.last_time_ms - header.first_time_ms > MAX_SEGMENT_SPAN_MS:
+                    raise InvalidArgument(
+                        f"segment {item.idempotency_key!r} spans more than two days"
+                    )
                 if item.record_type != SEGMENT_TYPE_PREFIX + header.device_type:
                     raise InvalidArgument(
                         f"segment record type {item.record_type!r} does not match its device type"

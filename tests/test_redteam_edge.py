@@ -518,6 +518,23 @@ def test_segments_naming_another_devices_or_a_missing_window(
         core.write_segments(other_edge, [_seg(k1, "hr-1.w", "p-1", "hr-1", 5)])
 
 
+def test_segments_stamped_far_ahead_or_spanning_years_are_refused(
+    core: StorageCore, authority: KeyAuthority
+) -> None:
+    w, k = _window(authority, "hr-1.w", "p-1", "hr-1")
+    now = int(time.time() * 1000)
+    ahead = _seg(k, "hr-1.w", "p-1", "hr-1", 1, now + 2 * 24 * 3600 * 1000)
+    with pytest.raises(InvalidArgument, match="future"):
+        core.write_segments(EDGE, [w, ahead])
+    h = SegmentHeader("hr-1.w", "p-1", "hr-1", "heart-rate", 2, 3, 0, now, 2)
+    wide = SegmentItem("hr-1/2-3", "segment.heart-rate", seal_segment(k, h, b"x"))
+    with pytest.raises(InvalidArgument, match="spans"):
+        core.write_segments(EDGE, [w, wide])
+    # a day old, a minute ahead: fine
+    old = _seg(k, "hr-1.w", "p-1", "hr-1", 4, now - 24 * 3600 * 1000)
+    core.write_segments(EDGE, [w, old, _seg(k, "hr-1.w", "p-1", "hr-1", 5, now + 60_000)])
+
+
 def test_put_record_cannot_take_a_stream_record_id(
     core: StorageCore, authority: KeyAuthority
 ) -> None:
