@@ -39,6 +39,7 @@ from edge.readings import Reason, Rejected, check_sequence, parse_reading
 from edge.spool import OutboxItem, Spool, SpooledReading
 from ehr_common.errors import (
     Aborted,
+    ConfigError,
     DeadlineExceeded,
     EhrAbeError,
     InvalidArgument,
@@ -122,7 +123,13 @@ class Gateway:
         self.clock_ms = clock_ms
         self.spool = Spool(cfg.spool_dir / "spool.sqlite", cfg.spool_max_mb * 1024 * 1024)
         self.stats = Stats()
-        self.encryptor = AbeEncryptor.from_public_params(cfg.public_params.read_bytes())
+        try:
+            params = cfg.public_params.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read public parameters {cfg.public_params}: {exc.strerror}"
+            ) from None
+        self.encryptor = AbeEncryptor.from_public_params(params)
         self.validator = ObservationValidator(cfg.fhir_validation)
         self._inbox: queue.SimpleQueue[tuple[int, int, str, bytes] | None] = queue.SimpleQueue()
         self._submitted = 0

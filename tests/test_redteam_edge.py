@@ -712,3 +712,34 @@ def test_oversized_and_misaddressed_publishes_through_mosquitto(
     finally:
         dev.close()
         gw.stop()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '[edge]\nspool_dir = "s"\npublic_params = "p"\nwindow_s = "abc"\n',
+        '[edge]\nspool_dir = "s"\npublic_params = "p"\nwindow_s = nan\n',
+        '[edge]\nspool_dir = "s"\npublic_params = "p"\nsegment_max_age_s = inf\n',
+        '[edge]\nspool_dir = "s"\npublic_params = "p"\n[mqtt]\nport = "x"\n',
+        '[edge]\nspool_dir = "s"\npublic_params = "p"\n[mqtt]\nconnection = "nowhere.json"\n',
+        '[edge]\nspool_dir = "s"\npublic_params = "p"\n[devices]\nd1 = "str"\n',
+        "edge = 1\n",
+    ],
+)
+def test_a_bad_edge_toml_is_a_config_error(tmp_path: Path, body: str) -> None:
+    """Before: ValueError, TypeError, FileNotFoundError ("internal error") from the CLI,
+    and window_s = nan accepted (a new CP-ABE window for every segment)."""
+    from edge.config import load_edge_config
+    from ehr_common.errors import ConfigError
+
+    (tmp_path / "edge.toml").write_text(body)
+    with pytest.raises(ConfigError):
+        load_edge_config(tmp_path / "edge.toml")
+
+
+def test_missing_public_parameters_are_a_config_error(tmp_path: Path, core: StorageCore) -> None:
+    from ehr_common.errors import ConfigError
+
+    cfg = EdgeConfig(spool_dir=tmp_path / "spool", public_params=tmp_path / "nope.bin")
+    with pytest.raises(ConfigError, match="public parameters"):
+        Gateway(cfg, CoreSink(core))

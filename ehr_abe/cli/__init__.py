@@ -12,6 +12,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ehr_common.errors import EhrAbeError
 
@@ -40,7 +41,8 @@ def main() -> None:
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except EhrAbeError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        # escaped: messages quote ids and lists ("[devices.x]", "['a']"), not markup
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")
