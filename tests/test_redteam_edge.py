@@ -535,6 +535,37 @@ def test_segments_stamped_far_ahead_or_spanning_years_are_refused(
     core.write_segments(EDGE, [w, old, _seg(k, "hr-1.w", "p-1", "hr-1", 5, now + 60_000)])
 
 
+@pytest.mark.parametrize("payload", [b"[" * 100_000, b"\xff\xfe", b"{not json}\n"])
+def test_a_well_sealed_payload_that_is_not_ndjson_is_a_clear_error_for_the_reader(
+    core: StorageCore, authority: KeyAuthority, payload: bytes
+) -> None:
+    """A device may write its own segments: sealed correctly, but garbage inside. The
+    reader gets a DecodeError, not a RecursionError or UnicodeDecodeError."""
+    from abe_service.client import AbeKeyring
+    from ehr_abe.records import open_items
+    from ehr_common.errors import DecodeError
+    from storage_service.servicer import meta_to_pb, receipt_to_pb
+
+    device = Caller("hr-1", "Hosp1MSP", frozenset({"device"}))
+    w, k = _window(authority, "hr-1.w", "p-1", "hr-1")
+    h = SegmentHeader("hr-1.w", "p-1", "hr-1", "heart-rate", 1, 1, NOW, NOW, 1)
+    bad = SegmentItem("hr-1/1-1", "segment.heart-rate", seal_segment(k, h, payload))
+    core.write_segments(device, [w, bad])
+    patient = Caller("p-1", "Hosp1MSP", frozenset({"patient"}))
+    items = (
+        pb.FetchedItem(
+            envelope=env,
+            metadata=meta_to_pb(meta),
+            receipt=receipt_to_pb(receipt),
+            window_record_id=wrid,
+        )
+        for env, meta, receipt, wrid in core.fetch_segments(patient, "p-1", 0, 2**62, 0)
+    )
+    keyring = AbeKeyring.from_bytes(authority.issue_key("p-1", ["role:nurse"]).user_key)
+    with pytest.raises(DecodeError, match="NDJSON"):
+        list(open_items(items, keyring, "p-1"))
+
+
 def test_put_record_cannot_take_a_stream_record_id(
     core: StorageCore, authority: KeyAuthority
 ) -> None:
