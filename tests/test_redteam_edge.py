@@ -566,6 +566,30 @@ def test_a_well_sealed_payload_that_is_not_ndjson_is_a_clear_error_for_the_reade
         list(open_items(items, keyring, "p-1"))
 
 
+def test_one_key_twice_in_one_stream_with_other_content(
+    core: StorageCore, authority: KeyAuthority
+) -> None:
+    """Two segments under one idempotency key in the same call, different bytes: the
+    call is refused, never "stored" for both with one silently dropped; afterwards
+    exactly one of the two contents can ever be stored under that key."""
+    w, k = _window(authority, "hr-1.w", "p-1", "hr-1")
+    core.write_segments(EDGE, [w])
+    for first in range(1, 9):  # the two object writes race: every order must refuse
+        a = _seg(k, "hr-1.w", "p-1", "hr-1", first)
+        b = _seg(k, "hr-1.w", "p-1", "hr-1", first)  # same header and key, fresh nonce
+        assert a.sealed != b.sealed
+        with pytest.raises(AlreadyExists):
+            core.write_segments(EDGE, [a, b])
+        landed = 0
+        for item in (a, b):
+            try:
+                core.write_segments(EDGE, [item])
+                landed += 1
+            except AlreadyExists:
+                pass
+        assert landed == 1
+
+
 def test_put_record_cannot_take_a_stream_record_id(
     core: StorageCore, authority: KeyAuthority
 ) -> None:
