@@ -720,7 +720,6 @@ def test_oversized_and_misaddressed_publishes_through_mosquitto(
     over it: the broker drops the device's connection, nothing reaches the edge; topics
     outside the device's own and very long levels: refused by the ACL or never
     subscribed. The edge goes on, and the device's next readings land once."""
-    from ehr_abe.infra.mqtt import load_connection
     from tests.iomt_helpers import mqtt_device, tag, with_mqtt, write_identity
 
     t = tag()
@@ -741,7 +740,8 @@ def test_oversized_and_misaddressed_publishes_through_mosquitto(
     dev = mqtt_device(mqtt_connection, cert.read_bytes(), key.read_bytes(), dev_id)
     try:
         assert dev.publish(topic, reading(1)) == 0
-        limit = int(load_connection(mqtt_connection).get("max_packet_kb", 64)) * 1024
+        conf = (mqtt_connection.parent / "mosquitto.conf").read_text().split()
+        limit = int(conf[conf.index("max_packet_size") + 1])  # the running broker's own
         under = reading(2)[:-1] + b" " * (limit - 1024) + b"}"
         assert dev.publish(topic, under) == 0  # the broker takes it; the edge refuses it
         # allowed by the ACL, subscribed by nobody (16: no matching subscribers)
