@@ -177,10 +177,10 @@ def run_backend(
         t1 = time.perf_counter()
         report = core.verify_records(core.service_caller)
         wall = time.perf_counter() - t1
-        from storage_service.verification import verify_records_stream
+        from storage_service.verification import verify_instance
 
-        stream = verify_records_stream(
-            core.index, core.store, root_of=lambda b: core.ledger.get_anchor(b).merkle_root
+        stream = verify_instance(
+            core.index, core.store, core.book.fresh(), deadline_s=core.policy.deadline_s
         )
         st = stream.stages
         out.append(

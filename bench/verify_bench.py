@@ -215,7 +215,7 @@ def verify_records_vs_raw_gets(records: int, rounds: int) -> dict[str, object]:
     from ehr_common.config import load_config
     from ehr_common.identity import Caller
     from storage_service.records import envelope_key
-    from storage_service.verification import verify_records_stream
+    from storage_service.verification import verify_instance
 
     connection = load_infra_config().state_dir / "minio" / "connection.json"
     if not connection.exists():
@@ -283,8 +283,8 @@ def verify_records_vs_raw_gets(records: int, rounds: int) -> dict[str, object]:
                 if report.checked != records or report.failed_record_ids:
                     raise SystemExit(f"VerifyRecords checked {report.checked} of {records}")
             channel.close()
-            stream = verify_records_stream(
-                core.index, core.store, root_of=lambda b: core.ledger.get_anchor(b).merkle_root
+            stream = verify_instance(
+                core.index, core.store, core.book.fresh(), deadline_s=core.policy.deadline_s
             )
             st = stream.stages
         finally:

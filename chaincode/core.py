@@ -13,6 +13,9 @@ suspends.
 Keys (ids are restricted to a safe ASCII alphabet without '/', so the
 separator is unambiguous and prefix scans are exact):
   anchor/<batch>                                   one anchored batch
+  anchor-inst/<instance>/<first seq, 16 digits>    a storage instance's anchors, by range
+  anchor-head/<instance>                           the highest record seq anchored so far
+  access-id/<event id>                             access events already logged (dedup)
   keyid/<key id>                                   uniqueness of key ids
   keyissue/<subject>/<ts>/<key id>                 key issuance, by subject
   consent/<patient>/<subject>                      current consent
@@ -49,6 +52,7 @@ DEFAULT_PAGE = 100
 MAX_METADATA_BYTES = 4096
 MAX_DETAIL_CHARS = 1024
 MAX_ACCESS_EVENTS = 1000
+MAX_BATCH_RECORDS = 1_000_000
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}")
 _HEX = re.compile(r"[0-9a-f]+")
@@ -263,6 +267,92 @@ async def list_anchors(
             raise InvalidArgument("page_token does not belong to this query")
         start = max(start, page_token + "\x00")
     rows = await state.scan(start, end, size + 1) if start < end else []
+    more = len(rows) > size
+    rows = rows[:size]
+    token = rows[-1][0] if more and rows else ""
+    return _out({"anchors": [json.loads(v) for _, v in rows], "next_page_token": token})
+
+
+async def anchor_records(
+    state: State,
+    caller: Identity,
+    ctx: TxContext,
+    batch_id: str,
+    merkle_root_hex: str,
+    instance: str,
+    first_seq: str,
+    last_seq: str,
+    metadata_json: str,
+) -> bytes:
+    """Anchor the Merkle root of the records first_seq..last_seq (inclusive, leaf i is
+    record first_seq + i) of storage instance `instance`. The ledger alone then says
+    which records of the instance must be anchored and under which root: ranges of one
+    instance never overlap and only move forward (a range starts after every range
+    already anchored), and an instance belongs to the organisation that anchored it
+    first."""
+    _require(caller, frozenset({ROLE_ANCHORER}), "anchor batches")
+    _id("batch_id", batch_id)
+    _hex("merkle_root", merkle_root_hex, 32)
+    _id("instance", instance)
+    first = _count("first_seq", first_seq, minimum=1)
+    last = _count("last_seq", last_seq, minimum=1)
+    if last < first:
+        raise InvalidArgument("last_seq cannot be before first_seq")
+    if last - first + 1 > MAX_BATCH_RECORDS:
+        raise InvalidArgument(f"a batch anchors at most {MAX_BATCH_RECORDS} records")
+    metadata = _json_object("metadata", metadata_json, MAX_METADATA_BYTES)
+    key = f"anchor/{batch_id}"
+    if await state.get(key) is not None:
+        raise AlreadyExists(f"batch {batch_id} is already anchored; an anchor is never rewritten")
+    head_key = f"anchor-head/{instance}"
+    raw_head = await state.get(head_key)
+    if raw_head is not None:
+        head = json.loads(raw_head)
+        if head["msp_id"] != caller.msp_id:
+            raise AccessDenied(f"storage instance {instance} belongs to {head['msp_id']}")
+        if first <= int(head["last_seq"]):
+            raise AlreadyExists(
+                f"records {first}..{last} of instance {instance} overlap anchored records "
+                f"(anchored up to {head['last_seq']})"
+            )
+    anchor = {
+        "batch_id": batch_id,
+        "merkle_root": merkle_root_hex,
+        "record_count": last - first + 1,
+        "tree_size": last - first + 1,
+        "instance": instance,
+        "first_seq": first,
+        "last_seq": last,
+        "metadata": metadata,
+        **_by(caller, ctx),
+    }
+    await state.put(key, _out(anchor))
+    await state.put(f"anchor-inst/{instance}/{first:016d}", _out(anchor))
+    await state.put(head_key, _out({"last_seq": last, "msp_id": caller.msp_id}))
+    return _out(anchor)
+
+
+async def anchors_by_instance(
+    state: State,
+    caller: Identity,
+    ctx: TxContext,
+    instance: str,
+    after_seq: str,
+    page_size: str,
+    page_token: str,
+) -> bytes:
+    """The anchors of a storage instance whose first record seq is > after_seq, in
+    record order (what verification compares the local index with)."""
+    _id("instance", instance)
+    after = _count("after_seq", after_seq or "0")
+    size = _page(page_size)
+    prefix = f"anchor-inst/{instance}/"
+    start = f"{prefix}{after + 1:016d}"
+    if page_token:
+        if not page_token.startswith(prefix):
+            raise InvalidArgument("page_token does not belong to this query")
+        start = max(start, page_token + "\x00")
+    rows = await state.scan(start, _prefix_end(prefix), size + 1)
     more = len(rows) > size
     rows = rows[:size]
     token = rows[-1][0] if more and rows else ""
@@ -622,7 +712,7 @@ async def consent_history(
 
 
 # -- audit ------------------------------------------------------------------------------
-def _access_event(raw: Any, index: int) -> tuple[str, str, str, datetime]:
+def _access_event(raw: Any, index: int) -> tuple[str, str, str, datetime, str]:
     if not isinstance(raw, dict):
         raise InvalidArgument(f"access event {index} must be a JSON object")
     try:
@@ -632,12 +722,16 @@ def _access_event(raw: Any, index: int) -> tuple[str, str, str, datetime]:
         at = parse_time(f"event {index} at", str(raw["at"]))
     except KeyError as missing:
         raise InvalidArgument(f"access event {index} lacks {missing}") from None
-    return record_id, patient, subject, at
+    event_id = raw.get("event_id", "")
+    if event_id:
+        _id(f"event {index} event_id", str(event_id))
+    return record_id, patient, subject, at, str(event_id)
 
 
 async def log_accesses(state: State, caller: Identity, ctx: TxContext, events_json: str) -> bytes:
     """Record that subjects fetched records: a JSON list of
-    {record_id, patient_id, subject_id, at}."""
+    {record_id, patient_id, subject_id, at, event_id?}. An event whose event_id was
+    logged before is skipped, so a client that resends after a crash logs it once."""
     _require(caller, frozenset({ROLE_ANCHORER}), "log record accesses")
     try:
         raw = json.loads(events_json)
@@ -648,7 +742,13 @@ async def log_accesses(state: State, caller: Identity, ctx: TxContext, events_js
     if len(raw) > MAX_ACCESS_EVENTS:
         raise InvalidArgument(f"at most {MAX_ACCESS_EVENTS} access events per transaction")
     events = [_access_event(e, i) for i, e in enumerate(raw)]
-    for n, (record_id, patient, subject, at) in enumerate(events):
+    logged = 0
+    seen: set[str] = set()
+    for n, (record_id, patient, subject, at, event_id) in enumerate(events):
+        if event_id:
+            if event_id in seen or await state.get(f"access-id/{event_id}") is not None:
+                continue  # a resend: logged by an earlier transaction (or twice in this one)
+            seen.add(event_id)
         entry = {
             "kind": "access",
             "record_id": record_id,
@@ -658,11 +758,17 @@ async def log_accesses(state: State, caller: Identity, ctx: TxContext, events_js
             "detail": "",
             **_by(caller, ctx),
         }
-        suffix = f"{format_time(at)}/{ctx.tx_id}/{n:04d}"
+        if event_id:
+            entry["event_id"] = event_id
+            suffix = f"{format_time(at)}/{event_id}"
+            await state.put(f"access-id/{event_id}", _out({"tx_id": ctx.tx_id}))
+        else:
+            suffix = f"{format_time(at)}/{ctx.tx_id}/{n:04d}"
         value = _out(entry)
         await state.put(f"access-rec/{record_id}/{suffix}", value)
         await state.put(f"access-sub/{subject}/{suffix}", value)
-    return _out({"logged": len(events), "tx_id": ctx.tx_id})
+        logged += 1
+    return _out({"logged": logged, "tx_id": ctx.tx_id})
 
 
 async def log_access(
@@ -732,6 +838,8 @@ ContractFunction = Callable[..., Coroutine[Any, Any, bytes]]
 #: name -> (implementation, number of string arguments, changes state)
 FUNCTIONS: dict[str, tuple[ContractFunction, int, bool]] = {
     "AnchorBatch": (anchor_batch, 5, True),
+    "AnchorRecords": (anchor_records, 6, True),
+    "AnchorsByInstance": (anchors_by_instance, 4, False),
     "GetAnchor": (get_anchor, 1, False),
     "ListAnchors": (list_anchors, 4, False),
     "RecordKeyIssue": (record_key_issue, 4, True),

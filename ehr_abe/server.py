@@ -87,7 +87,7 @@ def start_server(cfg: Config, *, passphrase: bytes | None = None) -> RunningServ
         authority = load_authority_for_serving(cfg, passphrase=passphrase)
     core = None
     if "storage" in cfg.server.services:
-        core = build_storage_core(cfg, authority)
+        core = build_storage_core(cfg, authority, passphrase=passphrase)
         core.start()
         closers.append(core)
     if "abe" in cfg.server.services:

@@ -67,6 +67,13 @@ class StorageConfig:
     ledger_retry_s: float = 1.0
     #: objects fetched at once by verification (the object store's read pool)
     fetch_concurrency: int = 16
+    #: a record no anchor covers this long after its batch was due is an integrity failure
+    anchor_grace_s: float = 300.0
+    #: The storage secret (index MACs, receipt signatures; never stored beside the data)
+    #: is read from this key file (16+ random bytes) ...
+    secret_file: str = ""
+    #: ... else from this environment variable, else from the master key's secret.
+    secret_env: str = "EHR_ABE_STORAGE_SECRET"
     #: multi-authority records: AND `valid_until@<authority> >= <today>` into each new
     #: record's policy, per authority (abe_service/ma/validity.py)
     ma_validity: bool = True

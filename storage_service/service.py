@@ -1,10 +1,12 @@
 """StorageService application logic, independent of gRPC.
 
 put: encrypt if needed, write the envelope and its metadata to the object
-store (write-once), index the pending leaf durably, answer; anchoring happens
-in batches (`anchoring.Anchorer`). get: consent check on the ledger, fetch,
-verify against the anchored Merkle root, audit, answer; a record that fails
-verification is never returned.
+store (write-once), index the pending leaf durably (with its MAC), answer with
+a receipt the service signs; anchoring happens in batches
+(`anchoring.Anchorer`). get: consent check on the ledger, fetch, verify
+against the anchor the LEDGER holds for the record's seq (the index is never
+trusted to say whether a record is anchored), audit, answer; a record that
+fails verification is never returned (DATA_LOSS) and is logged on the ledger.
 """
 
 from __future__ import annotations
@@ -13,29 +15,36 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import NoReturn, Protocol
 
 from ehr_common.errors import (
     AccessDenied,
     AlreadyExists,
     DecodeError,
+    EhrAbeError,
     FailedPrecondition,
     IntegrityError,
     InvalidArgument,
     NotFound,
 )
 from storage_service.anchoring import Anchorer, AnchorPolicy, FlushResult
-from storage_service.index import IndexedRecord, RecordIndex, SegmentRow
+from storage_service.anchors import AnchorBook
+from storage_service.index import BadRow, IndexedRecord, RecordIndex, Row, SegmentRow
 from storage_service.integrity import merkle
+from storage_service.integrity.merkle import merkle_root_or_none
+from storage_service.keys import ServiceKeys
 from storage_service.ledger.base import Caller
-from storage_service.ledger.client import LedgerClient
+from storage_service.ledger.client import Anchor, LedgerClient
 from storage_service.objectstore.base import ObjectStore
+from storage_service.receipts import PendingPromise, sign_promise
 from storage_service.records import (
     MAX_POLICY_CHARS,
     RecordMeta,
@@ -46,7 +55,7 @@ from storage_service.records import (
     validate_id,
     validate_record_type,
 )
-from storage_service.verification import verify_records_stream
+from storage_service.verification import StreamReport, verify_instance
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +82,11 @@ MAX_SEGMENT_SPAN_MS = 2 * 24 * 3600 * 1000
 #: Roles allowed to verify the whole store and read audit trails.
 AUDITOR_ROLES = frozenset({"auditor", "admin"})
 MAX_ENVELOPE_BYTES = 64 * 1024 * 1024
+#: batches whose leaves, proven against the ledger's root, GetRecord keeps in memory
+PROVEN_BATCHES = 32
+#: integrity failures one VerifyRecords logs on the ledger (one transaction each)
+MAX_LOGGED_FAILURES = 200
+_LOGGABLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}")
 
 
 class Encryptor(Protocol):
@@ -98,6 +112,12 @@ class Receipt:
     merkle_root: bytes = b""
     tx_id: str = ""
     block: int = 0
+    #: pending receipts: the service's signed promise to anchor by `anchor_deadline`
+    accepted_at: datetime | None = None
+    anchor_deadline: datetime | None = None
+    signature: bytes = b""
+    key_id: str = ""
+    instance_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -155,6 +175,57 @@ class VerifyReport:
     pending: int
     failed_record_ids: tuple[str, ...]
     seconds: float
+    problems: tuple[tuple[str, str, str], ...] = ()  # (record id, batch id, what is wrong)
+    lost_anchors: tuple[str, ...] = ()
+    root_mismatches: tuple[str, ...] = ()
+    missing_on_ledger: tuple[str, ...] = ()
+    missing_in_index: tuple[str, ...] = ()
+    set_aside_batches: tuple[str, ...] = ()
+    ledger_chain: str = ""  # embedded ledger: "" if its hash chain verifies, else why not
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.failed_record_ids
+            or self.problems
+            or self.lost_anchors
+            or self.root_mismatches
+            or self.missing_on_ledger
+            or self.missing_in_index
+            or self.set_aside_batches
+            or self.ledger_chain
+        )
+
+    @staticmethod
+    def from_stream(
+        r: StreamReport, seconds: float, set_aside: tuple[str, ...], chain: str
+    ) -> VerifyReport:
+        return VerifyReport(
+            checked=r.checked,
+            passed=r.passed,
+            pending=r.pending,
+            failed_record_ids=tuple(r.failed_record_ids),
+            seconds=seconds,
+            problems=tuple(r.problems),
+            lost_anchors=tuple(r.lost_anchors),
+            root_mismatches=tuple(r.root_mismatches),
+            missing_on_ledger=tuple(r.missing_on_ledger),
+            missing_in_index=tuple(r.missing_in_index),
+            set_aside_batches=set_aside,
+            ledger_chain=chain,
+        )
+
+
+def ledger_chain_problem(ledger: LedgerClient) -> str:
+    """'' if the ledger has no local hash chain or it verifies; else what is wrong."""
+    verify_chain = getattr(ledger.ledger, "verify_chain", None)
+    if verify_chain is None:
+        return ""
+    try:
+        verify_chain()
+    except IntegrityError as exc:
+        return str(exc)
+    return ""
 
 
 class StorageCore:
@@ -166,6 +237,7 @@ class StorageCore:
         ledger: LedgerClient,
         encryptor: Encryptor,
         service_caller: Caller,
+        keys: ServiceKeys,
         anchor_policy: AnchorPolicy | None = None,
     ):
         self.store = store
@@ -173,15 +245,25 @@ class StorageCore:
         self.ledger = ledger
         self.encryptor = encryptor
         self.service_caller = service_caller
-        instance = index.setting("instance_id", lambda: "s" + _rand_id())
-        self.anchorer = Anchorer(index, ledger, anchor_policy or AnchorPolicy(), instance)
-        self._roots: dict[str, bytes] = {}  # anchored roots read from the ledger (immutable)
-        self._roots_lock = threading.Lock()
+        self.keys = keys
+        self.policy = anchor_policy or AnchorPolicy()
+        self.instance_id = index.instance_id
+        self.book = AnchorBook(ledger, self.instance_id)
+        self.anchorer = Anchorer(
+            index, ledger, self.policy, self.book, on_bad_row=self._bad_row_failure
+        )
+        self._proven: OrderedDict[tuple[str, bytes], list[bytes]] = OrderedDict()
+        self._proven_lock = threading.Lock()
         self._window_cache: dict[str, _Window] = {}  # window records are immutable
         # Object writes of the segment streams overlap (MinIO answers in parallel).
         self._writers = ThreadPoolExecutor(max_workers=48, thread_name_prefix="segment-put")
 
     def start(self) -> None:
+        try:  # learn what the ledger holds; new records then get seqs it never covered
+            self.book.refresh()
+            self.index.reserve_seqs_through(self.book.head())
+        except EhrAbeError as exc:
+            log.warning("ledger unavailable at start-up, anchoring will catch up: %s", exc)
         self.anchorer.start()
         # Compile the integrity kernels in the background so the first
         # VerifyRecords does not pay numba's compilation time.
@@ -224,7 +306,8 @@ class StorageCore:
         if idempotency_key:
             existing = self.index.get(record_id)
             if existing is not None:
-                return PutResult(existing.meta, self._receipt(existing), duplicate=True)
+                sound = self._sound(existing)
+                return PutResult(sound.meta, self._receipt(sound), duplicate=True)
         if payload is not None:
             if not policy.strip():
                 raise InvalidArgument("a payload needs a policy")
@@ -265,9 +348,13 @@ class StorageCore:
         if not self.index.commit_group([(meta, leaf, None)])[0]:
             duplicate = True
         self.anchorer.notify()
-        indexed = self.index.get(record_id)
-        assert indexed is not None
-        return PutResult(indexed.meta, self._receipt(indexed), duplicate)
+        row = self.index.get(record_id)
+        if row is None:
+            raise IntegrityError(f"record {record_id} vanished from the index")
+        indexed = self._sound(row)
+        # a record just indexed is pending: no need to ask the ledger
+        receipt = self._receipt(indexed) if duplicate else self._pending_receipt(indexed)
+        return PutResult(indexed.meta, receipt, duplicate)
 
     def _authorize_write(
         self, caller: Caller, patient_id: str, device_id: str | None = None
@@ -324,8 +411,9 @@ class StorageCore:
                     record_id = new_record_id(caller.subject, "window/" + item.window_id)
                     existing = self.index.get(record_id)
                     if existing is not None:
-                        w = self._window_of(existing, item.patient_id, item.device_id)
-                        if existing.meta.content_sha256 != hashlib.sha256(item.envelope).digest():
+                        sound = self._sound(existing)
+                        w = self._window_of(sound, item.patient_id, item.device_id)
+                        if sound.meta.content_sha256 != hashlib.sha256(item.envelope).digest():
                             raise AlreadyExists(
                                 f"window {item.window_id} was stored before with another key"
                             )
@@ -393,7 +481,8 @@ class StorageCore:
                             raise FailedPrecondition(
                                 f"segment {item.idempotency_key!r}: window {header.window_id} was never written"
                             )
-                        window = self._window_of(wrec, wrec.meta.patient_id, wrec.meta.author)
+                        sound = self._sound(wrec)
+                        window = self._window_of(sound, sound.meta.patient_id, sound.meta.author)
                         if len(self._window_cache) > 50_000:
                             self._window_cache.clear()
                         self._window_cache[wrid] = window
@@ -405,7 +494,10 @@ class StorageCore:
                 record_id = new_record_id(caller.subject, "segment/" + item.idempotency_key)
                 existing = self.index.get(record_id)
                 if existing is not None:
-                    if existing.meta.content_sha256 != hashlib.sha256(item.sealed).digest():
+                    if (
+                        self._sound(existing).meta.content_sha256
+                        != hashlib.sha256(item.sealed).digest()
+                    ):
                         raise AlreadyExists(
                             f"segment {item.idempotency_key!r} was stored before with other content"
                         )
@@ -541,13 +633,10 @@ class StorageCore:
             ):
                 rec = self._record(rid)
                 if data is None:
-                    self._integrity_failure(rec, "the stored object is missing")
-                    raise IntegrityError(f"record {rid} is missing from the object store")
-                receipt = self._receipt(rec)
-                problem = self._verify_one(rec, data, receipt)
-                if problem:
-                    self._integrity_failure(rec, problem)
-                    raise IntegrityError(f"record {rid} failed its integrity check: {problem}")
+                    self._fail(rec, "the stored object is missing")
+                if hashlib.sha256(data).digest() != rec.meta.content_sha256:
+                    self._fail(rec, "the stored ciphertext does not match its recorded hash")
+                receipt = self._receipt(rec)  # from the ledger's anchor
                 self.index.queue_access(rid, patient_id, caller.subject, utc_now())
                 yield data, rec.meta, receipt, window_rid
 
@@ -560,12 +649,26 @@ class StorageCore:
                 f"{caller.subject} has no consent from patient {patient_id} to read their records"
             )
 
-    def _record(self, record_id: str) -> IndexedRecord:
+    def _row(self, record_id: str) -> Row:
         validate_id("record id", record_id)
-        rec = self.index.get(record_id)
-        if rec is None:
+        row = self.index.get(record_id)
+        if row is None:
+            if self.store.exists(envelope_key(record_id)):
+                # stored but unknown to the index: the index lost it (or had it deleted)
+                self._integrity_failure(record_id, "", "the index has no row for this record")
+                raise IntegrityError(f"record {record_id} is stored but missing from the index")
             raise NotFound(f"no record {record_id}")
-        return rec
+        return row
+
+    def _sound(self, row: Row) -> IndexedRecord:
+        """The record, or DATA_LOSS (logged) for a row that is malformed or fails its MAC."""
+        if isinstance(row, BadRow):
+            self._bad_row_failure(row)
+            raise IntegrityError(f"record {row.record_id or row.seq}: {row.detail}")
+        return row
+
+    def _record(self, record_id: str) -> IndexedRecord:
+        return self._sound(self._row(record_id))
 
     def get_record(self, caller: Caller, record_id: str) -> tuple[bytes, RecordMeta, Receipt]:
         rec = self._record(record_id)
@@ -573,13 +676,12 @@ class StorageCore:
         try:
             envelope = self.store.get(envelope_key(record_id))
         except NotFound:
-            self._integrity_failure(rec, "the stored object is missing")
-            raise IntegrityError(f"record {record_id} is missing from the object store") from None
-        receipt = self._receipt(rec)  # its proof serves the check and the answer
-        problem = self._verify_one(rec, envelope, receipt)
-        if problem:
-            self._integrity_failure(rec, problem)
-            raise IntegrityError(f"record {record_id} failed its integrity check: {problem}")
+            self._fail(rec, "the stored object is missing")
+        except IntegrityError as exc:
+            self._fail(rec, str(exc))
+        if hashlib.sha256(envelope).digest() != rec.meta.content_sha256:
+            self._fail(rec, "the stored ciphertext does not match its recorded hash")
+        receipt = self._receipt(rec)  # from the ledger's anchor; raises if it does not hold
         self.index.queue_access(record_id, rec.meta.patient_id, caller.subject, utc_now())
         return envelope, rec.meta, receipt
 
@@ -587,6 +689,10 @@ class StorageCore:
         rec = self._record(record_id)
         self._require_read(caller, rec.meta.patient_id)
         return self._receipt(rec)
+
+    def service_key(self) -> tuple[bytes, str, str]:
+        """(Ed25519 public key, key id, instance id): what verifies pending receipts."""
+        return self.keys.public_key, self.keys.key_id, self.instance_id
 
     def list_records(
         self, caller: Caller, patient_id: str, page_size: int, page_token: str
@@ -601,39 +707,130 @@ class StorageCore:
         more = len(rows) > size
         rows = rows[:size]
         token = _encode_token(rows[-1].seq) if more and rows else ""
-        return [r.meta for r in rows], token
+        sound = []
+        for r in rows:
+            if isinstance(r, BadRow):  # never listed: its metadata cannot be trusted
+                self._bad_row_failure(r)
+            else:
+                sound.append(r.meta)
+        return sound, token
 
     # -- verification -------------------------------------------------------------
-    def _anchored_root(self, batch_id: str) -> bytes:
-        with self._roots_lock:
-            root = self._roots.get(batch_id)
-        if root is None:
-            root = self.ledger.get_anchor(batch_id).merkle_root
-            with self._roots_lock:
-                self._roots[batch_id] = root
-        return root
+    def _fail(self, rec: IndexedRecord, detail: str) -> NoReturn:
+        self._integrity_failure(rec.meta.record_id, rec.batch_id or "", detail)
+        raise IntegrityError(f"record {rec.meta.record_id} failed its integrity check: {detail}")
 
-    def _verify_one(self, rec: IndexedRecord, envelope: bytes, receipt: Receipt) -> str:
-        """'' if the record is what was stored and anchored; else what is wrong.
-        The receipt's inclusion proof is checked against the root read from the ledger."""
-        if hashlib.sha256(envelope).digest() != rec.meta.content_sha256:
-            return "the stored ciphertext does not match its recorded hash"
-        leaf = merkle.leaf_hash(rec.meta.leaf_bytes())
-        if leaf != rec.leaf_hash:
-            return "the record's metadata does not match its leaf"
-        if not receipt.anchored:
-            return ""  # pending: durable locally, not yet on the ledger
-        root = self._anchored_root(receipt.batch_id)
+    def _deadline(self, rec: IndexedRecord) -> datetime:
+        return rec.meta.created_at + timedelta(seconds=self.policy.deadline_s)
+
+    def _claimed_anchored(self, rec: IndexedRecord) -> bool:
+        if rec.batch_id is None:
+            return False
+        batch = self.index.batch(rec.batch_id)
+        return batch is not None and batch.tx_id is not None
+
+    def _receipt(self, rec: IndexedRecord) -> Receipt:
+        """The record's receipt, from the anchor the ledger holds for its seq. A record
+        the ledger does not cover is pending (a signed promise) until its deadline; after
+        it, or if the index claims an anchor the ledger lacks, it is an integrity failure."""
+        anchor = self.book.covering(rec.seq)
+        if anchor is None:
+            if self._claimed_anchored(rec):
+                self._fail(
+                    rec,
+                    f"the index says batch {rec.batch_id} is anchored; the ledger "
+                    "has no anchor covering this record",
+                )
+            if utc_now() > self._deadline(rec):
+                self._fail(rec, "no anchor covers it, and its anchoring deadline has passed")
+            return self._pending_receipt(rec)
+        return self._anchored_receipt(rec, anchor)
+
+    def _pending_receipt(self, rec: IndexedRecord) -> Receipt:
+        promise = PendingPromise(
+            record_id=rec.meta.record_id,
+            leaf_hash=rec.leaf_hash,
+            accepted_at=rec.meta.created_at,
+            anchor_deadline=self._deadline(rec),
+            instance_id=self.instance_id,
+            key_id=self.keys.key_id,
+        )
+        return Receipt(
+            record_id=rec.meta.record_id,
+            anchored=False,
+            leaf_hash=rec.leaf_hash,
+            accepted_at=promise.accepted_at,
+            anchor_deadline=promise.anchor_deadline,
+            signature=sign_promise(self.keys.signing_key, promise),
+            key_id=promise.key_id,
+            instance_id=self.instance_id,
+        )
+
+    def _anchored_receipt(self, rec: IndexedRecord, anchor: Anchor) -> Receipt:
+        index = rec.seq - anchor.first_seq
+        if (rec.batch_id, rec.leaf_index) != (anchor.batch_id, index):
+            self._fail(
+                rec,
+                f"the index places it at {rec.batch_id}/{rec.leaf_index}; the ledger anchors "
+                f"it at {anchor.batch_id}/{index}",
+            )
+        ordered = self._proven_leaves(rec, anchor)
+        proof = merkle.inclusion_proof(ordered, index)
         if not merkle.verify_inclusion(
-            leaf, receipt.leaf_index, receipt.tree_size, receipt.inclusion_proof, root
+            rec.leaf_hash, index, anchor.tree_size, proof, anchor.merkle_root
         ):
-            return f"its leaf is not in the Merkle root anchored for batch {receipt.batch_id}"
-        return ""
+            self._fail(rec, f"its leaf is not in the Merkle root anchored for {anchor.batch_id}")
+        return Receipt(
+            record_id=rec.meta.record_id,
+            anchored=True,
+            leaf_hash=rec.leaf_hash,
+            batch_id=anchor.batch_id,
+            leaf_index=index,
+            tree_size=anchor.tree_size,
+            inclusion_proof=tuple(proof),
+            merkle_root=anchor.merkle_root,
+            tx_id=anchor.tx_id,
+            block=max(0, self.book.block_of(anchor)),
+            instance_id=self.instance_id,
+        )
 
-    def _integrity_failure(self, rec: IndexedRecord, detail: str) -> None:
-        log.error("integrity failure: record %s: %s", rec.meta.record_id, detail)
+    def _proven_leaves(self, rec: IndexedRecord, anchor: Anchor) -> list[bytes]:
+        """The batch's leaves, in order, once they hash to the root the ledger anchored
+        (kept for a few batches: proven leaves stay true whatever the index says later)."""
+        key = (anchor.batch_id, anchor.merkle_root)
+        with self._proven_lock:
+            cached = self._proven.get(key)
+            if cached is not None:
+                self._proven.move_to_end(key)
+                return cached
+        leaves = self.index.leaves_in_range(anchor.first_seq, anchor.last_seq)
+        if len(leaves) != anchor.tree_size:
+            self._fail(rec, f"records of its batch {anchor.batch_id} are missing from the index")
+        span = range(anchor.first_seq, anchor.last_seq + 1)
+        ordered = [leaves[s] for s in span]
+        if merkle_root_or_none(ordered) != anchor.merkle_root:
+            # a neighbour's leaf column was edited: recompute from MAC-checked rows
+            leaves = self.index.authenticated_leaves(anchor.first_seq, anchor.last_seq)
+            ordered = [leaves[s] for s in span]
+            if merkle_root_or_none(ordered) != anchor.merkle_root:
+                self._fail(rec, f"the index's leaves for {anchor.batch_id} differ from its root")
+        with self._proven_lock:
+            self._proven[key] = ordered
+            while len(self._proven) > PROVEN_BATCHES:
+                self._proven.popitem(last=False)
+        return ordered
+
+    def _bad_row_failure(self, row: BadRow) -> None:
+        self._integrity_failure(row.record_id or f"seq-{row.seq}", row.batch_id or "", row.detail)
+
+    def _integrity_failure(self, record_id: str, batch_id: str, detail: str) -> None:
+        log.error("integrity failure: record %s: %s", record_id, detail)
         try:
-            self.ledger.log_integrity_failure(rec.meta.record_id, rec.batch_id or "", detail)
+            self.ledger.log_integrity_failure(
+                record_id if _LOGGABLE.fullmatch(record_id) else "unreadable-row",
+                batch_id if _LOGGABLE.fullmatch(batch_id) else "",
+                detail,
+            )
         except Exception as exc:  # the read still fails; the log line above remains
             log.error("could not log integrity failure on the ledger: %s", exc)
 
@@ -645,30 +842,28 @@ class StorageCore:
         batch_id: str | None = None,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> VerifyReport:
-        """Check stored records against their anchored leaves with the integrity core."""
+        """Check stored records and the index against the anchors the ledger holds for
+        this instance. Never raises on bad local state: every problem is reported."""
         if patient_id is not None:
             self._require_read(caller, patient_id)
         elif not (caller.roles & AUDITOR_ROLES):
             raise AccessDenied("verifying the whole store needs the auditor role")
         started = time.perf_counter()
-        report = verify_records_stream(
+        chain = ledger_chain_problem(self.ledger)
+        report = verify_instance(
             self.index,
             self.store,
-            root_of=self._anchored_root,
+            self.book.fresh(),
+            deadline_s=self.policy.deadline_s,
             patient_id=patient_id,
             batch_id=batch_id,
             on_progress=on_progress,
         )
-        for rid in report.failed_record_ids:
-            rec = self.index.get(rid)
-            if rec is not None:
-                self._integrity_failure(rec, "found by VerifyRecords")
-        return VerifyReport(
-            checked=report.checked,
-            passed=report.passed,
-            pending=report.pending,
-            failed_record_ids=tuple(report.failed_record_ids),
-            seconds=time.perf_counter() - started,
+        # Record failures go on the ledger (batch-level findings are in the report).
+        for record_id, batch, detail in [p for p in report.problems if p[0]][:MAX_LOGGED_FAILURES]:
+            self._integrity_failure(record_id, batch, f"VerifyRecords: {detail}")
+        return VerifyReport.from_stream(
+            report, time.perf_counter() - started, self.anchorer.set_aside(), chain
         )
 
     # -- consent and audit -------------------------------------------------------
@@ -722,30 +917,16 @@ class StorageCore:
             )
         return sorted(entries, key=lambda e: e.at)
 
+    def anchoring_status(self) -> tuple[int, float, int, tuple[str, ...], bool]:
+        """(pending records, oldest pending age in s, ledger-covered seq, set-aside
+        batches, ledger healthy): what `GetAnchoringStatus` reports."""
+        head = self.book.head()
+        n, oldest = self.index.pending_count_and_oldest(after_seq=head)
+        age = (utc_now() - oldest).total_seconds() if oldest is not None else 0.0
+        return n, age, head, self.anchorer.set_aside(), self.anchorer.ledger_healthy
+
     def flush(self) -> FlushResult:
         return self.anchorer.run_once(force=True)
-
-    # -- receipts ---------------------------------------------------------------
-    def _receipt(self, rec: IndexedRecord) -> Receipt:
-        pending = Receipt(record_id=rec.meta.record_id, anchored=False, leaf_hash=rec.leaf_hash)
-        if rec.batch_id is None or rec.leaf_index is None:
-            return pending
-        batch = self.index.batch(rec.batch_id)
-        if batch is None or batch.tx_id is None:
-            return pending
-        proof = merkle.inclusion_proof(self.index.batch_leaf_hashes(rec.batch_id), rec.leaf_index)
-        return Receipt(
-            record_id=rec.meta.record_id,
-            anchored=True,
-            leaf_hash=rec.leaf_hash,
-            batch_id=rec.batch_id,
-            leaf_index=rec.leaf_index,
-            tree_size=batch.tree_size,
-            inclusion_proof=tuple(proof),
-            merkle_root=batch.merkle_root,
-            tx_id=batch.tx_id,
-            block=batch.block or 0,
-        )
 
 
 def _warm_up_integrity() -> None:
@@ -753,12 +934,6 @@ def _warm_up_integrity() -> None:
 
     sha256_many([b"warm-up"])
     merkle.merkle_root([bytes(32), bytes(32)])
-
-
-def _rand_id() -> str:
-    import secrets
-
-    return secrets.token_hex(4)
 
 
 def _encode_token(seq: int) -> str:

@@ -46,7 +46,7 @@ def meta_to_pb(m: RecordMeta) -> pb.RecordMetadata:
 
 
 def receipt_to_pb(r: Receipt) -> pb.Receipt:
-    return pb.Receipt(
+    out = pb.Receipt(
         record_id=r.record_id,
         status=pb.ANCHOR_STATUS_ANCHORED if r.anchored else pb.ANCHOR_STATUS_PENDING,
         leaf_hash=r.leaf_hash,
@@ -57,7 +57,15 @@ def receipt_to_pb(r: Receipt) -> pb.Receipt:
         merkle_root=r.merkle_root,
         tx_id=r.tx_id,
         block=r.block,
+        signature=r.signature,
+        service_key_id=r.key_id,
+        instance_id=r.instance_id,
     )
+    if r.accepted_at is not None:
+        out.accepted_at.CopyFrom(_ts(r.accepted_at))
+    if r.anchor_deadline is not None:
+        out.anchor_deadline.CopyFrom(_ts(r.anchor_deadline))
+    return out
 
 
 #: How long one WriteSegments call may take to send its items (the edge sends at
@@ -140,6 +148,16 @@ class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
             pending=report.pending,
             failed_record_ids=list(report.failed_record_ids),
             seconds=report.seconds,
+            problems=[
+                pb.IntegrityProblem(record_id=r, batch_id=b, detail=d)
+                for r, b, d in report.problems
+            ],
+            lost_anchors=list(report.lost_anchors),
+            root_mismatches=list(report.root_mismatches),
+            missing_on_ledger=list(report.missing_on_ledger),
+            missing_in_index=list(report.missing_in_index),
+            set_aside_batches=list(report.set_aside_batches),
+            ledger_chain=report.ledger_chain,
         )
 
     def GrantConsent(self, request: pb.GrantConsentRequest, context: Any) -> pb.ConsentResponse:
@@ -185,7 +203,30 @@ class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
         caller = self._caller(context)
         del caller  # any authenticated caller may ask for pending anchors to be written now
         result = self.core.flush()
-        return pb.FlushAnchorsResponse(batches=result.batches, records=result.records)
+        return pb.FlushAnchorsResponse(
+            batches=result.batches,
+            records=result.records,
+            set_aside_batches=list(result.set_aside),
+        )
+
+    def GetServiceKey(self, request: pb.GetServiceKeyRequest, context: Any) -> pb.ServiceKey:
+        self._caller(context)  # any authenticated caller
+        public, key_id, instance = self.core.service_key()
+        return pb.ServiceKey(ed25519_public_key=public, key_id=key_id, instance_id=instance)
+
+    def GetAnchoringStatus(
+        self, request: pb.GetAnchoringStatusRequest, context: Any
+    ) -> pb.AnchoringStatus:
+        self._caller(context)  # any authenticated caller
+        pending, age, head, set_aside, healthy = self.core.anchoring_status()
+        return pb.AnchoringStatus(
+            instance_id=self.core.instance_id,
+            pending_records=pending,
+            oldest_pending_age_s=age,
+            anchored_through_seq=head,
+            set_aside_batches=list(set_aside),
+            ledger_healthy=healthy,
+        )
 
     def WriteSegments(
         self, request_iterator: Iterator[pb.SegmentWrite], context: Any

@@ -3,12 +3,15 @@ implementations (embedded by default; MinIO and Fabric by configuration)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from ehr_common.config import Config
 from ehr_common.errors import ConfigError
 from storage_service.anchoring import AnchorPolicy
 from storage_service.index import RecordIndex
+from storage_service.keys import ServiceKeys
 from storage_service.ledger.base import Caller, Ledger
 from storage_service.ledger.client import LedgerClient
 from storage_service.objectstore.base import ObjectStore
@@ -16,6 +19,51 @@ from storage_service.service import Encryptor, StorageCore
 
 SERVICE_SUBJECT = "storage-service"
 SERVICE_ROLES = frozenset({"anchorer", "auditor"})
+
+
+def storage_secret(cfg: Config, passphrase: bytes | None = None) -> bytes:
+    """The secret the storage service's keys derive from (`storage_service.keys`), read
+    at start-up and never written beside the index: `storage.secret_file`, else the
+    variable named by `storage.secret_env`, else the master key's own secret (the
+    passphrase given, `authority.key_file`, or the passphrase variable)."""
+    s, a = cfg.storage, cfg.authority
+    env = os.environ
+    sources: list[tuple[str, bytes | None]] = []
+    if s.secret_file:
+        sources.append((s.secret_file, _read_secret_file(Path(s.secret_file))))
+    sources.append((s.secret_env, env.get(s.secret_env, "").encode() or None))
+    sources.append(("the master passphrase", passphrase))
+    if a.key_file:
+        sources.append((a.key_file, _read_secret_file(Path(a.key_file))))
+    sources.append((a.passphrase_env, env.get(a.passphrase_env, "").encode() or None))
+    for _, secret in sources:
+        if secret:
+            return b"ehr-abe/storage-secret/v1\x00" + secret
+    raise ConfigError(
+        "StorageService needs a secret for its index MACs and receipt signatures: set "
+        f"storage.secret_file, ${s.secret_env}, or the master key's passphrase or key file"
+    )
+
+
+def _read_secret_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the secret file {path}: {exc.strerror}") from None
+
+
+def build_index(cfg: Config, keys: ServiceKeys) -> RecordIndex:
+    return RecordIndex(cfg.storage_dir / "index.sqlite", mac_key=keys.mac_key)
+
+
+def anchor_policy(cfg: Config) -> AnchorPolicy:
+    s = cfg.storage
+    return AnchorPolicy(
+        max_records=s.batch_max_records,
+        max_age_s=s.batch_max_age_s,
+        retry_s=s.ledger_retry_s,
+        grace_s=s.anchor_grace_s,
+    )
 
 
 def build_object_store(cfg: Config) -> ObjectStore:
@@ -34,11 +82,13 @@ def build_object_store(cfg: Config) -> ObjectStore:
     return MinioStore.from_connection_file(path, workers=cfg.storage.fetch_concurrency)
 
 
-def build_ledger(cfg: Config) -> Ledger:
+def build_ledger(cfg: Config, *, verify_chain: bool = True) -> Ledger:
+    """The configured ledger; the embedded one checks its hash chain on opening
+    (IntegrityError if it is broken) unless verify_chain is False."""
     if cfg.storage.ledger == "embedded":
         from storage_service.ledger.embedded import EmbeddedLedger
 
-        return EmbeddedLedger(cfg.storage_dir / "ledger.sqlite")
+        return EmbeddedLedger(cfg.storage_dir / "ledger.sqlite", verify_chain=verify_chain)
     from storage_service.ledger.fabric import FabricLedger
 
     path = cfg.fabric_connection_path
@@ -50,7 +100,9 @@ def build_ledger(cfg: Config) -> Ledger:
     return FabricLedger.from_connection_file(path)
 
 
-def build_storage_core(cfg: Config, authority: Any | None) -> StorageCore:
+def build_storage_core(
+    cfg: Config, authority: Any | None, *, passphrase: bytes | None = None
+) -> StorageCore:
     """`authority` is the in-process key authority (for encrypting plain payloads under
     FAME); with server.abe_endpoint set, the public parameters come from that AbeService,
     checked against server.abe_authority_id and cached, and payloads are still
@@ -75,16 +127,16 @@ def build_storage_core(cfg: Config, authority: Any | None) -> StorageCore:
     else:
         raise ConfigError("StorageService needs AbeService: run both, or set server.abe_endpoint")
     s = cfg.storage
+    keys = ServiceKeys.derive(storage_secret(cfg, passphrase))
     service_caller = Caller(SERVICE_SUBJECT, s.msp_id, SERVICE_ROLES)
     ledger = LedgerClient(build_ledger(cfg), service_caller)
     ma = MaLedgerEncryptor(LedgerAuthorities(ledger, MultiAuthority.shared(get_backend())))
     return StorageCore(
         store=build_object_store(cfg),
-        index=RecordIndex(cfg.storage_dir / "index.sqlite"),
+        index=build_index(cfg, keys),
         ledger=ledger,
         encryptor=SchemeRouter(fame, ma, validity=s.ma_validity, fame_validity=s.fame_validity),
         service_caller=service_caller,
-        anchor_policy=AnchorPolicy(
-            max_records=s.batch_max_records, max_age_s=s.batch_max_age_s, retry_s=s.ledger_retry_s
-        ),
+        keys=keys,
+        anchor_policy=anchor_policy(cfg),
     )

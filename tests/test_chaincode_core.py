@@ -319,6 +319,95 @@ def test_wire_errors_round_trip() -> None:
     assert core.parse_wire_error("plain peer error") is None
 
 
+# -- anchors by storage instance (what the ledger says is anchored) ----------------------------
+OTHER_ORG_ANCHORER = Identity("storage-service", "Hosp2MSP", frozenset({"anchorer"}))
+
+
+def anchor_range(
+    chain: Chain, batch: str, first: int, last: int, caller: Identity = ANCHORER, inst: str = "s1"
+) -> Any:
+    return chain.call(caller, "AnchorRecords", batch, ROOT, inst, str(first), str(last), "{}")
+
+
+def test_anchor_records_states_what_it_covers(chain: Chain) -> None:
+    a = anchor_range(chain, "s1-1", 1, 4)
+    assert (a["instance"], a["first_seq"], a["last_seq"], a["tree_size"]) == ("s1", 1, 4, 4)
+    assert chain.call(AUDITOR, "GetAnchor", "s1-1") == a
+    anchor_range(chain, "s1-2", 7, 7)  # a gap (a batch set aside) is allowed
+    listed = chain.call(AUDITOR, "AnchorsByInstance", "s1", "0", "", "")["anchors"]
+    assert [x["batch_id"] for x in listed] == ["s1-1", "s1-2"]
+    after = chain.call(AUDITOR, "AnchorsByInstance", "s1", "1", "", "")["anchors"]
+    assert [x["batch_id"] for x in after] == ["s1-2"]
+    assert chain.call(AUDITOR, "AnchorsByInstance", "s2", "0", "", "")["anchors"] == []
+
+
+@pytest.mark.parametrize(("first", "last"), [(1, 1), (3, 9), (4, 5), (2, 3)])
+def test_anchor_ranges_never_overlap_or_go_back(chain: Chain, first: int, last: int) -> None:
+    anchor_range(chain, "s1-1", 1, 4)
+    with pytest.raises(AlreadyExists, match="overlap"):
+        anchor_range(chain, "s1-x", first, last)
+
+
+def test_anchor_instance_belongs_to_its_first_organisation(chain: Chain) -> None:
+    anchor_range(chain, "s1-1", 1, 2)
+    with pytest.raises(AccessDenied, match="belongs to Hosp1MSP"):
+        anchor_range(chain, "s1-2", 3, 4, caller=OTHER_ORG_ANCHORER)
+    with pytest.raises(AccessDenied):
+        anchor_range(chain, "s1-3", 3, 4, caller=AUDITOR)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["b", ROOT, "s1", "0", "1", "{}"], "first_seq"),
+        (["b", ROOT, "s1", "5", "4", "{}"], "before"),
+        (["b", ROOT, "s/1", "1", "1", "{}"], "instance"),
+        (["b", "zz", "s1", "1", "1", "{}"], "merkle_root"),
+        (["b", ROOT, "s1", "1", str(2_000_000), "{}"], "at most"),
+        (["b", ROOT, "s1", "x", "1", "{}"], "first_seq"),
+    ],
+)
+def test_anchor_records_validation(chain: Chain, args: list[str], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        chain.call(ANCHORER, "AnchorRecords", *args)
+
+
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=30), st.integers(1, 7))
+@settings(max_examples=40, deadline=None)
+def test_anchors_by_instance_pages_cover_everything_once(sizes: list[int], page: int) -> None:
+    chain = Chain()
+    first = 1
+    for i, n in enumerate(sizes):
+        anchor_range(chain, f"s1-{i}", first, first + n - 1)
+        first += n + (i % 2)  # some gaps
+    seen: list[int] = []
+    token = ""
+    while True:
+        out = chain.call(AUDITOR, "AnchorsByInstance", "s1", "0", str(page), token)
+        seen += [a["first_seq"] for a in out["anchors"]]
+        token = out["next_page_token"]
+        if not token:
+            break
+    assert seen == sorted(seen) and len(seen) == len(sizes)
+
+
+def test_access_events_with_ids_are_logged_once(chain: Chain) -> None:
+    event = {
+        "record_id": "r-1",
+        "patient_id": "p-17",
+        "subject_id": "dr-who",
+        "at": "2026-01-01T11:00:00Z",
+    }
+    twice = json.dumps([{**event, "event_id": "a-1"}, {**event, "event_id": "a-1"}])
+    assert chain.call(ANCHORER, "LogAccesses", twice)["logged"] == 1
+    again = json.dumps([{**event, "event_id": "a-1"}, {**event, "event_id": "a-2"}])
+    assert chain.call(ANCHORER, "LogAccesses", again)["logged"] == 1
+    events = chain.call(AUDITOR, "AccessLogByRecord", "r-1", "", "")["events"]
+    assert sorted(e["event_id"] for e in events) == ["a-1", "a-2"]
+    with pytest.raises(InvalidArgument, match="event_id"):
+        chain.call(ANCHORER, "LogAccesses", json.dumps([{**event, "event_id": "bad/id"}]))
+
+
 # -- multi-authority registry ---------------------------------------------------------------
 HOSP2_KA = Identity("ka-2", "Hosp2MSP", frozenset({"authority"}))
 

@@ -149,6 +149,64 @@ def test_wrong_passphrase_and_refusal_to_overwrite(home: Path, tmp_path: Path) -
     assert r.returncode == 6 and b"refusing to overwrite" in r.stderr
 
 
+def test_verify_refuses_a_directory_without_service_state(tmp_path: Path) -> None:
+    r = run("verify", home=tmp_path / "nothing-here")
+    assert r.returncode == 7, r.stderr
+    assert b"holds no storage service state" in r.stderr and b"Traceback" not in r.stderr
+    assert not (tmp_path / "nothing-here" / "storage" / "index.sqlite").exists()
+
+
+def test_verify_exit_codes_on_clean_and_corrupted_state(tmp_path: Path) -> None:
+    """0 when everything checks out; 4, with what failed and no traceback, for a flipped
+    object, a malformed index cell, a deleted index row and a broken ledger chain."""
+    import sqlite3
+
+    from abe_service.authority import KeyAuthority
+    from ehr_common.config import load_config
+    from storage_service.ledger.base import Caller
+    from storage_service.records import envelope_key
+    from storage_service.wiring import build_storage_core
+
+    home = tmp_path / "h"
+    cfg = load_config(env={"EHR_ABE_HOME": str(home)})
+    authority = KeyAuthority.setup(cfg.authority_dir, passphrase=PASS.encode())
+    core = build_storage_core(cfg, authority, passphrase=PASS.encode())
+    device = Caller("ecg-7", "Hosp1MSP", frozenset({"device"}))
+    rids = [
+        core.put_record(
+            device, patient_id="p-1", record_type="ecg", payload=b"%d" % i, policy="patient:p-1"
+        ).meta.record_id
+        for i in range(4)
+    ]
+    core.flush()
+    core.close()
+    r = run("verify", home=home)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert b"checked 4, passed 4" in r.stdout
+
+    path = cfg.storage_dir / "objects" / envelope_key(rids[0])
+    path.chmod(0o600)
+    path.write_bytes(path.read_bytes() + b"!")
+    db = sqlite3.connect(cfg.storage_dir / "index.sqlite", isolation_level=None)
+    db.execute(
+        "UPDATE records SET leaf_index='x', created_at='garbage' WHERE record_id=?", (rids[1],)
+    )
+    db.execute("DELETE FROM records WHERE record_id=?", (rids[2],))
+    db.close()
+    r = run("verify", home=home)
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert b"Traceback" not in r.stderr
+    out = r.stdout.replace(b"\n", b"")
+    assert rids[0].encode() in out and rids[1].encode() in out
+    assert b"missing from the index" in out
+
+    ledger = sqlite3.connect(cfg.storage_dir / "ledger.sqlite", isolation_level=None)
+    ledger.execute("DELETE FROM state WHERE key LIKE 'anchor/%'")
+    ledger.close()
+    r = run("verify", home=home)
+    assert r.returncode == 4 and b"LEDGER" in r.stdout, r.stdout + r.stderr
+
+
 def test_multi_authority_flow(tmp_path: Path) -> None:
     """Two centres set up their authorities (registered on the embedded ledger), each
     issues its attribute to one GID; the keyring of both keys opens a record that needs

@@ -38,6 +38,7 @@ from ehr_common.errors import (
 )
 from storage_service.anchoring import AnchorPolicy
 from storage_service.index import RecordIndex
+from storage_service.keys import ServiceKeys
 from storage_service.ledger.base import Caller
 from storage_service.ledger.client import LedgerClient
 from storage_service.ledger.embedded import EmbeddedLedger
@@ -207,6 +208,9 @@ DEVICE = Caller("ox-1", "Hosp1MSP", frozenset({"device"}))
 NURSE = Caller("nurse-1", "Hosp1MSP", frozenset({"nurse"}))
 
 
+KEYS = ServiceKeys.derive(b"edge core test storage secret")
+
+
 @pytest.fixture(scope="module")
 def authority(tmp_path_factory: pytest.TempPathFactory) -> KeyAuthority:
     return KeyAuthority.setup(tmp_path_factory.mktemp("auth"), passphrase=b"edge core test pass")
@@ -219,10 +223,11 @@ def core(tmp_path: Path, authority: KeyAuthority) -> StorageCore:
     service = Caller(SERVICE_SUBJECT, "Hosp1MSP", SERVICE_ROLES)
     c = StorageCore(
         store=FilesystemStore(tmp_path / "objects"),
-        index=RecordIndex(tmp_path / "index.sqlite"),
+        index=RecordIndex(tmp_path / "index.sqlite", mac_key=KEYS.mac_key),
         ledger=LedgerClient(EmbeddedLedger(tmp_path / "ledger.sqlite"), service),
         encryptor=LocalEncryptor(authority.public_params),
         service_caller=service,
+        keys=KEYS,
         anchor_policy=AnchorPolicy(max_records=1000, max_age_s=3600),
     )
     yield c
@@ -334,7 +339,7 @@ def test_concurrent_streams_all_land(core: StorageCore, authority: KeyAuthority)
 def test_group_commit_commits_waiting_writers_together(tmp_path: Path) -> None:
     from storage_service.records import RecordMeta, utc_now
 
-    index = RecordIndex(tmp_path / "index.sqlite")
+    index = RecordIndex(tmp_path / "index.sqlite", mac_key=KEYS.mac_key)
     meta = [
         RecordMeta(f"r-{i}", "p-1", "segment.x", "d", utc_now(), "role:x", 1, bytes(32))
         for i in range(8)

@@ -20,7 +20,7 @@ from ehr_abe.server import RunningServer, start_server
 from ehr_common.api.v1 import abe_pb2, abe_pb2_grpc, storage_pb2, storage_pb2_grpc
 from ehr_common.certificates import mint_client_identity, mint_tls_server_cert
 from ehr_common.config import load_config
-from ehr_common.errors import DeadlineExceeded
+from ehr_common.errors import DeadlineExceeded, IntegrityError
 from ehr_common.identity import Caller
 from storage_service.records import envelope_key, record_context
 
@@ -221,10 +221,10 @@ def test_a_deadline_that_expires_mid_work_stops_the_server(
         slow = SlowStore(core.store, delay_s=0.4)
         monkeypatch.setattr(core, "store", slow)
         # two records per chunk: six chunks, 2.4 s of fetching if the server never stopped
-        real_stream = service_module.verify_records_stream
+        real_stream = service_module.verify_instance
         monkeypatch.setattr(
             service_module,
-            "verify_records_stream",
+            "verify_instance",
             lambda *a, **kw: real_stream(*a, **{**kw, "chunk_records": 2}),
         )
         outcome: list[BaseException | None] = []
@@ -407,6 +407,8 @@ COVERED = {
         "RevokeConsent",
         "GetAuditTrail",
         "FlushAnchors",
+        "GetServiceKey",  # test_signed_pending_receipt_and_data_loss_over_grpc
+        "GetAnchoringStatus",  # (same)
         "WriteSegments",
         "FetchSegments",
     },
@@ -573,3 +575,50 @@ def test_mutual_tls_identifies_callers_from_certificates(tmp_path: Path) -> None
             assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED)
     finally:
         running.stop()
+
+
+def test_signed_pending_receipt_and_data_loss_over_grpc(
+    channel: grpc.Channel, server: tuple[RunningServer, Path]
+) -> None:
+    from storage_service.receipts import verify_pending_receipt_pb
+
+    storage = storage_pb2_grpc.StorageServiceStub(channel)
+    put = storage.PutRecord(
+        storage_pb2.PutRecordRequest(
+            patient_id="p-sig",
+            record_type="ecg",
+            plain=storage_pb2.PlainContent(payload=b"hr=70", policy="patient:p-sig"),
+        ),
+        metadata=md("ecg-9", "device"),
+    )
+    r = put.receipt
+    assert r.status == storage_pb2.ANCHOR_STATUS_PENDING and len(r.signature) == 64
+    assert r.anchor_deadline.ToDatetime() > r.accepted_at.ToDatetime()
+    key = storage.GetServiceKey(storage_pb2.GetServiceKeyRequest(), metadata=md("anyone"))
+    verify_pending_receipt_pb(r, key)
+    forged = storage_pb2.Receipt()
+    forged.CopyFrom(r)
+    forged.anchor_deadline.seconds += 86400
+    with pytest.raises(IntegrityError):
+        verify_pending_receipt_pb(forged, key)
+
+    path = server[1] / "objects" / envelope_key(put.record_id)
+    path.chmod(0o600)
+    path.write_bytes(path.read_bytes()[:-1])
+    assert (
+        code_of(
+            lambda: storage.GetRecord(
+                storage_pb2.GetRecordRequest(record_id=put.record_id), metadata=md("p-sig")
+            )
+        )
+        == grpc.StatusCode.DATA_LOSS
+    )
+    status = storage.GetAnchoringStatus(
+        storage_pb2.GetAnchoringStatusRequest(), metadata=md("anyone")
+    )
+    assert status.instance_id == key.instance_id and status.pending_records >= 1
+    report = storage.VerifyRecords(
+        storage_pb2.VerifyRecordsRequest(patient_id="p-sig"), metadata=md("p-sig")
+    )
+    assert list(report.failed_record_ids) == [put.record_id]
+    assert report.problems[0].record_id == put.record_id and report.problems[0].detail

@@ -251,7 +251,7 @@ def test_storage_service_routes_both_schemes(
         cfg.storage.ledger = "fabric"
         cfg.storage.fabric_connection = str(request.getfixturevalue("fabric_connection"))
     fame = KeyAuthority.setup(cfg.authority_dir, passphrase=PASS)
-    core = build_storage_core(cfg, fame)
+    core = build_storage_core(cfg, fame, passphrase=PASS)
     try:
         for name, a in authorities.items():  # a Fabric ledger may hold an earlier run's key
             try:

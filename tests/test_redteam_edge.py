@@ -53,6 +53,7 @@ from ehr_common.errors import (
 )
 from storage_service.anchoring import AnchorPolicy
 from storage_service.index import RecordIndex
+from storage_service.keys import ServiceKeys
 from storage_service.ledger.base import Caller
 from storage_service.ledger.client import LedgerClient
 from storage_service.ledger.embedded import EmbeddedLedger
@@ -62,6 +63,7 @@ from storage_service.wiring import SERVICE_ROLES, SERVICE_SUBJECT
 from tests.iomt_helpers import Storage, md
 
 NOW = 1_780_000_000_000
+KEYS = ServiceKeys.derive(b"red team edge storage secret")
 EDGE = Caller("edge-gateway", "Hosp1MSP", frozenset({"edge-gateway"}))
 HR = {"seq": 1, "t": NOW, "hr": 64}
 
@@ -237,10 +239,11 @@ def core(tmp_path: Path, authority: KeyAuthority) -> Iterator[StorageCore]:
     service = Caller(SERVICE_SUBJECT, "Hosp1MSP", SERVICE_ROLES)
     c = StorageCore(
         store=FilesystemStore(tmp_path / "objects"),
-        index=RecordIndex(tmp_path / "index.sqlite"),
+        index=RecordIndex(tmp_path / "index.sqlite", mac_key=KEYS.mac_key),
         ledger=LedgerClient(EmbeddedLedger(tmp_path / "ledger.sqlite"), service),
         encryptor=LocalEncryptor(authority.public_params),
         service_caller=service,
+        keys=KEYS,
         anchor_policy=AnchorPolicy(max_records=1000, max_age_s=3600),
     )
     yield c

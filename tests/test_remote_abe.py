@@ -35,6 +35,12 @@ def _storage_cfg(home: Path, port: int, authority_id: str) -> Config:
     cfg.server.services = ("storage",)
     cfg.server.abe_endpoint = f"127.0.0.1:{port}"
     cfg.server.abe_authority_id = authority_id
+    # A StorageService apart from AbeService holds no master secret: it gets its own
+    # (index MACs, receipt signatures), from a key file outside its data directory.
+    home.mkdir(parents=True, exist_ok=True)
+    secret = home / "storage.secret"
+    secret.write_bytes(b"a storage secret for this test")
+    cfg.storage.secret_file = str(secret)
     return cfg
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import typer
@@ -60,28 +61,52 @@ def verify(
     patient: Annotated[str | None, typer.Option(help="Only this patient's records.")] = None,
     batch: Annotated[str | None, typer.Option(help="Only this anchored batch.")] = None,
 ) -> None:
-    """Check every stored record against its anchored Merkle root (exit 4 if any fails)."""
+    """Check every stored record, and the index, against the anchors on the ledger
+    (exit 4 if anything fails; 7 if the state directory holds no storage service)."""
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ehr_common.errors import FailedPrecondition, IntegrityError
+    from storage_service.anchors import AnchorBook
     from storage_service.index import RecordIndex
+    from storage_service.keys import ServiceKeys
     from storage_service.ledger.base import Caller
     from storage_service.ledger.client import LedgerClient
-    from storage_service.verification import verify_records_stream
+    from storage_service.service import VerifyReport, ledger_chain_problem
+    from storage_service.verification import verify_instance
     from storage_service.wiring import (
         SERVICE_ROLES,
         SERVICE_SUBJECT,
+        anchor_policy,
         build_ledger,
         build_object_store,
+        storage_secret,
     )
 
     cfg = config_from(config, home)
-    index = RecordIndex(cfg.storage_dir / "index.sqlite")
+    index_path = cfg.storage_dir / "index.sqlite"
+    if not index_path.is_file():
+        # never create a state directory just to report "checked 0"
+        raise FailedPrecondition(
+            f"{cfg.storage_dir} holds no storage service state (no index.sqlite): "
+            "give the service's --home or --config"
+        )
+    ledger_path = cfg.storage_dir / "ledger.sqlite"
+    if cfg.storage.ledger == "embedded" and not ledger_path.is_file():
+        # the index says records exist; the ledger that anchors them is gone
+        raise IntegrityError(f"the embedded ledger {ledger_path} is missing")
+    keys = ServiceKeys.derive(storage_secret(cfg))
+    index = RecordIndex(index_path, mac_key=keys.mac_key)
     store = build_object_store(cfg)
     ledger = LedgerClient(
-        build_ledger(cfg), Caller(SERVICE_SUBJECT, cfg.storage.msp_id, SERVICE_ROLES)
+        build_ledger(cfg, verify_chain=False),
+        Caller(SERVICE_SUBJECT, cfg.storage.msp_id, SERVICE_ROLES),
     )
     total = index.count()
+    started = time.perf_counter()
     try:
+        chain = ledger_chain_problem(ledger)
+        anchors = AnchorBook(ledger, index.instance_id).fresh()
         with Progress(
             TextColumn("[bold]verifying"),
             BarColumn(),
@@ -93,19 +118,26 @@ def verify(
             task = progress.add_task(
                 "verify", total=total if not (patient or batch) else None, mb=0.0
             )
-            report = verify_records_stream(
+            stream = verify_instance(
                 index,
                 store,
-                root_of=lambda b: ledger.get_anchor(b).merkle_root,
+                anchors,
+                deadline_s=anchor_policy(cfg).deadline_s,
                 patient_id=patient,
                 batch_id=batch,
                 on_progress=lambda n, nbytes: progress.update(task, completed=n, mb=nbytes / 1e6),
             )
+        set_aside = tuple(
+            b if isinstance(b, str) else b.batch_id
+            for b in index.batches()
+            if isinstance(b, str) or b.set_aside is not None
+        )
     finally:
         index.close()
         store.close()
         ledger.close()
-    s = report.stages
+    report = VerifyReport.from_stream(stream, time.perf_counter() - started, set_aside, chain)
+    s = stream.stages
     console.print(
         f"checked {report.checked}, passed {report.passed} ({report.pending} pending anchoring), "
         f"failed {len(report.failed_record_ids)}"
@@ -115,8 +147,22 @@ def verify(
         f"ledger {s.ledger:.2f} s, index {s.index:.2f} s",
         highlight=False,
     )
-    for rid in report.failed_record_ids[:50]:
-        console.print(f"  [red]FAILED[/] {rid}")
-    if len(report.failed_record_ids) > 50:
-        console.print(f"  … and {len(report.failed_record_ids) - 50} more")
-    raise typer.Exit(4 if report.failed_record_ids else 0)
+    if report.ledger_chain:
+        console.print(f"  [red]LEDGER[/] {escape(report.ledger_chain)}")
+    for title, items in (
+        ("anchors the index lost", report.lost_anchors),
+        ("batches whose root differs from the ledger's", report.root_mismatches),
+        ("missing on the ledger", report.missing_on_ledger),
+        ("anchored but missing from the index", report.missing_in_index),
+        ("batches set aside (not anchorable)", report.set_aside_batches),
+    ):
+        if items:
+            shown = ", ".join(escape(i) for i in items[:20])
+            more = f" … and {len(items) - 20} more" if len(items) > 20 else ""
+            console.print(f"  [red]{title}[/] ({len(items)}): {shown}{more}")
+    for rid, bid, detail in report.problems[:50]:
+        what = rid or f"batch {bid}"
+        console.print(f"  [red]FAILED[/] {escape(what)}: {escape(detail)}")
+    if len(report.problems) > 50:
+        console.print(f"  … and {len(report.problems) - 50} more")
+    raise typer.Exit(0 if report.ok else 4)

@@ -232,3 +232,11 @@ def verify_inclusions_batch(
         ok,
     )
     return np.flatnonzero(ok == 0).astype(np.int64)
+
+
+def merkle_root_or_none(leaves: Sequence[bytes]) -> bytes | None:
+    """The root, or None when a leaf is not a 32-byte hash (leaves read from a place
+    someone may have edited: a bad one is a mismatch, not an error)."""
+    if not leaves or any(not isinstance(x, bytes) or len(x) != DIGEST_SIZE for x in leaves):
+        return None
+    return merkle_root(list(leaves))

@@ -19,6 +19,8 @@ from ehr_common.errors import DecodeError, EhrAbeError, InvalidArgument
 from storage_service.ledger.base import Caller, Ledger, TxResult
 
 AccessEvent = tuple[str, str, str, datetime]  # record id, patient id, subject id, when
+#: ... and the event's id: the ledger logs an id once, whatever the number of resends
+IdentifiedAccessEvent = tuple[str, str, str, datetime, str]
 
 
 @runtime_checkable
@@ -46,6 +48,14 @@ class Anchor:
     anchored_at: datetime
     tx_id: str
     block: int  # -1 when the ledger cannot say (listings do not look it up)
+    #: what the anchor covers (AnchorRecords): records first_seq..last_seq of `instance`;
+    #: "" and 0 for an anchor made with the older AnchorBatch
+    instance: str = ""
+    first_seq: int = 0
+    last_seq: int = 0
+
+    def covers(self, seq: int) -> bool:
+        return self.first_seq <= seq <= self.last_seq
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,9 @@ def _anchor(d: dict[str, Any], block: int) -> Anchor:
         anchored_at=_time(d["at"]),
         tx_id=str(d["tx_id"]),
         block=block,
+        instance=str(d.get("instance", "")),
+        first_seq=int(d.get("first_seq", 0)),
+        last_seq=int(d.get("last_seq", 0)),
     )
 
 
@@ -238,6 +251,44 @@ class LedgerClient:
             json.dumps(metadata or {}, sort_keys=True, separators=(",", ":")),
         )
         return TxReceipt(r.tx_id, r.block)
+
+    def anchor_records(
+        self,
+        batch_id: str,
+        merkle_root: bytes,
+        instance: str,
+        first_seq: int,
+        last_seq: int,
+        metadata: dict[str, Any] | None = None,
+    ) -> TxReceipt:
+        """Anchor the root of records first_seq..last_seq of a storage instance.
+        AlreadyExists if the batch id was used or the range overlaps an anchored one."""
+        if len(merkle_root) != 32:
+            raise InvalidArgument("a Merkle root is 32 bytes")
+        r = self._submit(
+            None,
+            "AnchorRecords",
+            batch_id,
+            merkle_root.hex(),
+            instance,
+            str(first_seq),
+            str(last_seq),
+            json.dumps(metadata or {}, sort_keys=True, separators=(",", ":")),
+        )
+        return TxReceipt(r.tx_id, r.block)
+
+    def anchors_by_instance(self, instance: str, after_seq: int = 0) -> list[Anchor]:
+        """Every anchor of `instance` whose range starts after `after_seq`, in order."""
+        return [
+            _anchor(d, -1)
+            for d in self._pages(
+                None, "AnchorsByInstance", "anchors", instance, str(max(0, after_seq))
+            )
+        ]
+
+    def block_of(self, tx_id: str) -> int:
+        """The block holding a transaction, -1 if the ledger cannot say."""
+        return self._block_of(tx_id)
 
     def get_anchor(self, batch_id: str) -> Anchor:
         d = self._eval(None, "GetAnchor", batch_id)
@@ -343,12 +394,22 @@ class LedgerClient:
     ) -> TxReceipt:
         return self.log_accesses([(record_id, patient_id, subject_id, at)])[0]
 
-    def log_accesses(self, events: Iterable[AccessEvent]) -> list[TxReceipt]:
-        """One transaction per chunk of at most core.MAX_ACCESS_EVENTS events."""
-        rows = [
-            {"record_id": r, "patient_id": p, "subject_id": s, "at": core.format_time(t)}
-            for r, p, s, t in events
-        ]
+    def log_accesses(
+        self, events: Iterable[AccessEvent | IdentifiedAccessEvent]
+    ) -> list[TxReceipt]:
+        """One transaction per chunk of at most core.MAX_ACCESS_EVENTS events. Events that
+        carry an id are logged once however often they are sent."""
+        rows: list[dict[str, str]] = []
+        for e in events:
+            row = {
+                "record_id": e[0],
+                "patient_id": e[1],
+                "subject_id": e[2],
+                "at": core.format_time(e[3]),
+            }
+            if len(e) > 4 and e[4]:
+                row["event_id"] = e[4]
+            rows.append(row)
         receipts = []
         for i in range(0, len(rows), core.MAX_ACCESS_EVENTS):
             chunk = rows[i : i + core.MAX_ACCESS_EVENTS]

@@ -111,7 +111,7 @@ def new_tx_id(caller: Caller) -> str:
 
 
 class EmbeddedLedger:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, verify_chain: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -125,6 +125,15 @@ class EmbeddedLedger:
             raise Unavailable(f"embedded ledger {self.path} cannot be opened: {exc}") from None
         self._lock = threading.Lock()
         self._closed = False
+        if verify_chain:
+            try:
+                self.verify_chain()
+            except IntegrityError as exc:
+                self.close()
+                raise IntegrityError(
+                    f"embedded ledger {self.path} fails its hash-chain check, refusing to use "
+                    f"it: {exc}"
+                ) from None
 
     # -- the Ledger protocol ---------------------------------------------------------------
     def submit(self, caller: Caller, function: str, args: list[str]) -> TxResult:
@@ -178,7 +187,14 @@ class EmbeddedLedger:
 
     def verify_chain(self) -> int:
         """Recompute the hash chain and replay every write; the state must be exactly the
-        replay. Returns the number of entries; raises IntegrityError on the first break."""
+        replay. Returns the number of entries; raises IntegrityError on the first break
+        (also for a log too malformed to read)."""
+        try:
+            return self._verify_chain()
+        except (ValueError, TypeError, KeyError, sqlite3.Error) as exc:
+            raise IntegrityError(f"the ledger's transaction log is malformed: {exc}") from None
+
+    def _verify_chain(self) -> int:
         with self._lock:
             self._check_open()
             replay: dict[str, tuple[bytes, int]] = {}

@@ -293,6 +293,10 @@ SYNC_WAIT_S = 5.0
 
 
 class FabricLedger:
+    #: Anchors are write-once in the chaincode and no single host can rewrite them, so
+    #: the storage service may keep the anchors it has read in memory.
+    anchors_final = True
+
     def __init__(
         self,
         connection: FabricConnection,

@@ -15,15 +15,23 @@ object without metadata, never metadata without an object.)
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ehr_common.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from ehr_common.errors import (
+    AlreadyExists,
+    IntegrityError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 
 MAX_KEY_LENGTH = 512
 META_SUFFIX = ".meta~"
@@ -133,11 +141,24 @@ class FilesystemStore:
     def get(self, key: str) -> bytes:
         path = self._path(key)
         try:
-            return path.read_bytes()
+            # Objects are regular files written by link(): a symbolic link, a FIFO or a
+            # device in their place is damage, not data (and a FIFO would block a read).
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound(f"no object {key}") from None
         except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EACCES, errno.EPERM, errno.ENXIO):
+                raise IntegrityError(f"object {key} cannot be read: {exc.strerror}") from None
             raise Unavailable(f"filesystem store: cannot read {key}: {exc.strerror}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise IntegrityError(f"object {key} is not a regular file")
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                return f.read()
+        except OSError as exc:
+            raise Unavailable(f"filesystem store: cannot read {key}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
 
     def metadata(self, key: str) -> dict[str, str]:
         """The metadata stored with `key` ({} if none). Raises NotFound."""

@@ -141,7 +141,7 @@ class RecordMetadata(_message.Message):
     def __init__(self, record_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., record_type: _Optional[str] = ..., author: _Optional[str] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., policy: _Optional[str] = ..., size: _Optional[int] = ..., content_sha256: _Optional[bytes] = ...) -> None: ...
 
 class Receipt(_message.Message):
-    __slots__ = ("record_id", "status", "leaf_hash", "batch_id", "leaf_index", "tree_size", "inclusion_proof", "merkle_root", "tx_id", "block")
+    __slots__ = ("record_id", "status", "leaf_hash", "batch_id", "leaf_index", "tree_size", "inclusion_proof", "merkle_root", "tx_id", "block", "accepted_at", "anchor_deadline", "signature", "service_key_id", "instance_id")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     LEAF_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +152,11 @@ class Receipt(_message.Message):
     MERKLE_ROOT_FIELD_NUMBER: _ClassVar[int]
     TX_ID_FIELD_NUMBER: _ClassVar[int]
     BLOCK_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ANCHOR_DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     status: AnchorStatus
     leaf_hash: bytes
@@ -162,7 +167,12 @@ class Receipt(_message.Message):
     merkle_root: bytes
     tx_id: str
     block: int
-    def __init__(self, record_id: _Optional[str] = ..., status: _Optional[_Union[AnchorStatus, str]] = ..., leaf_hash: _Optional[bytes] = ..., batch_id: _Optional[str] = ..., leaf_index: _Optional[int] = ..., tree_size: _Optional[int] = ..., inclusion_proof: _Optional[_Iterable[bytes]] = ..., merkle_root: _Optional[bytes] = ..., tx_id: _Optional[str] = ..., block: _Optional[int] = ...) -> None: ...
+    accepted_at: _timestamp_pb2.Timestamp
+    anchor_deadline: _timestamp_pb2.Timestamp
+    signature: bytes
+    service_key_id: str
+    instance_id: str
+    def __init__(self, record_id: _Optional[str] = ..., status: _Optional[_Union[AnchorStatus, str]] = ..., leaf_hash: _Optional[bytes] = ..., batch_id: _Optional[str] = ..., leaf_index: _Optional[int] = ..., tree_size: _Optional[int] = ..., inclusion_proof: _Optional[_Iterable[bytes]] = ..., merkle_root: _Optional[bytes] = ..., tx_id: _Optional[str] = ..., block: _Optional[int] = ..., accepted_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., anchor_deadline: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., signature: _Optional[bytes] = ..., service_key_id: _Optional[str] = ..., instance_id: _Optional[str] = ...) -> None: ...
 
 class GetRecordRequest(_message.Message):
     __slots__ = ("record_id",)
@@ -214,19 +224,43 @@ class VerifyRecordsRequest(_message.Message):
     batch_id: str
     def __init__(self, all: bool = ..., patient_id: _Optional[str] = ..., batch_id: _Optional[str] = ...) -> None: ...
 
+class IntegrityProblem(_message.Message):
+    __slots__ = ("record_id", "batch_id", "detail")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    batch_id: str
+    detail: str
+    def __init__(self, record_id: _Optional[str] = ..., batch_id: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
 class VerifyRecordsResponse(_message.Message):
-    __slots__ = ("checked", "passed", "pending", "failed_record_ids", "seconds")
+    __slots__ = ("checked", "passed", "pending", "failed_record_ids", "seconds", "problems", "lost_anchors", "root_mismatches", "missing_on_ledger", "missing_in_index", "set_aside_batches", "ledger_chain")
     CHECKED_FIELD_NUMBER: _ClassVar[int]
     PASSED_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
     FAILED_RECORD_IDS_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    LOST_ANCHORS_FIELD_NUMBER: _ClassVar[int]
+    ROOT_MISMATCHES_FIELD_NUMBER: _ClassVar[int]
+    MISSING_ON_LEDGER_FIELD_NUMBER: _ClassVar[int]
+    MISSING_IN_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SET_ASIDE_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_CHAIN_FIELD_NUMBER: _ClassVar[int]
     checked: int
     passed: int
     pending: int
     failed_record_ids: _containers.RepeatedScalarFieldContainer[str]
     seconds: float
-    def __init__(self, checked: _Optional[int] = ..., passed: _Optional[int] = ..., pending: _Optional[int] = ..., failed_record_ids: _Optional[_Iterable[str]] = ..., seconds: _Optional[float] = ...) -> None: ...
+    problems: _containers.RepeatedCompositeFieldContainer[IntegrityProblem]
+    lost_anchors: _containers.RepeatedScalarFieldContainer[str]
+    root_mismatches: _containers.RepeatedScalarFieldContainer[str]
+    missing_on_ledger: _containers.RepeatedScalarFieldContainer[str]
+    missing_in_index: _containers.RepeatedScalarFieldContainer[str]
+    set_aside_batches: _containers.RepeatedScalarFieldContainer[str]
+    ledger_chain: str
+    def __init__(self, checked: _Optional[int] = ..., passed: _Optional[int] = ..., pending: _Optional[int] = ..., failed_record_ids: _Optional[_Iterable[str]] = ..., seconds: _Optional[float] = ..., problems: _Optional[_Iterable[_Union[IntegrityProblem, _Mapping]]] = ..., lost_anchors: _Optional[_Iterable[str]] = ..., root_mismatches: _Optional[_Iterable[str]] = ..., missing_on_ledger: _Optional[_Iterable[str]] = ..., missing_in_index: _Optional[_Iterable[str]] = ..., set_aside_batches: _Optional[_Iterable[str]] = ..., ledger_chain: _Optional[str] = ...) -> None: ...
 
 class GrantConsentRequest(_message.Message):
     __slots__ = ("patient_id", "subject_id", "expires_at")
@@ -289,9 +323,45 @@ class FlushAnchorsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class FlushAnchorsResponse(_message.Message):
-    __slots__ = ("batches", "records")
+    __slots__ = ("batches", "records", "set_aside_batches")
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    SET_ASIDE_BATCHES_FIELD_NUMBER: _ClassVar[int]
     batches: int
     records: int
-    def __init__(self, batches: _Optional[int] = ..., records: _Optional[int] = ...) -> None: ...
+    set_aside_batches: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, batches: _Optional[int] = ..., records: _Optional[int] = ..., set_aside_batches: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetServiceKeyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServiceKey(_message.Message):
+    __slots__ = ("ed25519_public_key", "key_id", "instance_id")
+    ED25519_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    ed25519_public_key: bytes
+    key_id: str
+    instance_id: str
+    def __init__(self, ed25519_public_key: _Optional[bytes] = ..., key_id: _Optional[str] = ..., instance_id: _Optional[str] = ...) -> None: ...
+
+class GetAnchoringStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AnchoringStatus(_message.Message):
+    __slots__ = ("instance_id", "pending_records", "oldest_pending_age_s", "anchored_through_seq", "set_aside_batches", "ledger_healthy")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PENDING_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_PENDING_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    ANCHORED_THROUGH_SEQ_FIELD_NUMBER: _ClassVar[int]
+    SET_ASIDE_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    pending_records: int
+    oldest_pending_age_s: float
+    anchored_through_seq: int
+    set_aside_batches: _containers.RepeatedScalarFieldContainer[str]
+    ledger_healthy: bool
+    def __init__(self, instance_id: _Optional[str] = ..., pending_records: _Optional[int] = ..., oldest_pending_age_s: _Optional[float] = ..., anchored_through_seq: _Optional[int] = ..., set_aside_batches: _Optional[_Iterable[str]] = ..., ledger_healthy: bool = ...) -> None: ...

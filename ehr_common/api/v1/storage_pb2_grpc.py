@@ -79,6 +79,16 @@ class StorageServiceStub(object):
                 request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsRequest.SerializeToString,
                 response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsResponse.FromString,
                 _registered_method=True)
+        self.GetServiceKey = channel.unary_unary(
+                '/ehr_abe.api.v1.StorageService/GetServiceKey',
+                request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetServiceKeyRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.ServiceKey.FromString,
+                _registered_method=True)
+        self.GetAnchoringStatus = channel.unary_unary(
+                '/ehr_abe.api.v1.StorageService/GetAnchoringStatus',
+                request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetAnchoringStatusRequest.SerializeToString,
+                response_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.AnchoringStatus.FromString,
+                _registered_method=True)
         self.WriteSegments = channel.stream_unary(
                 '/ehr_abe.api.v1.StorageService/WriteSegments',
                 request_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.SegmentWrite.SerializeToString,
@@ -152,6 +162,20 @@ class StorageServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetServiceKey(self, request, context):
+        """The Ed25519 key that verifies this service's signed pending receipts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAnchoringStatus(self, request, context):
+        """Anchoring at a glance: what waits, how far the ledger covers, what was set aside.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WriteSegments(self, request_iterator, context):
         """IoMT ingestion: a client stream of window keys and sealed segments (at most
         MAX_STREAM_ITEMS per call). The server reads as fast as it can store (gRPC
@@ -218,6 +242,16 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.FlushAnchors,
                     request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsRequest.FromString,
                     response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsResponse.SerializeToString,
+            ),
+            'GetServiceKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServiceKey,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetServiceKeyRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.ServiceKey.SerializeToString,
+            ),
+            'GetAnchoringStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAnchoringStatus,
+                    request_deserializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.GetAnchoringStatusRequest.FromString,
+                    response_serializer=ehr__common_dot_api_dot_v1_dot_storage__pb2.AnchoringStatus.SerializeToString,
             ),
             'WriteSegments': grpc.stream_unary_rpc_method_handler(
                     servicer.WriteSegments,
@@ -473,6 +507,60 @@ class StorageService(object):
             '/ehr_abe.api.v1.StorageService/FlushAnchors',
             ehr__common_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsRequest.SerializeToString,
             ehr__common_dot_api_dot_v1_dot_storage__pb2.FlushAnchorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServiceKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ehr_abe.api.v1.StorageService/GetServiceKey',
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.GetServiceKeyRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.ServiceKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAnchoringStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ehr_abe.api.v1.StorageService/GetAnchoringStatus',
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.GetAnchoringStatusRequest.SerializeToString,
+            ehr__common_dot_api_dot_v1_dot_storage__pb2.AnchoringStatus.FromString,
             options,
             channel_credentials,
             insecure,
