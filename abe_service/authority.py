@@ -274,8 +274,15 @@ class KeyAuthority:
     def issue_key(self, subject_id: str, attributes: list[str]) -> IssuedKey:
         if self._msk is None:
             raise AccessDenied("this authority was opened without its master key")
-        if not subject_id or len(subject_id) > 256:
-            raise InvalidArgument("a key needs a subject id of 1-256 characters")
+        # Printable and unpadded, like a GID (ma/scheme.py): a NUL or RTL override in
+        # the name on a key would mislead whoever reads logs and key records.
+        if (
+            not isinstance(subject_id, str)
+            or not 1 <= len(subject_id) <= 256
+            or not subject_id.isprintable()
+            or subject_id != subject_id.strip()
+        ):
+            raise InvalidArgument("a key needs a subject id of 1-256 printable characters")
         if not attributes:
             raise InvalidArgument("a key needs at least one attribute")
         if len(attributes) > MAX_ATTRIBUTES_PER_KEY:

@@ -56,7 +56,7 @@ class SegmentHeader:
                 raise InvalidArgument(f"segment {name} must be 1-{_MAX_ID} printable characters")
         if not 0 <= self.first_seq <= self.last_seq < 2**63:
             raise InvalidArgument("segment sequence range is not ordered")
-        if not 1 <= self.count <= self.last_seq - self.first_seq + 1:
+        if not 1 <= self.count <= min(self.last_seq - self.first_seq + 1, 2**32 - 1):
             raise InvalidArgument("segment count does not fit its sequence range")
         if not 0 <= self.first_time_ms <= self.last_time_ms < 2**62:
             raise InvalidArgument("segment time range is not ordered")
@@ -81,7 +81,7 @@ def new_window_key() -> bytes:
 
 
 def _segment_key(window_key: bytes, header: SegmentHeader) -> bytes:
-    if len(window_key) != WINDOW_KEY_BYTES:
+    if not isinstance(window_key, bytes) or len(window_key) != WINDOW_KEY_BYTES:
         raise InvalidArgument(f"a window key is {WINDOW_KEY_BYTES} bytes")
     info = _KDF_INFO + _lp(header.window_id.encode()) + struct.pack(">Q", header.first_seq)
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(window_key)
@@ -105,6 +105,8 @@ def _associated_data(h: SegmentHeader) -> bytes:
 
 def seal_segment(window_key: bytes, header: SegmentHeader, payload: bytes) -> bytes:
     header.check()
+    if not isinstance(payload, bytes | bytearray):
+        raise InvalidArgument("a segment payload is bytes")
     nonce = os.urandom(12)
     sealed = AESGCM(_segment_key(window_key, header)).encrypt(
         nonce, payload, _associated_data(header)
@@ -133,13 +135,20 @@ def seal_segment(window_key: bytes, header: SegmentHeader, payload: bytes) -> by
 def parse_segment(data: bytes) -> tuple[SegmentHeader, bytes, bytes]:
     """(header, nonce, ciphertext) of a sealed segment, structure checked; no key needed.
     DecodeError if it is not a well-formed segment of this version."""
+    if not isinstance(data, bytes | bytearray):
+        raise DecodeError("segment: not bytes")
     if len(data) > MAX_SEGMENT_BYTES:
         raise DecodeError(f"segment larger than {MAX_SEGMENT_BYTES} bytes")
     msg = fpb.SegmentEnvelope()
     try:
-        msg.ParseFromString(data)
-    except ProtoDecodeError:
+        msg.ParseFromString(bytes(data))
+    except (ProtoDecodeError, ValueError, RuntimeError):
         raise DecodeError("segment: not a SegmentEnvelope") from None
+    # One encoding per segment, as for envelopes (serialization._parse): unknown or
+    # repeated fields would give one sealed segment many byte strings that all open.
+    msg.DiscardUnknownFields()
+    if msg.SerializeToString(deterministic=True) != bytes(data):
+        raise DecodeError("segment: not in canonical encoding (unknown or repeated fields)")
     if msg.kind != fpb.OBJECT_KIND_SEGMENT:
         raise DecodeError("segment: wrong object kind")
     if msg.version != SEGMENT_VERSION:

@@ -35,6 +35,7 @@ MAX_KEY_ATTRIBUTES = 256  # as issued (`age=42` counts once)
 MAX_KEY_LABELS = 4096  # after expansion (an integer attribute is up to 65 labels)
 MAX_ATTRIBUTES = MAX_KEY_LABELS
 MAX_LABEL_CHARS = 512
+MAX_ID_CHARS = 256  # subject and key ids (the authority issues at most 256)
 
 M = TypeVar("M", bound=Message)
 
@@ -196,6 +197,8 @@ def user_key_from_bytes(group: PairingBackend, data: bytes) -> UserKey:
         raise DecodeError("user key: too many attributes")
     if any(len(a) > MAX_ATTRIBUTE_CHARS for a in msg.attributes):
         raise DecodeError("user key: an over-long attribute")
+    if len(msg.subject_id) > MAX_ID_CHARS or len(msg.key_id) > MAX_ID_CHARS:
+        raise DecodeError("user key: an over-long subject or key id")
     parts: dict[str, AttributeKey] = {}
     for part in msg.parts:
         if not part.label or len(part.label) > MAX_LABEL_CHARS or part.label in parts:
@@ -251,6 +254,10 @@ def envelope_to_bytes(env: EnvelopeData) -> bytes:
 def envelope_header_from_bytes(data: bytes) -> fpb.Envelope:
     """Structural parse only (no point validation): enough to read the policy."""
     msg = _parse(fpb.Envelope, data, fpb.OBJECT_KIND_ENVELOPE, "envelope", ENVELOPE_VERSION)
+    if msg.ma_rows or msg.ma_authorities:
+        # The multi-authority fields are not bound by FAME's associated data: left in,
+        # they would give one envelope many encodings that all open.
+        raise DecodeError("envelope: a FAME envelope carries multi-authority fields")
     if len(msg.ct0) != 3 or not msg.rows or len(msg.rows) > MAX_ROWS:
         raise DecodeError("envelope: wrong number of header elements")
     if len(msg.nonce) != 12 or len(msg.ciphertext) < 16 or len(msg.key_commitment) != 32:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NoReturn, Protocol
+from typing import NoReturn, Protocol, runtime_checkable
 
 from ehr_common.errors import (
     AccessDenied,
@@ -98,6 +98,14 @@ class Encryptor(Protocol):
         """Validate an envelope's structure and return its policy (normal form);
         DecodeError if it is not a well-formed envelope."""
         ...
+
+
+@runtime_checkable
+class NewEnvelopeCheck(Protocol):
+    """An Encryptor that can also vet a client-made envelope for a NEW record (the
+    SchemeRouter: the validity condition must be there, abe_service/ma/validity.py)."""
+
+    def check_new_envelope(self, envelope: bytes, *, fame: bool = True) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -318,7 +326,11 @@ class StorageCore:
         if len(envelope) > MAX_ENVELOPE_BYTES:
             raise InvalidArgument(f"envelope larger than {MAX_ENVELOPE_BYTES} bytes")
         try:
-            envelope_policy = self.encryptor.envelope_policy(envelope)
+            envelope_policy = (
+                self.encryptor.envelope_policy(envelope)
+                if payload is not None  # this service made it, with its own policy
+                else self._new_envelope_policy(envelope)
+            )
         except DecodeError as exc:
             raise InvalidArgument(f"not a valid ehr-abe envelope: {exc}") from None
 
@@ -355,6 +367,13 @@ class StorageCore:
         # a record just indexed is pending: no need to ask the ledger
         receipt = self._receipt(indexed) if duplicate else self._pending_receipt(indexed)
         return PutResult(indexed.meta, receipt, duplicate)
+
+    def _new_envelope_policy(self, envelope: bytes, *, fame: bool = True) -> str:
+        """The policy of a client-made envelope for a new record, vetted if the
+        encryptor can (NewEnvelopeCheck); DecodeError if malformed."""
+        if isinstance(self.encryptor, NewEnvelopeCheck):
+            return self.encryptor.check_new_envelope(envelope, fame=fame)
+        return self.encryptor.envelope_policy(envelope)
 
     def _authorize_write(
         self, caller: Caller, patient_id: str, device_id: str | None = None
@@ -425,7 +444,8 @@ class StorageCore:
                     if len(item.envelope) > MAX_ENVELOPE_BYTES:
                         raise InvalidArgument("window envelope too large")
                     try:
-                        policy = self.encryptor.envelope_policy(item.envelope)
+                        # edge gateways seal window keys under FAME without validity
+                        policy = self._new_envelope_policy(item.envelope, fame=False)
                     except DecodeError as exc:
                         raise InvalidArgument(
                             f"window {item.window_id}: not a valid envelope: {exc}"

@@ -10,7 +10,7 @@ Files in its directory (like abe_service/authority.py's):
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from abe_service.authority import (
@@ -25,6 +25,8 @@ from abe_service.authority import (
 from abe_service.ma.labels import authority_of_label, check_authority_id
 from abe_service.ma.scheme import AuthoritySecretKey, MultiAuthority
 from abe_service.ma.serialization import (
+    MAX_LABEL_CHARS,
+    MAX_PARTS,
     IssuedKey,
     fingerprint,
     public_key_from_bytes,
@@ -44,7 +46,7 @@ SEALED_SECRET_KEY_FILE = "ma_secret_key.sealed"
 
 @dataclass(frozen=True)
 class MaIssued:
-    user_key: bytes  # serialized MaUserKey
+    user_key: bytes = field(repr=False)  # serialized MaUserKey: secret
     key_id: str
     #: for the ledger's key-issue record: HMAC-SHA256 of the key's labels under a key
     #: derived from the authority's secret key (abe_service.authority.attribute_set_hmac),
@@ -131,6 +133,15 @@ class MaAuthority:
         if self._sk is None:
             raise AccessDenied("this authority was opened without its secret key")
         labels = sorted(expand_attributes(attributes))
+        # The parser's limits (user_key_from_bytes), before any group operation: a key
+        # it would refuse must not be issued (an integer attribute is up to 65 labels).
+        if len(labels) > MAX_PARTS:
+            raise InvalidArgument(
+                f"these attributes expand to {len(labels)} key labels, more than {MAX_PARTS} "
+                "(an integer attribute costs up to 65)"
+            )
+        if any(len(label) > MAX_LABEL_CHARS for label in labels):
+            raise InvalidArgument(f"a key label is longer than {MAX_LABEL_CHARS} characters")
         for label in labels:
             if authority_of_label(label) != self.authority:
                 raise InvalidArgument(

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from abe_service.envelope import envelope_binding
 from abe_service.hybrid import Sealed, open_sealed, seal
-from abe_service.ma.labels import policy_authorities
+from abe_service.ma.labels import authority_of_label, policy_authorities
 from abe_service.ma.scheme import SCHEME_ID, AuthorityPublicKey, MultiAuthority, merge_keys
 from abe_service.ma.serialization import (
     IssuedKey,
@@ -185,6 +185,11 @@ class MaKeyring:
         self.keys = tuple(keys)
         self.gid = keys[0].gid
         self.key = merge_keys([k.key for k in keys])  # InvalidArgument across GIDs
+        # Which version of its authority's key each label was issued under (merge_keys
+        # keeps the last key's part for a label, so the same here).
+        self._label_authority_key = {
+            label: k.authority_key_sha256 for k in keys for label in k.key.parts
+        }
 
     @staticmethod
     def from_user_keys(keys: Sequence[bytes], backend: str = "auto") -> MaKeyring:
@@ -208,9 +213,23 @@ class MaKeyring:
                 f"the keys of {self.gid} do not satisfy the policy {msg.policy!r}"
             )
         gammas = self.ma.reconstruction(compiled, self.key)
+        refs = [(a.authority, bytes(a.public_key_sha256)) for a in msg.ma_authorities]
+        # A row opens only with a key part issued under the authority key version the
+        # envelope names (a rotated or replaced authority key, or a swapped fingerprint):
+        # say so plainly, before any pairing, rather than fail the key commitment.
+        by_authority = dict(refs)
+        for i in gammas:
+            label = compiled.row_labels[i]
+            authority = authority_of_label(label)
+            issued_under = self._label_authority_key.get(label)  # None: a part set by hand
+            if issued_under is not None and by_authority.get(authority or "") != issued_under:
+                raise IntegrityError(
+                    f"the envelope was made with another public key of authority {authority} "
+                    "than the one this key was issued under (rotated or replaced authority "
+                    "key, or a modified envelope)"
+                )
         rows = rows_used(group, msg, gammas)
         K = self.ma.decrypt_rows(gammas, compiled.row_labels, rows, self.key)
-        refs = [(a.authority, bytes(a.public_key_sha256)) for a in msg.ma_authorities]
         binding = _binding(msg.policy, refs, envelope_header_bytes(msg), context)
         return open_sealed(
             group.gt_to_bytes(K),

@@ -23,7 +23,8 @@ from abe_service.ma.envelope import envelope_policy as ma_envelope_policy
 from abe_service.ma.labels import authority_of_label, policy_authorities
 from abe_service.ma.scheme import SCHEME_ID as MA_SCHEME
 from abe_service.ma.scheme import MultiAuthority
-from abe_service.ma.validity import VALID_UNTIL, day_number, with_validity
+from abe_service.ma.serialization import envelope_header_from_bytes as ma_header
+from abe_service.ma.validity import VALID_UNTIL, day_number, validity_day, with_validity
 from abe_service.policy import parse
 from abe_service.policy.language import And, Attr, Compare, PolicyNode, render
 from ehr_common.api.v1 import formats_pb2 as fpb
@@ -117,6 +118,20 @@ class MaLedgerEncryptor:
     def envelope_policy(self, envelope: bytes) -> str:
         return ma_envelope_policy(envelope)
 
+    def check_authorities(self, envelope: bytes) -> None:
+        """For a NEW record: every authority key the envelope names must be that
+        authority's current, active key on the ledger (as `encrypt` would use). A
+        client holding a stale copy of a rotated or revoked key gets a clear error
+        instead of storing a record under a key that may be compromised."""
+        refs = {a.authority: bytes(a.public_key_sha256) for a in ma_header(envelope).ma_authorities}
+        current = self.authorities.verified(refs)  # NotFound, or InvalidArgument if revoked
+        for name, fp in refs.items():
+            if current[name].fingerprint != fp:
+                raise InvalidArgument(
+                    f"the envelope was made with a key of authority {name} that is not its "
+                    "current key on the ledger (rotated): encrypt again with the registered key"
+                )
+
 
 def _qualified(node: PolicyNode) -> bool:
     if isinstance(node, Attr):
@@ -189,3 +204,28 @@ class SchemeRouter:
         if envelope_scheme(envelope) == MA_SCHEME:
             return ma_envelope_policy(envelope)
         return fame_envelope_policy(envelope)
+
+    def check_new_envelope(self, envelope: bytes, *, fame: bool = True) -> str:
+        """envelope_policy for an envelope a client made and now stores as a new record:
+        with validity on, its policy must carry the condition this router would have
+        attached (policy_for_new_record), for a day no earlier than yesterday (a client
+        may have sealed it just before midnight UTC). Otherwise a writer could store
+        records that keys expired before today still open. `fame=False` leaves FAME
+        envelopes unchecked (edge gateways seal window keys without the condition)."""
+        policy = self.envelope_policy(envelope)
+        multi = envelope_scheme(envelope) == MA_SCHEME
+        if multi and isinstance(self.ma, MaLedgerEncryptor):
+            self.ma.check_authorities(envelope)
+        if not (self.validity if multi else self.fame_validity and fame):
+            return policy
+        day = validity_day(policy, multi_authority=multi)
+        if day is None or day < self._day() - 1:
+            example = "valid_until@<authority> >= <today>" if multi else "valid_until >= <today>"
+            raise InvalidArgument(
+                f"this service stores new records only with the validity condition "
+                f"({example}, UTC day number, attached as abe_service/ma/validity.py does); "
+                f"the envelope's policy {policy[:200]!r} lacks it or is dated before yesterday: "
+                "send the payload with its policy instead, or encrypt under the policy the "
+                "service would use"
+            )
+        return policy

@@ -59,7 +59,7 @@ import secrets
 import threading
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, ClassVar, Protocol
 
@@ -86,12 +86,12 @@ class AuthorityPublicKey:
 @dataclass(frozen=True)
 class AuthoritySecretKey:
     authority: str
-    alpha: int
-    y: int
+    alpha: int = field(repr=False)  # secret: never in a repr, log or traceback
+    y: int = field(repr=False)
 
 
-@dataclass(frozen=True)
-class AttributeKey:
+@dataclass(frozen=True, repr=False)
+class AttributeKey:  # secret: no repr
     k: Any  # G2: h^α · H(GID)^y · F(u)^t
     kp: Any  # G1: g^t
 
@@ -102,7 +102,7 @@ class UserKey:
     qualified by authority, so keys from several authorities merge by label)."""
 
     gid: str
-    parts: Mapping[str, AttributeKey]
+    parts: Mapping[str, AttributeKey] = field(repr=False)
 
 
 @dataclass(frozen=True)

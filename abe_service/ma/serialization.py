@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
@@ -136,7 +136,7 @@ class IssuedKey:
     key_id: str
     attributes: tuple[str, ...]
     authority_key_sha256: bytes
-    key: UserKey
+    key: UserKey = field(repr=False)  # secret
 
 
 def user_key_to_bytes(group: PairingBackend, issued: IssuedKey) -> bytes:
@@ -167,6 +167,8 @@ def user_key_from_bytes(group: PairingBackend, data: bytes) -> IssuedKey:
         raise DecodeError(f"{what}: no parts, or too many")
     if len(msg.authority_key_sha256) != 32:
         raise DecodeError(f"{what}: bad authority key fingerprint")
+    if len(msg.key_id) > MAX_GID_CHARS or any(len(a) > MAX_LABEL_CHARS for a in msg.attributes):
+        raise DecodeError(f"{what}: an over-long key id or attribute")
     labels = [p.label for p in msg.parts]
     if labels != sorted(set(labels)):
         raise DecodeError(f"{what}: parts not sorted or repeated")

@@ -20,7 +20,17 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 from abe_service.ma.labels import authority_of_label
-from abe_service.policy.language import And, Attr, Compare, Or, PolicyNode, Threshold, parse, render
+from abe_service.policy.language import (
+    And,
+    Attr,
+    Compare,
+    Or,
+    PolicyNode,
+    Threshold,
+    normalize,
+    parse,
+    render,
+)
 from ehr_common.errors import InvalidArgument
 
 VALID_FROM = "valid_from"
@@ -79,3 +89,57 @@ def with_validity(policy: str, day: int) -> str:
     if not 0 <= day < 1 << 32:
         raise InvalidArgument("a day number is 0 .. 2^32-1")
     return render(_attach(parse(policy), day))
+
+
+def _is_condition(node: PolicyNode) -> bool:
+    """`valid_until >= D` or `valid_until@a >= D`: what with_validity (or a router's
+    FAME validity) attaches."""
+    return (
+        isinstance(node, Compare)
+        and node.op == ">="
+        and node.name.rsplit("@", 1)[0] == VALID_UNTIL
+        and (node.name == VALID_UNTIL or authority_of_label(node.name) is not None)
+    )
+
+
+def _strip(node: PolicyNode, days: set[int]) -> PolicyNode | None:
+    """`node` without the validity conditions under its `and` gates (their days go
+    into `days`); None if nothing else is left."""
+    if isinstance(node, Attr | Compare):
+        return node
+    kids: list[PolicyNode] = []
+    for c in node.children:
+        if isinstance(node, And) and _is_condition(c):
+            assert isinstance(c, Compare)
+            days.add(c.value)
+            continue
+        sub = _strip(c, days)
+        if sub is None:
+            return None
+        kids.append(sub)
+    if not kids:
+        return None
+    if isinstance(node, Threshold):
+        return Threshold(node.k, tuple(kids))
+    if len(kids) == 1:
+        return kids[0]
+    return And(tuple(kids)) if isinstance(node, And) else Or(tuple(kids))
+
+
+def validity_day(policy: str, *, multi_authority: bool) -> int | None:
+    """The day D if `policy` is exactly what the storage service makes of some policy
+    on day D (with_validity for multi-authority policies; `... and valid_until >= D`
+    for FAME's), else None. Used to refuse envelopes built elsewhere that would
+    skip the condition, or attach it where an expired key is not stopped."""
+    days: set[int] = set()
+    stripped = _strip(parse(policy), days)
+    if stripped is None or len(days) != 1:
+        return None
+    day = days.pop()
+    if multi_authority:
+        expected = _attach(stripped, day)
+    else:
+        expected = And((stripped, Compare(VALID_UNTIL, ">=", day)))
+    if render(normalize(expected)) != render(normalize(parse(policy))):
+        return None
+    return day

@@ -41,7 +41,8 @@ def main() -> None:
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except EhrAbeError as exc:
-        # escaped: messages quote ids and lists ("[devices.x]", "['a']"), not markup
+        # the message may quote attacker-made text (an envelope's scheme, an id): escaped,
+        # so it can neither style the output nor break the markup parser (a traceback)
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:

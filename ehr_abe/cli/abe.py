@@ -29,7 +29,8 @@ ValidDaysOption = Annotated[
     int | None,
     typer.Option(
         "--valid-days",
-        help="Days of validity from today (multi-authority keys: default 365; FAME keys: "
+        help="Days of validity from today: the key opens records written from today through "
+        "today + N (UTC days, both included) (multi-authority keys: default 365; FAME keys: "
         "adds valid_from/valid_until only when given).",
     ),
 ]
@@ -179,7 +180,9 @@ def key_issue(
             msp=msp,
         )
         _write_output(out, data, secret=True, force=force)
-        console.print(f"key {key_id} from {org} for {subject} written to {out}", highlight=False)
+        console.print(
+            f"key {key_id} from {org} for {subject} written to {out}", highlight=False, markup=False
+        )
         return
     auth = KeyAuthority.open(cfg.authority_dir, passphrase=passphrase, key_file=key_file)
     if valid_days is not None:  # FAME time-bound key (storage.fame_validity checks it)
@@ -197,7 +200,9 @@ def key_issue(
         ]
     issued = auth.issue_key(subject, attributes)
     _write_output(out, issued.user_key, secret=True, force=force)
-    console.print(f"key {issued.key_id} for {subject} written to {out}", highlight=False)
+    console.print(
+        f"key {issued.key_id} for {subject} written to {out}", highlight=False, markup=False
+    )
 
 
 @key_app.command("renew")
@@ -231,7 +236,9 @@ def key_renew(
         msp=msp,
     )
     _write_output(out, data, secret=True, force=force)
-    console.print(f"renewal {key_id} from {org} for {subject} written to {out}", highlight=False)
+    console.print(
+        f"renewal {key_id} from {org} for {subject} written to {out}", highlight=False, markup=False
+    )
 
 
 @authority_app.command("revoke")
@@ -258,7 +265,7 @@ def authority_list(
     from ehr_abe.cli import ma
 
     for text in ma.show(config_from(config, home), org):
-        console.print(text, highlight=False)
+        console.print(text, highlight=False, markup=False)
 
 
 def encrypt(
