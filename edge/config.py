@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,8 +69,12 @@ class EdgeConfig:
 
     def check(self) -> None:
         validate_id("edge subject", self.subject)
+        if self.spool_max_mb < 1:
+            raise ConfigError("spool_max_mb must be at least 1")
         for device_id, d in self.devices.items():
             validate_id("device id", device_id)
+            if device_id == self.subject:  # the broker's ACL would let the edge speak for it
+                raise ConfigError(f"device id {device_id!r} is the edge's own subject")
             validate_id("patient id", d.patient_id)
             if d.device_type not in DEVICE_TYPES:
                 raise ConfigError(f"device {device_id}: unknown type {d.device_type!r}")
@@ -78,8 +83,9 @@ class EdgeConfig:
             raise ConfigError("segments need at least one reading and 1 KiB")
         if self.fhir_validation not in ("shape", "every"):
             raise ConfigError("fhir_validation must be 'shape' or 'every'")
-        if self.segment_max_age_s <= 0 or self.window_s <= 0:
-            raise ConfigError("segment age and window period must be positive")
+        if not (0 < self.segment_max_age_s < math.inf and 0 < self.window_s < math.inf):
+            # nan passes "<= 0" and would open a CP-ABE window for every segment
+            raise ConfigError("segment age and window period must be positive and finite")
 
 
 def _path(v: Any) -> Path | None:
@@ -88,6 +94,18 @@ def _path(v: Any) -> Path | None:
 
 def load_edge_config(path: Path) -> EdgeConfig:
     """`edge.toml`: [edge] settings, [mqtt], [storage], [policies], [devices.<id>]."""
+    try:
+        return _load_edge_config(path)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # a value of the wrong kind ("port = 'x'", "edge = 1"), a broken connection.json
+        raise ConfigError(f"edge config {path}: {type(exc).__name__}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"edge config {path}: cannot read {exc.filename}: {exc.strerror}"
+        ) from None
+
+
+def _load_edge_config(path: Path) -> EdgeConfig:
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:

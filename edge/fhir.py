@@ -171,6 +171,28 @@ class ObservationValidator:
 
 _DEFAULT = ObservationValidator("every")
 
+#: The code of each device type's first Observation (see `observations`).
+_FIRST_CODE = {
+    "heart-rate": HEART_RATE[1],
+    "pulse-oximeter": SPO2[1],
+    "bp-cuff": BP_PANEL[1],
+    "thermometer": BODY_TEMP[1],
+    "ecg": ECG_LEAD[1],
+}
+
+
+def reading_belongs(body: bytes, device_type: str, patient_id: str) -> bool:
+    """Whether a spooled reading's Observations (made by `to_ndjson`) are of this
+    device type and patient: the edge's configuration may have changed since."""
+    try:
+        first = json.loads(body.split(b"\n", 1)[0])
+        return bool(
+            first["subject"]["reference"] == f"Patient/{patient_id}"
+            and first["code"]["coding"][0]["code"] == _FIRST_CODE.get(device_type)
+        )
+    except (ValueError, KeyError, IndexError, TypeError):
+        return False
+
 
 def to_ndjson(r: Reading, patient_id: str, validator: ObservationValidator = _DEFAULT) -> bytes:
     """One reading's Observations, validated, as NDJSON lines."""

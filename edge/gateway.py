@@ -34,13 +34,16 @@ from typing import Any, Protocol
 from abe_service.envelope import AbeEncryptor
 from abe_service.segments import SegmentHeader, new_window_key, seal_segment, window_context
 from edge.config import Device, EdgeConfig
-from edge.fhir import ObservationValidator, to_ndjson
+from edge.fhir import ObservationValidator, reading_belongs, to_ndjson
 from edge.readings import Reason, Rejected, check_sequence, parse_reading
 from edge.spool import OutboxItem, Spool, SpooledReading
 from ehr_common.errors import (
+    Aborted,
+    ConfigError,
     DeadlineExceeded,
     EhrAbeError,
     InvalidArgument,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -88,11 +91,22 @@ class Stats:
     duplicate_segments: int = 0
     storage_errors: int = 0
     dead_items: int = 0
+    orphaned_readings: int = 0
     storage_up: bool = True
     spool_full: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__, rejected=dict(self.rejected))
+
+
+def _retryable(exc: EhrAbeError) -> bool:
+    """Errors that say nothing against the items sent: the service or the network is
+    down or overloaded, the call was cancelled (a server restart), an internal error,
+    or this edge's credentials. Retried with backoff (the spool fills and alerts),
+    never buried: burying is for a refusal of the item itself."""
+    return type(exc) is EhrAbeError or isinstance(
+        exc, Unavailable | DeadlineExceeded | Unauthenticated | Aborted
+    )
 
 
 class Gateway:
@@ -109,16 +123,37 @@ class Gateway:
         self.clock_ms = clock_ms
         self.spool = Spool(cfg.spool_dir / "spool.sqlite", cfg.spool_max_mb * 1024 * 1024)
         self.stats = Stats()
-        self.encryptor = AbeEncryptor.from_public_params(cfg.public_params.read_bytes())
+        try:
+            params = cfg.public_params.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read public parameters {cfg.public_params}: {exc.strerror}"
+            ) from None
+        self.encryptor = AbeEncryptor.from_public_params(params)
         self.validator = ObservationValidator(cfg.fhir_validation)
         self._inbox: queue.SimpleQueue[tuple[int, int, str, bytes] | None] = queue.SimpleQueue()
+        self._submitted = 0
+        self._handled = 0  # messages the writer finished with (spooled and acknowledged)
         self._last = self.spool.last_seqs()
         self._open: dict[str, _Open] = {}
         self._windows: dict[str, _Window] = {}
         for r in self.spool.pending_readings():  # accepted before a restart, not yet sealed
+            device = cfg.devices.get(r.device_id)
+            if device is None or not reading_belongs(r.body, device.device_type, device.patient_id):
+                # The configuration changed under spooled readings (device removed, or now
+                # another patient's or type): sealing them now would file them under the
+                # wrong patient or policy, or crash. They stay in the spool for an operator.
+                self.stats.orphaned_readings += 1
+                continue
             o = self._open.setdefault(r.device_id, _Open(since=time.monotonic()))
             o.readings.append(r)
             o.size += len(r.body)
+        if self.stats.orphaned_readings:
+            log.error(
+                "ALERT: %d spooled readings belong to devices no longer configured as they "
+                "were (removed, or another patient or type): kept in the spool, not sent",
+                self.stats.orphaned_readings,
+            )
         self._stop = threading.Event()
         self._outbox_ready = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -186,7 +221,7 @@ class Gateway:
                 log.error("MQTT connection refused: %s", rc)
 
         def on_message(_cl: Any, _u: Any, msg: Any) -> None:
-            self._inbox.put((msg.mid, msg.qos, msg.topic, msg.payload))
+            self.submit(msg.mid, msg.qos, msg.topic, msg.payload)
 
         client.on_connect = on_connect
         client.on_message = on_message
@@ -220,6 +255,7 @@ class Gateway:
     # -- the writer -------------------------------------------------------------
     def submit(self, mid: int, qos: int, topic: str, payload: bytes) -> None:
         """Hand a message to the writer (the MQTT callback's job; tests use it too)."""
+        self._submitted += 1  # one producer (paho's loop, or a test)
         self._inbox.put((mid, qos, topic, payload))
 
     def _reject(self, reason: Reason) -> None:
@@ -274,40 +310,60 @@ class Gateway:
 
     def _write_batch(self, batch: list[tuple[int, int, str, bytes]]) -> None:
         now_ms = self.clock_ms()
-        accepted: list[SpooledReading] = []
+        results: list[SpooledReading | None] = []
         for _mid, _qos, topic, payload in batch:
             self.stats.received += 1
-            r = self._accept(topic, payload, now_ms)
-            if r is not None:
-                accepted.append(r)
-        size = sum(len(r.body) for r in accepted)
-        # Full spool: hold these messages unacknowledged (the broker stops sending at
-        # its in-flight limit and queues the rest) until the sender frees space.
-        while not self.spool.has_room(size) and not self._stop.is_set():
-            if not self.stats.spool_full:
-                log.error(
-                    "ALERT: edge spool full (%d bytes): not acknowledging MQTT messages until "
-                    "the StorageService takes segments",
-                    self.spool.used_bytes,
-                )
-            self.stats.spool_full = True
-            self._seal_due(force=False)
-            time.sleep(0.2)
-        if self._stop.is_set() and not self.spool.has_room(size):
-            return  # not acknowledged: the broker redelivers them to the next run
-        self.stats.spool_full = False
-        self.spool.accept(accepted)  # durable before any acknowledgement
-        self.stats.accepted += len(accepted)
-        for mid, qos, _t, _p in batch:  # in arrival order, as MQTT requires
-            self.ack(mid, qos)
-        self.stats.acked += len(batch)
-        mono = time.monotonic()
-        for r in accepted:
-            o = self._open.get(r.device_id)
-            if o is None or not o.readings:
-                o = self._open[r.device_id] = _Open(since=mono)
-            o.readings.append(r)
-            o.size += len(r.body)
+            try:
+                r = self._accept(topic, payload, now_ms)
+            except Exception as exc:  # one poison message must not stop the edge: the
+                # broker would redeliver it to every restart. Counted, never its content.
+                log.error("reading on %r refused by an unexpected %s", topic[:200], type(exc))
+                self._reject(Reason.MALFORMED)
+                r = None
+            results.append(r)
+        done = 0
+        while done < len(batch):
+            # The longest run of messages from `done` whose readings fit the spool now: a
+            # batch larger than the whole spool goes in parts instead of waiting forever.
+            end, size = done, 0
+            while end < len(batch):
+                r = results[end]
+                more = len(r.body) if r is not None else 0
+                if not self.spool.has_room(size + more):
+                    break
+                size += more
+                end += 1
+            if end == done:
+                # Full spool: hold these messages unacknowledged (the broker stops sending
+                # at its in-flight limit and queues the rest) until the sender frees space.
+                if self._stop.is_set():
+                    return  # not acknowledged: the broker redelivers them to the next run
+                if not self.stats.spool_full:
+                    log.error(
+                        "ALERT: edge spool full (%d bytes): not acknowledging MQTT messages "
+                        "until the StorageService takes segments",
+                        self.spool.used_bytes,
+                    )
+                self.stats.spool_full = True
+                self._seal_due(force=False)
+                time.sleep(0.2)
+                continue
+            self.stats.spool_full = False
+            accepted = [r for r in results[done:end] if r is not None]
+            self.spool.accept(accepted)  # durable before any acknowledgement
+            self.stats.accepted += len(accepted)
+            for mid, qos, _t, _p in batch[done:end]:  # in arrival order, as MQTT requires
+                self.ack(mid, qos)
+            self.stats.acked += end - done
+            self._handled += end - done
+            done = end
+            mono = time.monotonic()
+            for r in accepted:
+                o = self._open.get(r.device_id)
+                if o is None or not o.readings:
+                    o = self._open[r.device_id] = _Open(since=mono)
+                o.readings.append(r)
+                o.size += len(r.body)
 
     def _next_deadline(self) -> float:
         if not self._open:
@@ -420,7 +476,11 @@ class Gateway:
                 continue
             try:
                 dups = self.sink.write(items)
-            except (Unavailable, DeadlineExceeded) as exc:
+            except EhrAbeError as exc:
+                if not _retryable(exc):
+                    self.stats.storage_errors += 1
+                    self._isolate(items, exc)
+                    continue
                 self.stats.storage_errors += 1
                 if self.stats.storage_up:
                     log.warning("StorageService unavailable; buffering on disk: %s", exc)
@@ -428,10 +488,6 @@ class Gateway:
                 if self._stop.wait(backoff):
                     return
                 backoff = min(5.0, backoff * 2)
-                continue
-            except EhrAbeError as exc:
-                self.stats.storage_errors += 1
-                self._isolate(items, exc)
                 continue
             backoff = 0.2
             if not self.stats.storage_up:
@@ -452,9 +508,9 @@ class Gateway:
         for item in items:
             try:
                 dups = self.sink.write([item])
-            except (Unavailable, DeadlineExceeded):
-                return  # not a refusal after all: the main loop retries
             except EhrAbeError as one:
+                if _retryable(one):
+                    return  # not a refusal after all: the main loop retries
                 log.error("StorageService refused %s %s for good: %s", item.kind, item.key, one)
                 self.spool.bury(item, str(one))
                 self.stats.dead_items += 1
@@ -482,7 +538,15 @@ class Gateway:
         """Seal everything open and wait until the outbox is empty (tests, shutdown)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if not self._open and self.spool.counts()["outbox_items"] == 0 and self._inbox.empty():
+            # Every message handled (an empty inbox says nothing of the batch in the
+            # writer's hands), and the spool empty: sealing moves readings to the outbox
+            # in one transaction, so between the two tables nothing is missed.
+            counts = self.spool.counts()
+            if (
+                self._handled >= self._submitted
+                and counts["spooled_readings"] == 0
+                and counts["outbox_items"] == 0
+            ):
                 return True
             time.sleep(0.05)
         return False

@@ -77,6 +77,18 @@ def _number(obj: dict[str, Any], f: Field) -> float:
     return float(v)
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # {"hr": 60, "hr": 250}: parsers disagree on which one counts; refuse, don't pick.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate key")
+    return obj
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity, -Infinity
+
+
 def parse_reading(device_id: str, device_type: str, payload: bytes, now_ms: int) -> Reading:
     """The reading in `payload`, checked against its device type; Rejected otherwise."""
     if len(payload) > MAX_READING_BYTES:
@@ -85,9 +97,13 @@ def parse_reading(device_id: str, device_type: str, payload: bytes, now_ms: int)
     if fields is None:
         raise Rejected(Reason.WRONG_TYPE, f"unknown device type {device_type!r}")
     try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+        obj = json.loads(
+            payload, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants
+        )
+    except (ValueError, UnicodeDecodeError):  # JSONDecodeError and our hooks' refusals
         raise Rejected(Reason.MALFORMED, "not JSON") from None
+    except RecursionError:  # "[[[[..." within the size bound: a bomb, not a crash
+        raise Rejected(Reason.MALFORMED, "JSON nested too deeply") from None
     if not isinstance(obj, dict):
         raise Rejected(Reason.MALFORMED, "not a JSON object")
     allowed = {"seq", "t", "type", "samples", *(f.name for f in fields)}

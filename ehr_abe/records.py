@@ -21,7 +21,7 @@ from typing import Any
 from abe_service.client import AbeKeyring
 from abe_service.segments import open_segment, parse_segment, window_context
 from ehr_common.api.v1 import storage_pb2 as pb
-from ehr_common.errors import IntegrityError
+from ehr_common.errors import DecodeError, IntegrityError
 from storage_service.integrity import merkle
 from storage_service.records import RecordMeta
 
@@ -100,7 +100,10 @@ def open_items(
             _names(meta.patient_id, header.patient_id) and _names(meta.author, header.device_id)
         ):
             raise IntegrityError(f"segment {meta.record_id}: header does not match its record")
-        observations = [json.loads(line) for line in payload.decode().splitlines() if line]
+        try:
+            observations = [json.loads(line) for line in payload.decode().splitlines() if line]
+        except (ValueError, RecursionError):  # a writer's own bytes, well sealed but not NDJSON
+            raise DecodeError(f"segment {meta.record_id}: its payload is not NDJSON") from None
         yield FetchedSegment(
             meta.record_id,
             header.device_id,

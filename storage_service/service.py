@@ -80,12 +80,19 @@ log = logging.getLogger(__name__)
 #: Record type of a stream window's key envelope (see abe_service.segments).
 WINDOW_RECORD_TYPE = "window-key"
 SEGMENT_TYPE_PREFIX = "segment."
+#: Idempotency-key namespaces of WriteSegments' window and segment records.
+_STREAM_KEY_PREFIXES = ("window/", "segment/")
 #: Items (window keys and segments) and bytes in one WriteSegments call: the
 #: work one call can ask for is bounded whatever its items are.
 MAX_STREAM_ITEMS = 4096
 MAX_STREAM_BYTES = 256 * 1024 * 1024
 #: Segments returned by one FetchSegments call.
 MAX_FETCH_SEGMENTS = 100_000
+MAX_TIME_MS = 2**62 - 1
+#: A segment's readings: at most this far ahead of the service's clock, and over at
+#: most this span (the edge takes readings within 24 h and 5 min of its own clock).
+MAX_SEGMENT_FUTURE_MS = 24 * 3600 * 1000
+MAX_SEGMENT_SPAN_MS = 2 * 24 * 3600 * 1000
 #: Roles allowed to verify the whole store and read audit trails.
 AUDITOR_ROLES = frozenset({"auditor", "admin"})
 MAX_ENVELOPE_BYTES = 64 * 1024 * 1024
@@ -427,6 +434,12 @@ class StorageCore:
         author = resolve_author(caller, author)
         if (envelope is None) == (payload is None):
             raise InvalidArgument("give either an envelope or a payload with a policy")
+        if idempotency_key.startswith(_STREAM_KEY_PREFIXES):
+            # WriteSegments' record ids live there: a PutRecord must not pre-empt them.
+            raise InvalidArgument(
+                f"idempotency keys starting with {' or '.join(_STREAM_KEY_PREFIXES)} are "
+                "reserved for WriteSegments"
+            )
         patient_id = self.authorize_write(caller, patient_id)
         if idempotency_key:
             record_id = self.id_keys.record_id(caller.principal, idempotency_key)
@@ -524,6 +537,7 @@ class StorageCore:
             tuple[Future[None] | None, WriteResult, RecordMeta | None, SegmentRow | None]
         ] = []
         now = utc_now()
+        now_ms = int(now.timestamp() * 1000)
         received = 0
         try:
             for n, item in enumerate(items):
@@ -544,7 +558,12 @@ class StorageCore:
                     record_id = self.id_keys.record_id(caller.principal, "window/" + item.window_id)
                     existing = self.index.get(record_id)
                     if existing is not None:
-                        w = self._window_of(self._sound(existing), patient, device)
+                        sound = self._sound(existing)
+                        w = self._window_of(sound, patient, device)
+                        if sound.meta.content_sha256 != hashlib.sha256(item.envelope).digest():
+                            raise AlreadyExists(
+                                f"window {item.window_id} was stored before with another key"
+                            )
                         windows[item.window_id] = w
                         pending.append(
                             (None, WriteResult(item.window_id, record_id, True), None, None)
@@ -577,6 +596,16 @@ class StorageCore:
                     raise InvalidArgument("a segment needs an idempotency key of 1-256 characters")
                 patient = self.authorize_write(caller, header.patient_id, header.device_id)
                 device = qualify(header.device_id, caller.msp_id, "device id")
+                # A segment stamped in the far future or spanning years would come back
+                # in every FetchSegments of its patient.
+                if header.last_time_ms > now_ms + MAX_SEGMENT_FUTURE_MS:
+                    raise InvalidArgument(
+                        f"segment {item.idempotency_key!r} ends more than a day in the future"
+                    )
+                if header.last_time_ms - header.first_time_ms > MAX_SEGMENT_SPAN_MS:
+                    raise InvalidArgument(
+                        f"segment {item.idempotency_key!r} spans more than two days"
+                    )
                 if item.record_type != SEGMENT_TYPE_PREFIX + header.device_type:
                     raise InvalidArgument(
                         f"segment record type {item.record_type!r} does not match its device type"
@@ -717,6 +746,13 @@ class StorageCore:
         limit = limit or 10_000
         if not 1 <= limit <= MAX_FETCH_SEGMENTS:
             raise InvalidArgument(f"limit must be between 1 and {MAX_FETCH_SEGMENTS}")
+        # Segment times are 0 <= t < 2**62 (SegmentHeader.check); beyond that is "no end",
+        # and SQLite's integers stop at 2**63.
+        until_ms = min(until_ms, MAX_TIME_MS)
+        if not 0 <= since_ms <= until_ms:
+            raise InvalidArgument(
+                "the time range must be ordered (since <= until) and not before 1970"
+            )
         rows = self.index.segments(patient_id, since_ms, until_ms, limit)
         sent_windows: set[str] = set()
         for start in range(0, len(rows), 256):

@@ -6,10 +6,13 @@ Errors are raised as typed EhrAbeError and mapped to status codes by
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ehr_common.api.v1 import storage_pb2 as pb
@@ -19,6 +22,8 @@ from ehr_common.identity import Authenticator
 from storage_service.ledger.base import Caller
 from storage_service.records import RecordMeta
 from storage_service.service import Receipt, SegmentItem, StorageCore, WindowItem
+
+log = logging.getLogger(__name__)
 
 
 def _ts(dt: datetime) -> Timestamp:
@@ -61,6 +66,19 @@ def receipt_to_pb(r: Receipt) -> pb.Receipt:
     if r.anchor_deadline is not None:
         out.anchor_deadline.CopyFrom(_ts(r.anchor_deadline))
     return out
+
+
+#: How long one WriteSegments call may take to send its items (the edge sends at
+#: most a few MiB per call; its own deadline is 30 s).
+MAX_STREAM_SECONDS = 120.0
+
+
+def _cut_off(context: Any, subject: str, fired: threading.Event) -> None:
+    fired.set()
+    log.warning(
+        "WriteSegments from %s cancelled: stream open over %s s", subject, MAX_STREAM_SECONDS
+    )
+    context.cancel()
 
 
 class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
@@ -251,6 +269,11 @@ class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
         self, request_iterator: Iterator[pb.SegmentWrite], context: Any
     ) -> pb.WriteSegmentsResponse:
         caller = self._caller(context)
+        # A stream that never ends would hold one of the server's few RPC threads for
+        # good: reading it has a time budget, after which the call is cancelled.
+        fired = threading.Event()
+        budget = threading.Timer(MAX_STREAM_SECONDS, _cut_off, (context, caller.subject, fired))
+        budget.daemon = True
 
         def items() -> Iterator[WindowItem | SegmentItem]:
             for msg in request_iterator:
@@ -261,8 +284,21 @@ class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
                 elif which == "segment":
                     g = msg.segment
                     yield SegmentItem(g.idempotency_key, g.record_type, g.sealed)
+                else:
+                    raise InvalidArgument("a WriteSegments message needs a window or a segment")
+            budget.cancel()  # all read: what is left is this service's own work
 
-        results = self.core.write_segments(caller, items())
+        budget.start()
+        try:
+            results = self.core.write_segments(caller, items())
+        except grpc.RpcError:
+            if fired.is_set():
+                raise DeadlineExceeded(
+                    f"WriteSegments: the stream was still open after {MAX_STREAM_SECONDS} s"
+                ) from None
+            raise
+        finally:
+            budget.cancel()
         return pb.WriteSegmentsResponse(
             receipts=[
                 pb.WriteReceipt(key=r.key, record_id=r.record_id, duplicate=r.duplicate)
