@@ -73,6 +73,10 @@ class GatewayConnection:
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", MAX_MESSAGE),
             ("grpc.keepalive_time_ms", 60_000),
+            # After an outage, reconnect within seconds of the peer's return (gRPC's
+            # default backoff grows to 120 s: anchoring would stall that long).
+            ("grpc.initial_reconnect_backoff_ms", 250),
+            ("grpc.max_reconnect_backoff_ms", 5_000),
         ]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
