@@ -63,6 +63,8 @@ DEFAULT_PAGE = 100
 MAX_METADATA_BYTES = 4096
 MAX_DETAIL_CHARS = 1024
 MAX_ACCESS_EVENTS = 1000
+#: (patient, device) pairs one AssignmentsAllow query may ask about
+MAX_ASSIGNMENT_QUERY = 500
 MAX_BATCH_RECORDS = 1_000_000
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}")
@@ -839,6 +841,46 @@ async def assignment_allows(
     )
 
 
+async def assignments_allow(
+    state: State, caller: Identity, ctx: TxContext, pairs: str, at: str
+) -> bytes:
+    """AssignmentAllows for many (patient, device) pairs at once (a JSON list of
+    [patient, device], at most MAX_ASSIGNMENT_QUERY): one query where a storage
+    service re-confirms the assignments of every device streaming through it."""
+    try:
+        items = json.loads(pairs)
+    except ValueError:
+        raise InvalidArgument("pairs must be a JSON list of [patient_id, device_id]") from None
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_ASSIGNMENT_QUERY:
+        raise InvalidArgument(
+            f"pairs must be a JSON list of 1-{MAX_ASSIGNMENT_QUERY} [patient_id, device_id]"
+        )
+    when = parse_time("at", at) if at else ctx.timestamp
+    results = []
+    for i, item in enumerate(items):
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not all(isinstance(x, str) for x in item)
+        ):
+            raise InvalidArgument(f"pair {i} must be [patient_id, device_id]")
+        patient = _principal(f"pair {i} patient_id", item[0])
+        device = _principal(f"pair {i} device_id", item[1])
+        _may_read_assignment(caller, patient, device)
+        raw = await state.get(f"assign/{patient}/{device}")
+        record = json.loads(raw) if raw is not None else None
+        allowed = assignment_allows_at(record, when)
+        results.append(
+            {
+                "patient_id": patient,
+                "device_id": device,
+                "allowed": allowed,
+                "expires_at": str(record.get("expires_at", "")) if allowed and record else "",
+            }
+        )
+    return _out({"at": format_time(when), "results": results})
+
+
 async def assignment_history(
     state: State,
     caller: Identity,
@@ -1010,6 +1052,7 @@ FUNCTIONS: dict[str, tuple[ContractFunction, int, bool]] = {
     "UnassignDevice": (unassign_device, 2, True),
     "AssignmentAllows": (assignment_allows, 3, False),
     "AssignmentHistory": (assignment_history, 4, False),
+    "AssignmentsAllow": (assignments_allow, 2, False),
     "LogAccess": (log_access, 4, True),
     "LogAccesses": (log_accesses, 1, True),
     "AccessLogByRecord": (access_log_by_record, 3, False),

@@ -478,6 +478,18 @@ class RecordIndex:
             for r in rows
         ]
 
+    def recent_segment_writers(self, limit: int = 20_000) -> list[tuple[str, str]]:
+        """Distinct (patient, device) among the last `limit` segments stored: devices
+        that were streaming before a restart (a hint of whom to re-confirm on the
+        ledger; the ledger, not this table, decides)."""
+        with self._reader_lock:
+            rows = self._reader.execute(
+                "SELECT DISTINCT patient_id, device_id FROM "
+                "(SELECT patient_id, device_id FROM segments ORDER BY rowid DESC LIMIT ?)",
+                (limit,),
+            ).fetchall()
+        return [(str(p), str(d)) for p, d in rows]
+
     def get(self, record_id: str) -> Row | None:
         with self._reader_lock:  # a point read, not blocked by a commit's fsync
             row = self._reader.execute(

@@ -105,6 +105,14 @@ WRITE_FACTS_TTL_S = 5.0
 #: time (and, for an assignment, not yet expired) still authorises writes, so
 #: an assigned device keeps writing through a ledger outage of minutes.
 WRITE_FACTS_GRACE_S = 600.0
+#: The refresher re-confirms, in bulk, the assignments of devices that wrote within
+#: the last TTL once a fact is this far through its TTL, so a streaming device
+#: never waits for a ledger query (1,000 devices at a 5 s TTL would otherwise be
+#: 200 sequential ledger queries a second on the write path).
+WRITE_FACTS_REFRESH_AT = 0.5
+#: ... for devices that wrote within this time (a device's writes can be seconds
+#: apart under load; one that stopped is forgotten and asks again on its next write).
+WRITE_FACTS_KEEP_WARM_S = 120.0
 
 
 class _FactCache:
@@ -113,12 +121,20 @@ class _FactCache:
     the fact's own end)."""
 
     def __init__(
-        self, ttl_s: float, grace_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        ttl_s: float,
+        grace_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        keep_warm_s: float = WRITE_FACTS_KEEP_WARM_S,
     ) -> None:
         self._ttl = ttl_s
+        self._keep_warm = keep_warm_s
         self._grace = grace_s
         self._clock = clock
         self._until: dict[tuple[str, str, str], tuple[float, float]] = {}
+        self._used: dict[tuple[str, str, str], float] = {}  # last authorised write
+        self._drops = 0  # counts drop() calls
+        self._dropped: dict[tuple[str, str, str], int] = {}  # key -> _drops after its drop
         self._lock = threading.Lock()
 
     def _lookup(self, key: tuple[str, str, str], stale_ok: bool) -> bool:
@@ -134,17 +150,55 @@ class _FactCache:
             return stale_ok or now < fresh_until
 
     def fresh(self, key: tuple[str, str, str]) -> bool:
-        return self._lookup(key, stale_ok=False)
+        if self._lookup(key, stale_ok=False):
+            with self._lock:
+                self._used[key] = self._clock()
+            return True
+        return False
+
+    def touch(self, key: tuple[str, str, str]) -> None:
+        """Count `key` as in use, so the refresher keeps it confirmed."""
+        with self._lock:
+            self._used[key] = self._clock()
+
+    def due(self, kind: str) -> list[tuple[str, str, str]]:
+        """Facts of `kind` used within `keep_warm_s` that are past WRITE_FACTS_REFRESH_AT
+        of their freshness: what a refresher should re-confirm now. Facts not used
+        for that long are forgotten by it (their next write asks the ledger itself)."""
+        now = self._clock()
+        out = []
+        with self._lock:
+            for key, used in list(self._used.items()):
+                if now - used > self._keep_warm:
+                    del self._used[key]
+                    continue
+                entry = self._until.get(key)
+                if key[0] == kind and (
+                    entry is None or entry[0] - now < self._ttl * (1 - WRITE_FACTS_REFRESH_AT)
+                ):
+                    out.append(key)
+        return out
 
     def usable_offline(self, key: tuple[str, str, str]) -> bool:
         return self._lookup(key, stale_ok=True)
 
-    def put(self, key: tuple[str, str, str], valid_for_s: float) -> None:
-        """The ledger says `key` holds for `valid_for_s` more seconds."""
+    def drops(self) -> int:
+        """A mark for put(unless_dropped_since=...)."""
+        with self._lock:
+            return self._drops
+
+    def put(
+        self, key: tuple[str, str, str], valid_for_s: float, *, unless_dropped_since: int = -1
+    ) -> None:
+        """The ledger says `key` holds for `valid_for_s` more seconds. With
+        unless_dropped_since (a drops() mark taken before asking), an answer that
+        raced with a drop of the key (an unassignment on this service) is ignored."""
         if valid_for_s <= 0:
             return
         now = self._clock()
         with self._lock:
+            if unless_dropped_since >= 0 and self._dropped.get(key, -1) > unless_dropped_since:
+                return
             if len(self._until) > 100_000:  # bounded: drop everything rather than grow
                 self._until.clear()
             self._until[key] = (
@@ -155,6 +209,11 @@ class _FactCache:
     def drop(self, key: tuple[str, str, str]) -> None:
         with self._lock:
             self._until.pop(key, None)
+            self._used.pop(key, None)
+            self._drops += 1
+            if len(self._dropped) > 100_000:
+                self._dropped.clear()
+            self._dropped[key] = self._drops
 
 
 #: batches whose leaves, proven against the ledger's root, GetRecord keeps in memory
@@ -332,6 +391,9 @@ class StorageCore:
         self.service_caller = service_caller
         self.id_keys = id_keys or keys.ids  # tests may pin their own
         self._facts = _FactCache(write_facts_ttl_s, WRITE_FACTS_GRACE_S)
+        self._facts_ttl = write_facts_ttl_s
+        self._stopping = threading.Event()
+        self._refresher: threading.Thread | None = None
         self.keys = keys
         self.policy = anchor_policy or AnchorPolicy()
         self.instance_id = index.instance_id
@@ -352,11 +414,22 @@ class StorageCore:
         except EhrAbeError as exc:
             log.warning("ledger unavailable at start-up, anchoring will catch up: %s", exc)
         self.anchorer.start()
+        # Devices that were streaming before a restart: confirm them in bulk on the
+        # refresher's first pass, not one ledger query per device on the write path.
+        for patient, device in self.index.recent_segment_writers():
+            self._facts.touch((FACT_ASSIGNMENT, patient, device))
+        self._refresher = threading.Thread(
+            target=self._refresh_facts_forever, name="write-facts", daemon=True
+        )
+        self._refresher.start()
         # Compile the integrity kernels in the background so the first
         # VerifyRecords does not pay numba's compilation time.
         threading.Thread(target=_warm_up_integrity, name="numba-warmup", daemon=True).start()
 
     def close(self) -> None:
+        self._stopping.set()
+        if self._refresher is not None:
+            self._refresher.join(timeout=30)
         self._writers.shutdown(wait=True)
         self.anchorer.stop()
         self.index.close()
@@ -389,6 +462,32 @@ class StorageCore:
             return None if expiry is None else (expiry - now).total_seconds()
 
         return self._fact(key, ask)
+
+    def refresh_write_facts(self) -> int:
+        """Re-confirm, in bulk, the assignments of devices writing now (see
+        _FactCache.due); returns how many were asked about. A refusal drops the
+        fact (the device's next write asks the ledger itself and is refused); an
+        unreachable ledger leaves the cache as it is (the write path's grace rules)."""
+        keys = self._facts.due(FACT_ASSIGNMENT)
+        if not keys:
+            return 0
+        mark = self._facts.drops()
+        now = utc_now()
+        expiries = self.ledger.assignment_expiries([(k[1], k[2]) for k in keys], now)
+        for key, expiry in zip(keys, expiries, strict=True):
+            if expiry is None:
+                self._facts.drop(key)
+            else:
+                self._facts.put(key, (expiry - now).total_seconds(), unless_dropped_since=mark)
+        return len(keys)
+
+    def _refresh_facts_forever(self) -> None:
+        interval = max(0.05, self._facts_ttl * WRITE_FACTS_REFRESH_AT / 4)
+        while not self._stopping.wait(interval):
+            try:
+                self.refresh_write_facts()
+            except EhrAbeError as exc:
+                log.warning("could not re-confirm device assignments on the ledger: %s", exc)
 
     def _write_consent(self, caller: Caller, patient: str) -> bool:
         key = (FACT_CONSENT, patient, caller.principal)
@@ -1034,9 +1133,9 @@ class StorageCore:
         device = qualify(device_id, caller.msp_id, "device id")
         tx = self.ledger.assign_device(caller, patient, device, expires_at).tx_id
         # committed: the device may write until expires_at (seen without a ledger read)
-        self._facts.put(
-            (FACT_ASSIGNMENT, patient, device), (expires_at - utc_now()).total_seconds()
-        )
+        key = (FACT_ASSIGNMENT, patient, device)
+        self._facts.put(key, (expires_at - utc_now()).total_seconds())
+        self._facts.touch(key)  # the device is about to write: keep it confirmed
         return tx
 
     def unassign_device(self, caller: Caller, patient_id: str, device_id: str) -> str:

@@ -129,6 +129,30 @@ def test_fact_cache_ttl_grace_and_expiry() -> None:
     assert not cache.fresh(key)
 
 
+def test_fact_cache_says_what_to_refresh_and_ignores_answers_that_raced_a_drop() -> None:
+    now = [0.0]
+    cache = _FactCache(ttl_s=4, grace_s=600, clock=lambda: now[0], keep_warm_s=10)
+    used = ("assignment", "Hosp1MSP/p", "Hosp1MSP/d1")
+    idle = ("assignment", "Hosp1MSP/p", "Hosp1MSP/d2")
+    consent = ("consent", "Hosp1MSP/p", "Hosp2MSP/dr")
+    for key in (used, idle, consent):
+        cache.put(key, 3600)
+    assert cache.fresh(used) and cache.fresh(consent)
+    assert cache.due("assignment") == []  # fresh for 4 s more
+    now[0] = 2.5
+    assert cache.due("assignment") == [used]  # idle was never used: not refreshed
+    mark = cache.drops()
+    cache.drop(used)  # an unassignment on this service while the refresher asks
+    cache.put(used, 3600, unless_dropped_since=mark)  # the stale answer arrives
+    assert not cache.fresh(used)
+    cache.put(used, 3600, unless_dropped_since=cache.drops())
+    assert cache.fresh(used)
+    now[0] = 12.0  # used 9.5 s ago: still kept warm
+    assert cache.due("assignment") == [used]
+    now[0] = 12.6  # not used for keep_warm_s: forgotten by the refresher
+    assert cache.due("assignment") == []
+
+
 KEYS = RecordIdKeys.from_secret(b"s" * 32)
 
 

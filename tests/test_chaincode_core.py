@@ -359,6 +359,35 @@ def test_device_assignment_lifecycle(chain: Chain) -> None:
         assigned(chain, who=Identity("ecg-8", "Hosp1MSP", frozenset({"device"})))
 
 
+def test_assignments_allow_answers_many_pairs_in_order(chain: Chain) -> None:
+    until = T0 + timedelta(hours=8)
+    chain.call(NURSE1, "AssignDevice", P17, DEVICE, until.isoformat())
+    other = "Hosp1MSP/spo2-1"
+    pairs = json.dumps([[P17, other], [P17, DEVICE]])
+    out = chain.call(ANCHORER, "AssignmentsAllow", pairs, "")
+    assert [(r["device_id"], r["allowed"], r["expires_at"]) for r in out["results"]] == [
+        (other, False, ""),
+        (DEVICE, True, core.format_time(until)),
+    ]
+    later = core.format_time(until)
+    assert not chain.call(ANCHORER, "AssignmentsAllow", pairs, later)["results"][1]["allowed"]
+    # each pair is checked as AssignmentAllows checks it: a device asks only for itself
+    device = Identity("ecg-7", "Hosp1MSP", frozenset({"device"}))
+    with pytest.raises(AccessDenied):
+        chain.call(device, "AssignmentsAllow", pairs, "")
+    for bad in (
+        "not json",
+        "[]",
+        "{}",
+        json.dumps([[P17]]),
+        json.dumps([[P17, 7]]),
+        json.dumps([[P17, "unqualified"]]),
+        json.dumps([[P17, DEVICE]] * (core.MAX_ASSIGNMENT_QUERY + 1)),
+    ):
+        with pytest.raises(InvalidArgument):
+            chain.call(ANCHORER, "AssignmentsAllow", bad, "")
+
+
 def test_only_the_patients_organisation_assigns_devices(chain: Chain) -> None:
     until = (T0 + timedelta(hours=1)).isoformat()
     for who in (

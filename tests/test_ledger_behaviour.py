@@ -122,8 +122,13 @@ def test_device_assignments(client: LedgerClient, uid: str) -> None:
     expiry = client.assignment_expiry(patient, device, now)
     assert expiry is not None and expiry > now
     assert client.assignment_expiry(patient, device, now + timedelta(hours=2)) is None
+    other = f"Hosp1MSP/spo2-{uid}"
+    assert client.assignment_expiries([(patient, device), (patient, other)], now) == [expiry, None]
+    with pytest.raises(InvalidArgument):
+        client.assignment_expiries([(patient, "not qualified")], now)
     client.unassign_device(ADMIN, patient, device)
     assert client.assignment_expiry(patient, device, datetime.now(UTC)) is None
+    assert client.assignment_expiries([(patient, device)], datetime.now(UTC)) == [None]
     history = client.assignment_history(patient)
     assert [(c.assigned, c.device_id, c.by_subject) for c in history] == [
         (True, device, nurse.subject),

@@ -161,9 +161,12 @@ def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Backends:
 def make_core(backends: Backends, authority: KeyAuthority, tmp_path: Path) -> Iterator[Any]:
     cores: list[StorageCore] = []
 
-    def make(policy: AnchorPolicy = MANUAL, ledger: Any = None) -> StorageCore:
+    def make(
+        policy: AnchorPolicy = MANUAL, ledger: Any = None, write_facts_ttl_s: float = 5.0
+    ) -> StorageCore:
         led = ledger if ledger is not None else backends.make_ledger()
         core = StorageCore(
+            write_facts_ttl_s=write_facts_ttl_s,
             store=backends.make_store(),
             index=RecordIndex(tmp_path / "index.sqlite", mac_key=KEYS.mac_key),
             keys=KEYS,
@@ -558,6 +561,53 @@ def test_an_unreadable_record_is_indistinguishable_from_a_missing_one(
     with pytest.raises(AccessDenied) as refused:
         core.list_records(DOCTOR, patient, 10, "")
     assert me.subject not in str(refused.value)
+
+
+def test_streaming_devices_are_reconfirmed_in_bulk_off_the_write_path(
+    make_core: Any, backends: Backends
+) -> None:
+    """A device that keeps writing is re-confirmed by the refresher (one bulk ledger
+    query), never by a ledger query on its write; an unassignment made elsewhere
+    in the consortium stops it at the next refresh."""
+    ttl = 1.0
+    core = make_core(write_facts_ttl_s=ttl)
+    patient, _ = _patient(backends, core)
+    asked: list[tuple[str, str]] = []
+    real_ask = core.ledger.assignment_expiry
+
+    def counting_ask(patient_id: str, device_id: str, at: datetime) -> datetime | None:
+        asked.append((patient_id, device_id))
+        return real_ask(patient_id, device_id, at)
+
+    core.ledger.assignment_expiry = counting_ask
+
+    def write() -> None:
+        core.put_record(
+            DEVICE, patient_id=patient, record_type="vitals", payload=b"x", policy=POLICY
+        )
+
+    write()
+    assert core.refresh_write_facts() == 0  # just confirmed: nothing due yet
+    time.sleep(ttl * 0.6)
+    assert core.refresh_write_facts() == 1  # due: re-confirmed in one bulk query
+    time.sleep(ttl * 0.6)  # past the TTL of the first confirmation
+    write()
+    assert asked == []  # the write path never asked the ledger
+    # another service of the consortium unassigns the device on the ledger
+    core.ledger.unassign_device(NURSE, patient, DEVICE.principal)
+    time.sleep(ttl * 0.6)
+    assert core.refresh_write_facts() == 1
+    with pytest.raises(AccessDenied, match="not currently assigned"):
+        write()
+    assert asked == [(patient, DEVICE.principal)]  # refused on a fresh answer
+    # the background refresher does the same once the core runs
+    core.assign_device(NURSE, patient, DEVICE.principal, datetime.now(UTC) + timedelta(hours=1))
+    core.start()
+    deadline = time.monotonic() + ttl * 3
+    while time.monotonic() < deadline:
+        write()
+        time.sleep(ttl / 5)
+    assert len(asked) == 1
 
 
 def test_an_edge_gateway_relays_only_for_assigned_devices(

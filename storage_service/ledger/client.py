@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from chaincode import core
-from ehr_common.errors import DecodeError, EhrAbeError, InvalidArgument
+from ehr_common.errors import DecodeError, EhrAbeError, IntegrityError, InvalidArgument
 from storage_service.ledger.base import Caller, Ledger, TxResult
 
 AccessEvent = tuple[str, str, str, datetime]  # record id, patient id, subject id, when
@@ -439,6 +439,32 @@ class LedgerClient:
             raise InvalidArgument("the time must be timezone-aware")
         out = self._eval(caller, "AssignmentAllows", patient_id, device_id, core.format_time(at))
         return _time(str(out["expires_at"])) if out["allowed"] else None
+
+    def assignment_expiries(
+        self, pairs: Sequence[tuple[str, str]], at: datetime, caller: Caller | None = None
+    ) -> list[datetime | None]:
+        """assignment_expiry for many (patient, device) pairs: one ledger query per
+        core.MAX_ASSIGNMENT_QUERY pairs."""
+        if at.tzinfo is None:
+            raise InvalidArgument("the time must be timezone-aware")
+        out: list[datetime | None] = []
+        step = core.MAX_ASSIGNMENT_QUERY
+        for i in range(0, len(pairs), step):
+            chunk = [[p, d] for p, d in pairs[i : i + step]]
+            doc = self._eval(
+                caller,
+                "AssignmentsAllow",
+                json.dumps(chunk, separators=(",", ":")),
+                core.format_time(at),
+            )
+            results = doc["results"]
+            if len(results) != len(chunk):
+                raise IntegrityError("the ledger answered for other assignments than asked")
+            for (patient, device), r in zip(chunk, results, strict=True):
+                if (r["patient_id"], r["device_id"]) != (patient, device):
+                    raise IntegrityError("the ledger answered for other assignments than asked")
+                out.append(_time(str(r["expires_at"])) if r["allowed"] else None)
+        return out
 
     def assignment_history(
         self, patient_id: str, device_id: str = "", caller: Caller | None = None
