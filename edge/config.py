@@ -49,6 +49,10 @@ class EdgeConfig:
     fhir_validation: str = "shape"
     send_max_items: int = 128  # small calls: an item waits less for the call before it
     send_max_bytes: int = 8 * 1024 * 1024
+    #: WriteSegments calls in flight at once, devices split between them by a hash of
+    #: their id (a device's window and segments stay in one lane, in order): the
+    #: service's object writes and index commits of several calls then overlap.
+    send_streams: int = 4
     # MQTT (from `ehr-abe infra up mqtt`'s connection.json unless given)
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 8883
@@ -81,6 +85,8 @@ class EdgeConfig:
             self.policy_for(d)
         if self.segment_max_readings < 1 or self.segment_max_bytes < 1024:
             raise ConfigError("segments need at least one reading and 1 KiB")
+        if not 1 <= self.send_streams <= 32:
+            raise ConfigError("send_streams must be 1-32")
         if self.fhir_validation not in ("shape", "every"):
             raise ConfigError("fhir_validation must be 'shape' or 'every'")
         if not (0 < self.segment_max_age_s < math.inf and 0 < self.window_s < math.inf):
@@ -129,6 +135,7 @@ def _load_edge_config(path: Path) -> EdgeConfig:
         "segment_max_age_s",
         "send_max_items",
         "send_max_bytes",
+        "send_streams",
         "fhir_validation",
     ):
         if key in e:

@@ -26,7 +26,9 @@ import queue
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -465,36 +467,61 @@ class Gateway:
 
     # -- the sender ---------------------------------------------------------------
     def _sender(self) -> None:
+        c = self.cfg
+        lanes = c.send_streams
         backoff = 0.2
-        while True:
-            items = self.spool.outbox(self.cfg.send_max_items, self.cfg.send_max_bytes)
-            if not items:
-                if self._stop.is_set():
-                    return
-                self._outbox_ready.wait(timeout=0.5)
-                self._outbox_ready.clear()
-                continue
-            try:
-                dups = self.sink.write(items)
-            except EhrAbeError as exc:
-                if not _retryable(exc):
-                    self.stats.storage_errors += 1
-                    self._isolate(items, exc)
+        with ThreadPoolExecutor(lanes, thread_name_prefix="edge-send") as pool:
+            while True:
+                items = self.spool.outbox(c.send_max_items * lanes, c.send_max_bytes * lanes)
+                if not items:
+                    if self._stop.is_set():
+                        return
+                    self._outbox_ready.wait(timeout=0.5)
+                    self._outbox_ready.clear()
                     continue
-                self.stats.storage_errors += 1
-                if self.stats.storage_up:
-                    log.warning("StorageService unavailable; buffering on disk: %s", exc)
-                self.stats.storage_up = False
-                if self._stop.wait(backoff):
-                    return
-                backoff = min(5.0, backoff * 2)
-                continue
-            backoff = 0.2
-            if not self.stats.storage_up:
-                log.warning("StorageService back; draining the spool")
-            self.stats.storage_up = True
-            self.spool.delivered(items)
-            self._count_delivered(items, dups)
+                calls = split_lanes(items, lanes, c.send_max_items, c.send_max_bytes)
+                outcomes = list(pool.map(self._send_lane, calls))
+                retry: EhrAbeError | None = None
+                for sent, failure in outcomes:
+                    for chunk, dups in sent:
+                        self.spool.delivered(chunk)
+                        self._count_delivered(chunk, dups)
+                    if failure is None:
+                        continue
+                    chunk, exc = failure
+                    self.stats.storage_errors += 1
+                    if _retryable(exc):
+                        retry = exc  # this lane's later calls were not sent: order kept
+                    else:
+                        self._isolate(chunk, exc)
+                if retry is not None:
+                    if self.stats.storage_up:
+                        log.warning("StorageService unavailable; buffering on disk: %s", retry)
+                    self.stats.storage_up = False
+                    if self._stop.wait(backoff):
+                        return
+                    backoff = min(5.0, backoff * 2)
+                    continue
+                backoff = 0.2
+                if not self.stats.storage_up:
+                    log.warning("StorageService back; draining the spool")
+                self.stats.storage_up = True
+
+    def _send_lane(
+        self, calls: list[list[OutboxItem]]
+    ) -> tuple[
+        list[tuple[list[OutboxItem], list[bool]]],
+        tuple[list[OutboxItem], EhrAbeError] | None,
+    ]:
+        """One lane's calls in order, stopping at the first failure (a later call could
+        name a window the failed one carried)."""
+        sent: list[tuple[list[OutboxItem], list[bool]]] = []
+        for chunk in calls:
+            try:
+                sent.append((chunk, self.sink.write(chunk)))
+            except EhrAbeError as exc:
+                return sent, (chunk, exc)
+        return sent, None
 
     def _count_delivered(self, items: list[OutboxItem], dups: list[bool]) -> None:
         for item, dup in zip(items, dups, strict=False):
@@ -550,6 +577,28 @@ class Gateway:
                 return True
             time.sleep(0.05)
         return False
+
+
+def split_lanes(
+    items: list[OutboxItem], lanes: int, max_items: int, max_bytes: int
+) -> list[list[list[OutboxItem]]]:
+    """The outbox's items (oldest first) as `lanes` lists of calls: a device's items
+    all in one lane (crc32 of its id), in their order, each call within the limits."""
+    out: list[list[list[OutboxItem]]] = [[] for _ in range(lanes)]
+    sizes = [0] * lanes
+    for item in items:
+        lane = zlib.crc32(item.device_id.encode()) % lanes
+        calls = out[lane]
+        if (
+            not calls
+            or len(calls[-1]) >= max_items
+            or (calls[-1] and sizes[lane] + len(item.payload) > max_bytes)
+        ):
+            calls.append([])
+            sizes[lane] = 0
+        calls[-1].append(item)
+        sizes[lane] += len(item.payload)
+    return [calls for calls in out if calls]
 
 
 class GrpcSegmentSink:

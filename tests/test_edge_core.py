@@ -422,3 +422,33 @@ def test_shape_validation_agrees_with_validating_every_observation(
     for o in observations(r, "p-17"):
         shape(o)
         validate(o)  # the library, in full
+
+
+@given(
+    devices=st.lists(st.sampled_from(["ecg-1", "spo2-2", "bp-3", "ecg-4", "t-5"]), max_size=60),
+    sizes=st.lists(st.integers(1, 900), min_size=60, max_size=60),
+    lanes=st.integers(1, 6),
+    max_items=st.integers(1, 8),
+)
+def test_split_lanes_keeps_each_device_in_one_lane_in_order(
+    devices: list[str], sizes: list[int], lanes: int, max_items: int
+) -> None:
+    from edge.gateway import split_lanes
+
+    items = [
+        OutboxItem(i, "segment", f"{d}/{i}", "segment.ecg", "p", d, b"x" * sizes[i], 1, 0)
+        for i, d in enumerate(devices)
+    ]
+    out = split_lanes(items, lanes, max_items, 1024)
+    assert len(out) <= lanes
+    flat = [item for calls in out for call in calls for item in call]
+    assert sorted(i.id for i in flat) == [i.id for i in items]  # each item exactly once
+    lane_of: dict[str, int] = {}
+    for n, calls in enumerate(out):
+        seen = [item.id for call in calls for item in call]
+        assert seen == sorted(seen)  # oldest first within a lane
+        for call in calls:
+            assert 1 <= len(call) <= max_items
+            assert len(call) == 1 or sum(len(i.payload) for i in call) <= 1024
+            for item in call:
+                assert lane_of.setdefault(item.device_id, n) == n  # one lane per device

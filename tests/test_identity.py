@@ -45,6 +45,19 @@ def test_the_organisation_is_the_issuing_cas_never_a_claim() -> None:
     assert auth.from_certificate(real).principal == "Hosp1MSP/p-17"
 
 
+def test_certificates_are_checked_once_and_refusals_every_time() -> None:
+    auth = two_orgs()
+    pem, _ = HOSP1.client("p-17", ["patient"])
+    first = auth.from_certificate(pem)
+    assert auth.from_certificate(pem) == first
+    assert auth._from_certificate.cache_info().hits == 1  # memoised: no second signature check
+    stranger = OrgCA.new("Hosp1 CA").client("p-17", ["patient"])[0]
+    for _ in range(2):  # a refusal is never cached as an answer
+        with pytest.raises(Unauthenticated):
+            auth.from_certificate(stranger)
+    assert auth._from_certificate.cache_info().currsize == 1
+
+
 def test_privileged_roles_only_from_organisations_that_grant_them() -> None:
     auth = two_orgs()
     every = sorted(PRIVILEGED_ROLES | {"doctor", "patient"})
