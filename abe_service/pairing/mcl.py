@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
 
 from abe_service.pairing.base import BLS12_381_ORDER
 from ehr_common.errors import DecodeError
@@ -41,8 +43,6 @@ class GTElement(ctypes.Structure):
 
 _GT_WINDOWS = 32  # 8-bit windows of a 256-bit exponent
 _GT_SIZE = ctypes.sizeof(GTElement)
-#: mclBnGT_mul called with raw addresses: a third of the per-call cost of byref().
-_RAW_BINARY_OP = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 
 
 _G1_SIZE = ctypes.sizeof(G1Point)
@@ -51,19 +51,34 @@ _G1_SIZE = ctypes.sizeof(G1Point)
 class G1Table:
     """Fixed-base comb table (MclBackend.g1_fixed_base), affine (normalized) points."""
 
-    __slots__ = ("entries",)
+    __slots__ = ("address", "entries")
 
     def __init__(self) -> None:
         self.entries = (G1Point * (_GT_WINDOWS * 256))()
+        self.address = ctypes.addressof(self.entries)
+
+
+_G2_SIZE = ctypes.sizeof(G2Point)
+
+
+class G2Table:
+    """Fixed-base comb table (MclBackend.g2_fixed_base), affine (normalized) points."""
+
+    __slots__ = ("address", "entries")
+
+    def __init__(self) -> None:
+        self.entries = (G2Point * (_GT_WINDOWS * 256))()
+        self.address = ctypes.addressof(self.entries)
 
 
 class GTTable:
     """Fixed-base comb table (MclBackend.gt_fixed_base); entry 256·i + d, d = 0 unused."""
 
-    __slots__ = ("entries",)
+    __slots__ = ("address", "entries")
 
     def __init__(self) -> None:
         self.entries = (GTElement * (_GT_WINDOWS * 256))()
+        self.address = ctypes.addressof(self.entries)
 
 
 #: What the fast backend adds: MSM and Miller loops with one final exponentiation.
@@ -73,6 +88,7 @@ FAST_SYMBOLS = (
     "mclBn_millerLoopVec",
     "mclBn_finalExp",
     "mclBnG1_normalizeVec",
+    "mclBnG2_normalizeVec",
 )
 #: What every backend needs from the library (our DST, encodings, GT validation).
 BASIC_SYMBOLS = (
@@ -119,11 +135,11 @@ def _load(required: tuple[str, ...]) -> ctypes.CDLL:
     return lib
 
 
-def _raw_binary_op(lib: ctypes.CDLL, name: str) -> ctypes._CFunctionType:
+def _address(lib: ctypes.CDLL, name: str) -> int:
     address = ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
     if address is None:
         raise OSError(f"pymcl's library has no address for {name}")
-    return _RAW_BINARY_OP(address)
+    return address
 
 
 class MclBackend:
@@ -158,8 +174,14 @@ class MclBackend:
 
     def __init__(self, lib: ctypes.CDLL):
         self._lib = lib
-        self._gt_mul_raw = _raw_binary_op(lib, "mclBnGT_mul")
-        self._g1_add_raw = _raw_binary_op(lib, "mclBnG1_add")
+        self._gt_mul_addr = _address(lib, "mclBnGT_mul")
+        self._g1_add_addr = _address(lib, "mclBnG1_add")
+        self._g2_add_addr = _address(lib, "mclBnG2_add")
+        self._gt_one = GTElement()
+        lib.mclBnGT_setInt(ctypes.byref(self._gt_one), 1)
+        self._g1_zero = G1Point()  # zero-filled: the identity
+        self._g2_zero = G2Point()
+        self._kernel: Callable[..., None] | None = None
         # The standard generators (zcash/IETF compressed encodings).
         self._g1 = self.g1_from_bytes(
             bytes.fromhex(
@@ -256,14 +278,16 @@ class MclBackend:
         return table
 
     def g1_mul_fixed(self, table: G1Table, k: int) -> G1Point:
-        out = G1Point()  # zero-filled: the identity
-        acc = ctypes.addressof(out)
-        base = ctypes.addressof(table.entries)
-        add = self._g1_add_raw
-        for i, d in enumerate((k % self.order).to_bytes(32, "little")):
-            if d:
-                add(acc, acc, base + ((i << 8) | d) * _G1_SIZE)
-        return out
+        return self.g1_fixed_products([[table]], [[k]])[0]
+
+    def g1_fixed_products(
+        self, tables: Sequence[Sequence[G1Table]], exps: Sequence[Sequence[int]]
+    ) -> list[G1Point]:
+        """Per row Σ k_j·p_j for the points p_j of the row's comb tables: every row in
+        one compiled loop (at most 32 mixed additions per term)."""
+        out = (G1Point * len(tables))()
+        self._comb(self._g1_add_addr, _G1_SIZE, self._g1_zero, out, tables, exps)
+        return list(out)
 
     def g1_is_identity(self, p: G1Point) -> bool:
         return bool(self._lib.mclBnG1_isZero(ctypes.byref(p)))
@@ -313,6 +337,38 @@ class MclBackend:
             ctypes.byref(out), pts, self._fr_array(scalars), ctypes.c_size_t(n)
         )
         return out
+
+    def g2_fixed_base(self, p: G2Point) -> G2Table:
+        """A comb table for `p` (8192 affine points, 2.4 MB; about 20 ms to build):
+        g2_mul_fixed then costs at most 32 mixed additions, about 2.5x faster than g2_mul."""
+        lib = self._lib
+        table = G2Table()
+        entries = table.entries
+        cur = G2Point()
+        ctypes.memmove(ctypes.byref(cur), ctypes.byref(p), _G2_SIZE)
+        for i in range(_GT_WINDOWS):
+            row = i * 256
+            ctypes.memmove(ctypes.byref(entries[row + 1]), ctypes.byref(cur), _G2_SIZE)
+            for d in range(2, 256):
+                lib.mclBnG2_add(
+                    ctypes.byref(entries[row + d]),
+                    ctypes.byref(entries[row + d - 1]),
+                    ctypes.byref(cur),
+                )
+            lib.mclBnG2_add(ctypes.byref(cur), ctypes.byref(entries[row + 255]), ctypes.byref(cur))
+        lib.mclBnG2_normalizeVec(entries, entries, ctypes.c_size_t(_GT_WINDOWS * 256))
+        return table
+
+    def g2_mul_fixed(self, table: G2Table, k: int) -> G2Point:
+        return self.g2_fixed_products([[table]], [[k]])[0]
+
+    def g2_fixed_products(
+        self, tables: Sequence[Sequence[G2Table]], exps: Sequence[Sequence[int]]
+    ) -> list[G2Point]:
+        """As g1_fixed_products, in G2."""
+        out = (G2Point * len(tables))()
+        self._comb(self._g2_add_addr, _G2_SIZE, self._g2_zero, out, tables, exps)
+        return list(out)
 
     def g2_is_identity(self, p: G2Point) -> bool:
         return bool(self._lib.mclBnG2_isZero(ctypes.byref(p)))
@@ -373,15 +429,63 @@ class MclBackend:
         return table
 
     def gt_pow_fixed(self, table: GTTable, k: int) -> GTElement:
-        out = GTElement()
-        self._lib.mclBnGT_setInt(ctypes.byref(out), 1)
-        acc = ctypes.addressof(out)
-        base = ctypes.addressof(table.entries)
-        mul = self._gt_mul_raw
-        for i, d in enumerate((k % self.order).to_bytes(32, "little")):
-            if d:
-                mul(acc, acc, base + ((i << 8) | d) * _GT_SIZE)
-        return out
+        return self.gt_fixed_products([[table]], [[k]])[0]
+
+    def gt_fixed_products(
+        self, tables: Sequence[Sequence[GTTable]], exps: Sequence[Sequence[int]]
+    ) -> list[GTElement]:
+        """Per row Π a_j^(k_j) for the bases a_j of the row's comb tables: every row in
+        one compiled loop (at most 32 GT multiplications per term)."""
+        out = (GTElement * len(tables))()
+        self._comb(self._gt_mul_addr, _GT_SIZE, self._gt_one, out, tables, exps)
+        return list(out)
+
+    def _comb(
+        self,
+        op: int,
+        size: int,
+        identity: ctypes.Structure,
+        out: ctypes.Array[Any],
+        tables: Sequence[Sequence[Any]],
+        exps: Sequence[Sequence[int]],
+    ) -> None:
+        """The kernel reads table memory by address: tables of the wrong kind would
+        be read out of bounds, so every table's type is checked here."""
+        rows = len(tables)
+        if len(exps) != rows:
+            raise ValueError("tables and exponents differ in length")
+        if rows == 0:
+            return
+        table_type: type[Any] = {_G1_SIZE: G1Table, _G2_SIZE: G2Table, _GT_SIZE: GTTable}[size]
+        terms = max(len(row) for row in tables)
+        addresses: list[int] = []
+        digits: list[bytes] = []
+        r = self.order
+        for row_tables, row_exps in zip(tables, exps, strict=True):
+            n = len(row_tables)
+            if n != len(row_exps) or n == 0:
+                raise ValueError("each row needs one exponent per table, and a table")
+            for table in row_tables:
+                if type(table) is not table_type:
+                    raise TypeError(f"expected a {table_type.__name__}")
+                addresses.append(table.address)
+            digits += [(k % r).to_bytes(32, "little") for k in row_exps]
+            if n < terms:  # padding: exponent 0, never read
+                addresses += [row_tables[0].address] * (terms - n)
+                digits.append(bytes(32 * (terms - n)))
+        kernel = self._kernel
+        if kernel is None:
+            from abe_service.pairing._comb import comb_products
+
+            kernel = self._kernel = comb_products
+        kernel(
+            op,
+            size,
+            ctypes.addressof(identity),
+            ctypes.addressof(out),
+            np.array(addresses, dtype=np.int64).reshape(rows, terms),
+            np.frombuffer(b"".join(digits), dtype=np.uint8).reshape(rows, terms, 32),
+        )
 
     # -- encodings ------------------------------------------------------------------------
     def _ser(self, fn: str, obj: ctypes.Structure, size: int) -> bytes:

@@ -15,11 +15,13 @@ import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from abe_service.pairing.base import BLS12_381_ORDER
+from abe_service.pairing.base import BLS12_381_ORDER, PairingBackend
 from ehr_common.errors import DecodeError
 
 
-class PymclBackend:
+class PymclBackend(PairingBackend):
+    """Inherits the portable *_fixed_products loops from PairingBackend."""
+
     name = "pymcl"
     order = BLS12_381_ORDER
     g1_bytes = 48
@@ -109,6 +111,12 @@ class PymclBackend:
         for p, k in zip(points, scalars, strict=True):
             acc = acc + p * self._fr(k)
         return acc
+
+    def g2_fixed_base(self, p: Any) -> Any:
+        return p  # no precomputation here: g2_mul_fixed is g2_mul
+
+    def g2_mul_fixed(self, table: Any, k: int) -> Any:
+        return self.g2_mul(table, k)
 
     def g2_is_identity(self, p: Any) -> bool:
         return bool(p.is_zero())
