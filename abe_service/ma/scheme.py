@@ -162,8 +162,15 @@ class MultiAuthority:
                 inst = cls._shared[id(group)] = cls(group)
             return inst
 
-    def __init__(self, group: PairingBackend, *, label_tables: int = LABEL_TABLES):
-        """label_tables: how many hot labels get a G2 comb table (0: none)."""
+    def __init__(
+        self,
+        group: PairingBackend,
+        *,
+        label_tables: int = LABEL_TABLES,
+        label_table_after: int = LABEL_TABLE_AFTER,
+    ):
+        """label_tables: how many hot labels get a G2 comb table (0: none), each once
+        it has been used label_table_after times (encryption rows and keys issued)."""
         self.group = group
         self.g = group.g1_generator()
         self.h = group.g2_generator()
@@ -174,7 +181,7 @@ class MultiAuthority:
         self._H_cached = lru_cache(maxsize=4096)(self._H_uncached)
         self._tables = lru_cache(maxsize=GT_TABLES_CACHE)(self._table_uncached)
         self._label_tables: HotTables[str, Any] = HotTables(
-            label_tables, LABEL_TABLE_AFTER, lambda label: group.g2_fixed_base(self.F(label))
+            label_tables, label_table_after, lambda label: group.g2_fixed_base(self.F(label))
         )
         # Compile (or load from numba's cache) the comb kernel now, not in a first request.
         group.g1_mul_fixed(self._g_table, 1)
