@@ -80,6 +80,10 @@ GT_TABLES_CACHE = 16
 #: 2.4 MB each, so at most 75 MB; a table costs about 20 ms to build, the saving of
 #: some 330 uses, so one is built only for a label used LABEL_TABLE_AFTER times.
 LABEL_TABLES = 32
+#: Comb window width for the two bases every row uses, e(g,h) and g: one table each per
+#: process, so wider than the authorities' (8 bits): 22 instead of 32 operations per
+#: exponent, for 52 MB (GT) and 13 MB (G1) instead of 4.7 and 1.2 MB.
+GLOBAL_WINDOW_BITS = 12
 LABEL_TABLE_AFTER = 16
 
 
@@ -175,8 +179,8 @@ class MultiAuthority:
         self.g = group.g1_generator()
         self.h = group.g2_generator()
         self.e_gh = group.pairing(self.g, self.h)
-        self._e_gh_table = group.gt_fixed_base(self.e_gh)
-        self._g_table = group.g1_fixed_base(self.g)
+        self._e_gh_table = group.gt_fixed_base(self.e_gh, GLOBAL_WINDOW_BITS)
+        self._g_table = group.g1_fixed_base(self.g, GLOBAL_WINDOW_BITS)
         self._F_cached = lru_cache(maxsize=65536)(self._F_uncached)
         self._H_cached = lru_cache(maxsize=4096)(self._H_uncached)
         self._tables = lru_cache(maxsize=GT_TABLES_CACHE)(self._table_uncached)

@@ -1,8 +1,9 @@
 """Fixed-base comb products in one numba call: no Python between group operations.
 
-A comb table (mcl.py: `GTTable`, `G1Table`) holds entry 256·i + d = base^(d·256^i)
-for the 32 byte-windows i of a 256-bit exponent. A product Π base_j^(k_j) is then
-one group operation per nonzero byte of every k_j. Through ctypes each operation
+A comb table of window width w (mcl.py: `GTTable`, `G1Table`, `G2Table`) holds entry
+2^w·i + d = base^(d·2^(w·i)) for the windows i of a 255-bit exponent (d = 0 unused).
+A product Π base_j^(k_j) is then one group operation per nonzero w-bit window of
+every k_j: 32 for w = 8, 22 for w = 12. Through ctypes each operation
 costs about half a microsecond of call overhead on top of mcl's own work (a GT
 multiplication is about 1.3 µs); `comb_products` runs every row's operations in
 one compiled loop that calls mcl's C function directly.
@@ -26,9 +27,18 @@ from numba.extending import intrinsic
 _I8P = ir.IntType(8).as_pointer()
 _BINARY_OP = ir.FunctionType(ir.VoidType(), [_I8P, _I8P, _I8P])
 
-#: Byte windows of a 256-bit exponent, and entries per window (d = 0 is never read).
-WINDOWS = 32
-WINDOW_ENTRIES = 256
+#: Exponents are reduced mod r (255 bits) and passed as 32 little-endian bytes.
+SCALAR_BITS = 255
+SCALAR_BYTES = 32
+MAX_WINDOW_BITS = 16  # a window is read from at most three bytes
+
+
+def windows(bits: int) -> int:
+    """Windows of `bits` bits covering a scalar."""
+    return -(-SCALAR_BITS // bits)
+
+
+_windows = njit(cache=True, inline="always")(windows)
 
 
 @intrinsic
@@ -90,31 +100,49 @@ def _prefetch(address: int, size: int) -> None:
         line += _CACHE_LINE
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _window(scalars: Any, r: int, j: int, i: int, bits: int) -> int:
+    """Window i (of `bits` bits) of the little-endian scalar scalars[r, j]."""
+    offset = i * bits
+    at = offset >> 3
+    value = 0
+    for b in range(3):
+        if at + b < SCALAR_BYTES:
+            value |= int(scalars[r, j, at + b]) << (8 * b)
+    return (value >> (offset & 7)) & ((1 << bits) - 1)
+
+
 @njit(cache=True, nogil=True)
 def comb_products(
-    op: int, elem_size: int, identity: int, out: int, tables: Any, digits: Any
+    op: int, elem_size: int, identity: int, out: int, tables: Any, bits: Any, scalars: Any
 ) -> None:
-    """out[r] = Π_j table[r, j]^(digits[r, j]) for every row r.
+    """out[r] = Π_j table[r, j]^(scalars[r, j]) for every row r.
 
     op: address of the group operation; elem_size: bytes per element (table entry and
     output alike); identity: address of the group identity; out: address of
-    rows·elem_size bytes; tables: int64 (rows, terms) addresses of comb tables;
-    digits: uint8 (rows, terms, 32), the exponents' little-endian bytes (reduced mod r).
-    The first two entries are combined directly, so no operation involves the identity.
+    rows·elem_size bytes; tables: int64 (rows, terms) addresses of comb tables, and
+    bits: int64 (rows, terms) their window widths; scalars: uint8 (rows, terms, 32),
+    the exponents' little-endian bytes (reduced mod r). The first two entries of a
+    row are combined directly, so no operation involves the identity.
     """
     rows, terms = tables.shape
     # First the addresses of every entry to combine, row by row, so that the
     # second pass can prefetch ahead across row boundaries.
-    entries = np.empty(rows * terms * WINDOWS, dtype=np.int64)
+    most = 0
+    for r in range(rows):
+        for j in range(terms):
+            most += _windows(bits[r, j])
+    entries = np.empty(most, dtype=np.int64)
     ends = np.empty(rows, dtype=np.int64)
     n = 0
     for r in range(rows):
         for j in range(terms):
             base = tables[r, j]
-            for i in range(WINDOWS):
-                d = digits[r, j, i]
+            w = bits[r, j]
+            for i in range(_windows(w)):
+                d = _window(scalars, r, j, i, w)
                 if d != 0:
-                    entries[n] = base + (i * WINDOW_ENTRIES + d) * elem_size
+                    entries[n] = base + ((i << w) + d) * elem_size
                     n += 1
         ends[r] = n
     for k in range(min(n, PREFETCH_AHEAD)):
@@ -135,3 +163,19 @@ def comb_products(
             elif k > start + 1:
                 call_binary(op, acc, acc, entries[k])  # type: ignore[call-arg]
         start = end
+
+
+@njit(cache=True, nogil=True)
+def comb_table(op: int, elem_size: int, base: int, table: int, bits: int, scratch: int) -> None:
+    """Fill the comb table at `table` for the element at `base`: entry 2^bits·i + d =
+    base^(d·2^(bits·i)), 1 <= d < 2^bits, for every window i (entry d = 0 untouched).
+    scratch: elem_size bytes for the running power base^(2^(bits·i))."""
+    per_window = 1 << bits
+    copy_bytes(scratch, base, elem_size)  # type: ignore[call-arg]
+    for i in range(_windows(bits)):
+        row = table + i * per_window * elem_size
+        copy_bytes(row + elem_size, scratch, elem_size)
+        for d in range(2, per_window):
+            at = row + d * elem_size
+            call_binary(op, at, at - elem_size, scratch)
+        call_binary(op, scratch, row + (per_window - 1) * elem_size, scratch)

@@ -83,7 +83,7 @@ class PymclBackend(PairingBackend):
             acc = acc + p * self._fr(k)
         return acc
 
-    def g1_fixed_base(self, p: Any) -> Any:
+    def g1_fixed_base(self, p: Any, window_bits: int = 8) -> Any:
         return p  # no precomputation here: g1_mul_fixed is g1_mul
 
     def g1_mul_fixed(self, table: Any, k: int) -> Any:
@@ -112,7 +112,7 @@ class PymclBackend(PairingBackend):
             acc = acc + p * self._fr(k)
         return acc
 
-    def g2_fixed_base(self, p: Any) -> Any:
+    def g2_fixed_base(self, p: Any, window_bits: int = 8) -> Any:
         return p  # no precomputation here: g2_mul_fixed is g2_mul
 
     def g2_mul_fixed(self, table: Any, k: int) -> Any:
@@ -142,7 +142,7 @@ class PymclBackend(PairingBackend):
     def gt_eq(self, a: Any, b: Any) -> bool:
         return bool(a == b)
 
-    def gt_fixed_base(self, a: Any) -> Any:
+    def gt_fixed_base(self, a: Any, window_bits: int = 8) -> Any:
         return a  # no precomputation here: gt_pow_fixed is gt_pow
 
     def gt_pow_fixed(self, table: Any, k: int) -> Any:
