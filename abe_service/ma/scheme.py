@@ -144,6 +144,21 @@ def _rand(group: PairingBackend) -> int:
             return k
 
 
+def _rands(group: PairingBackend, count: int) -> list[int]:
+    """`count` independent uniform scalars in [1, r), from one read of the OS CSPRNG:
+    255-bit candidates (r > 2^254, so nine in ten are accepted), the rest redrawn."""
+    r = group.order
+    bits = r.bit_length()
+    size = (bits + 7) // 8
+    mask = (1 << bits) - 1
+    data = secrets.token_bytes(size * count)
+    out = []
+    for i in range(count):
+        k = int.from_bytes(data[i * size : (i + 1) * size], "little") & mask
+        out.append(k if 0 < k < r else _rand(group))
+    return out
+
+
 def check_gid(gid: str) -> bytes:
     if not isinstance(gid, str) or not 1 <= len(gid) <= 256 or not gid.isprintable():
         raise InvalidArgument("a global identifier (GID) is 1-256 printable characters")
@@ -244,7 +259,7 @@ class MultiAuthority:
         # h^α · H(GID)^y is shared by every attribute of this key.
         base = G.g2_msm([self.h, self.H(gid)], [sk.alpha, sk.y])
         unique = list(dict.fromkeys(labels))
-        ts = [_rand(G) for _ in unique]
+        ts = _rands(G, len(unique))
         f_t = self._label_powers(unique, ts)
         kps = G.g1_fixed_products([(self._g_table,)] * len(ts), [(t,) for t in ts])
         parts = {
@@ -291,21 +306,23 @@ class MultiAuthority:
                 tables[auth] = self._authority_tables(pk)
             row_tables.append(tables[auth])
         m = len(M[0])
-        z = _rand(G)
-        v = [z] + [_rand(G) for _ in range(m - 1)]
-        w = [0] + [_rand(G) for _ in range(m - 1)]
+        n = len(M)
+        # z, v_2..v_m, w_2..w_m and every row's t_x: independent and uniform in [1, r).
+        randoms = _rands(G, 2 * m - 1 + n)
+        z = randoms[0]
+        v = randoms[:m]
+        w = [0, *randoms[m : 2 * m - 1]]
+        ts = randoms[2 * m - 1 :]
         e_table, g_table = self._e_gh_table, self._g_table
         lams = [sum(a * b for a, b in zip(row, v, strict=True) if a) % r for row in M]
         omegas = [sum(a * b for a, b in zip(row, w, strict=True) if a) % r for row in M]
-        ts = [_rand(G) for _ in M]
-        # Every row's fixed-base work in two batched calls (one per group):
+        # Every row's fixed-base work in one batched call per group:
         # C1_x = e(g,h)^λ_x · E^t_x, and K = e(g,h)^z as one more row;
-        # C2_x = g^(-t_x) and C3_x = Y^t_x · g^ω_x.
+        # C2_x = g^(-t_x) and C3_x = Y^t_x · g^ω_x; C4_x = F(ρ(x))^t_x (_label_powers).
         gts = G.gt_fixed_products(
             [(e_table, pk_e) for pk_e, _ in row_tables] + [(e_table,)],
             [(lam, t) for lam, t in zip(lams, ts, strict=True)] + [(z,)],
         )
-        n = len(M)
         g1s = G.g1_fixed_products(
             [(g_table,)] * n + [(pk_y, g_table) for _, pk_y in row_tables],
             [(-t,) for t in ts] + [(t, omega) for t, omega in zip(ts, omegas, strict=True)],

@@ -1,5 +1,6 @@
-"""Hot-label G2 comb tables: the bounded cache's admission rules, and the scheme with
-tables in use (fixed-base F(u)^t) still encrypting and issuing keys correctly."""
+"""What makes multi-authority encryption fast, checked for correctness: hot-label G2
+comb tables (the bounded cache's admission rules, and the scheme with tables in use
+still encrypting and issuing keys correctly) and batched randomness."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import threading
 
 import pytest
 
+from abe_service.ma import scheme
 from abe_service.ma.hot import HotTables
 from abe_service.ma.scheme import MultiAuthority, UserKey, merge_keys
-from abe_service.pairing.base import get_backend
+from abe_service.pairing.base import BLS12_381_ORDER, get_backend
 from abe_service.policy import compile_policy
 
 
@@ -127,3 +129,21 @@ def test_scheme_with_hot_label_tables(backend: str) -> None:
     assert len(ma._label_tables) == 3
     ma.clear_caches()
     assert len(ma._label_tables) == 0
+
+
+def test_batched_randomness_is_in_range_and_redraws_out_of_range_candidates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    group = get_backend("mcl")
+    values = scheme._rands(group, 200)
+    assert len(values) == 200 and len(set(values)) == 200
+    assert all(0 < k < BLS12_381_ORDER for k in values)
+    assert max(values).bit_length() == 255  # the top bit is used
+    # Candidates 0 and r (and above) are never returned: each is redrawn.
+    r_bytes = BLS12_381_ORDER.to_bytes(32, "little")
+    monkeypatch.setattr(
+        scheme.secrets, "token_bytes", lambda n: bytes(32) + r_bytes + bytes(n - 64)
+    )
+    redrawn = scheme._rands(group, 3)
+    assert all(0 < k < BLS12_381_ORDER for k in redrawn[:2])
+    assert 0 < redrawn[2] < BLS12_381_ORDER
