@@ -80,7 +80,7 @@ def bench_ma(
     """Our rows (and the peer's, interleaved sample by sample), size by size;
     `after_size(n, samples)` runs after each size. label_tables=0: no G2 comb tables
     for hot labels (F(u)^t a full multiplication, as on first use)."""
-    ma = MultiAuthority(get_backend(backend), label_tables=label_tables)
+    ma = MultiAuthority(get_backend(backend), label_tables=label_tables).prepare()
     keys = {name: ma.authority_setup(name) for name in AUTHORITIES}
     pks = {name: pk for name, (pk, _) in keys.items()}
     sk1, sk2 = keys[AUTHORITIES[0]][1], keys[AUTHORITIES[1]][1]

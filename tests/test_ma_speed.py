@@ -99,12 +99,14 @@ def test_threads_share_one_table_per_key() -> None:
     assert set(results) == {"table:a", "table:b", "table:c", "table:d"}
 
 
-@pytest.mark.parametrize("backend", ["mcl", "pymcl"])
-def test_scheme_with_hot_label_tables(backend: str) -> None:
+@pytest.mark.parametrize(("backend", "prepared"), [("mcl", False), ("mcl", True), ("pymcl", True)])
+def test_scheme_with_hot_label_tables(backend: str, prepared: bool) -> None:
     """After the labels become hot (here: from the second use), encryption and key issue
     take F(u)^t from the tables; every ciphertext and key still works, and a key issued
     before the tables existed opens ciphertexts made with them and vice versa."""
     ma = MultiAuthority(get_backend(backend), label_tables=3, label_table_after=2)
+    if prepared:  # numba kernels, and 12-bit windows for e(g,h) and g
+        ma.prepare()
     auths = {name: ma.authority_setup(name) for name in ("hosp1", "hosp2")}
     pks = {name: pk for name, (pk, _) in auths.items()}
     labels = ["a@hosp1", "b@hosp1", "c@hosp2", "d@hosp2"]  # one more than the tables

@@ -411,8 +411,26 @@ def test_hash_to_g2_agrees_with_arkworks(group: PairingBackend, msg: bytes) -> N
     assert ours == ark.G2Point.hash_to_curve(msg, GID_DST).to_compressed_bytes()
 
 
+@pytest.fixture(scope="module", params=["mcl-kernel", "mcl-ctypes", "pymcl"])
+def comb_group(request: pytest.FixtureRequest) -> PairingBackend:
+    """Fixed-base products three ways: mcl with its numba kernels (prepared), mcl without
+    (a separate, unprepared instance: one ctypes call per operation), pymcl (no tables)."""
+    if request.param == "mcl-kernel":
+        group = get_backend("mcl")
+        group.prepare()
+        return group
+    if request.param == "mcl-ctypes":
+        from abe_service.pairing import mcl
+
+        unprepared = mcl.MclBackend(mcl._load(mcl.BASIC_SYMBOLS + mcl.FAST_SYMBOLS))
+        assert unprepared._comb_module is None
+        return unprepared
+    return get_backend("pymcl")
+
+
 @pytest.fixture(scope="module")
-def fixed_tables(group: PairingBackend) -> FixedTables:
+def fixed_tables(comb_group: PairingBackend) -> FixedTables:
+    group = comb_group
     base_gt = group.pairing(group.g1_mul(group.g1_generator(), 7), group.g2_generator())
     base_g1 = group.hash_to_g1(b"fixed base", b"EHR-ABE-TEST")
     base_g2 = group.hash_to_g2(b"fixed base", b"EHR-ABE-TEST")
@@ -434,9 +452,12 @@ class FixedTables:
 
 @SETTINGS
 @given(k=scalars)
-def test_fixed_base_powers_agree(group: PairingBackend, fixed_tables: FixedTables, k: int) -> None:
+def test_fixed_base_powers_agree(
+    comb_group: PairingBackend, fixed_tables: FixedTables, k: int
+) -> None:
     """The comb tables give exactly gt_pow / g1_mul / g2_mul, for every scalar
     (0, r-1, r, >r too) and its negation."""
+    group = comb_group
     (base_gt, table_gt), (base_g1, table_g1) = fixed_tables.gt, fixed_tables.g1
     base_g2, table_g2 = fixed_tables.g2
     for e in (k, -k):
@@ -466,11 +487,15 @@ def unbatched(power: Any, combine: Any, bases: Sequence[Any], exps: Sequence[int
 @SETTINGS
 @given(rows=products_rows, data=st.data())
 def test_fixed_products_equal_the_plain_primitives(
-    group: PairingBackend, fixed_tables: FixedTables, rows: list[list[int]], data: st.DataObject
+    comb_group: PairingBackend,
+    fixed_tables: FixedTables,
+    rows: list[list[int]],
+    data: st.DataObject,
 ) -> None:
     """Batched products (rows of different lengths, one kernel call per group) equal the
     unbatched primitives row by row. A second base per group (a power of the first, with
-    its own table) makes rows mix tables."""
+    its own table, and for mcl 12-bit windows) makes rows mix tables and widths."""
+    group = comb_group
     cases = [
         (fixed_tables.gt, group.gt_pow, group.gt_mul, group.gt_eq, group.gt_fixed_base,
          group.gt_fixed_products),
@@ -481,7 +506,7 @@ def test_fixed_products_equal_the_plain_primitives(
     ]  # fmt: skip
     for (base, table), power, combine, eq, fixed_base, products in cases:
         other = power(base, 3)
-        pool = [(base, table), (other, _other_table(fixed_base, other, table))]
+        pool = [(base, table), (other, _other_table(group, fixed_base, other, table))]
         picks = [[data.draw(st.sampled_from(pool)) for _ in row] for row in rows]
         got = products([[t for _, t in p] for p in picks], rows)
         assert len(got) == len(rows)
@@ -492,16 +517,19 @@ def test_fixed_products_equal_the_plain_primitives(
 _OTHER_TABLES: dict[int, Any] = {}
 
 
-def _other_table(fixed_base: Any, other: Any, table: Any) -> Any:
-    """One second table per first table (building one takes tens of milliseconds)."""
+def _other_table(group: PairingBackend, fixed_base: Any, other: Any, table: Any) -> Any:
+    """One second table per first table (building one takes tens of milliseconds); on
+    mcl the GT and G1 ones with 12-bit windows, as MultiAuthority.prepare() builds."""
     if id(table) not in _OTHER_TABLES:
-        _OTHER_TABLES[id(table)] = (table, fixed_base(other))
+        wide = group.name == "mcl" and fixed_base != group.g2_fixed_base
+        _OTHER_TABLES[id(table)] = (table, fixed_base(other, 12) if wide else fixed_base(other))
     return _OTHER_TABLES[id(table)][1]
 
 
 def test_fixed_products_reject_malformed_batches(
-    group: PairingBackend, fixed_tables: FixedTables
+    comb_group: PairingBackend, fixed_tables: FixedTables
 ) -> None:
+    group = comb_group
     table = fixed_tables.gt[1]
     assert group.gt_fixed_products([], []) == []
     with pytest.raises(ValueError):
@@ -526,6 +554,8 @@ def test_kernel_refuses_a_table_of_another_group() -> None:
         group.g2_mul_fixed(g1_table, 5)
     with pytest.raises(TypeError):
         group.g1_mul_fixed(group.g1_generator(), 5)  # a point is not a table
+    with pytest.raises(ValueError):
+        group.gt_fixed_base(group.pairing(group.g1_generator(), group.g2_generator()), 17)
 
 
 def test_comb_kernel_cache_is_valid_in_a_fresh_process(tmp_path: Path) -> None:
@@ -535,14 +565,17 @@ def test_comb_kernel_cache_is_valid_in_a_fresh_process(tmp_path: Path) -> None:
     code = (
         "import json, secrets\n"
         "from abe_service.pairing.base import get_backend\n"
-        "from abe_service.pairing._comb import comb_products\n"
+        "from abe_service.pairing._comb import comb_products, comb_table\n"
         "g = get_backend('mcl')\n"
+        "g.prepare()\n"
         "e = g.pairing(g.g1_generator(), g.g2_generator())\n"
         "t = g.gt_fixed_base(e)\n"
         "k = secrets.randbelow(g.order)\n"
         "ok = g.gt_eq(g.gt_pow_fixed(t, k), g.gt_pow(e, k))\n"
-        "s = comb_products.stats\n"
-        "print(json.dumps([ok, sum(s.cache_hits.values()), sum(s.cache_misses.values())]))\n"
+        "s = [comb_products.stats, comb_table.stats]\n"
+        "hits = sum(sum(x.cache_hits.values()) for x in s)\n"
+        "misses = sum(sum(x.cache_misses.values()) for x in s)\n"
+        "print(json.dumps([ok, hits, misses]))\n"
     )
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
     results = []
@@ -553,5 +586,5 @@ def test_comb_kernel_cache_is_valid_in_a_fresh_process(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stderr[-2000:]
         results.append(json.loads(out.stdout))
     assert results[0][0] and results[1][0]
-    assert results[0][2] == 1, results  # compiled in the first process
-    assert results[1][1] == 1 and results[1][2] == 0, results  # loaded, not recompiled
+    assert results[0][2] == 2, results  # both kernels compiled in the first process
+    assert results[1][1] == 2 and results[1][2] == 0, results  # loaded, not recompiled

@@ -100,6 +100,32 @@ def _prefetch(address: int, size: int) -> None:
         line += _CACHE_LINE
 
 
+def products(
+    op: int,
+    elem_size: int,
+    identity: int,
+    out: int,
+    rows: int,
+    tables: list[int],
+    bits: list[int],
+    scalars: bytes,
+) -> None:
+    """comb_products from flat row-major lists: rows·terms table addresses and window
+    widths, and as many 32-byte little-endian scalars, concatenated."""
+    terms, extra = divmod(len(tables), rows)
+    if extra or terms == 0 or len(bits) != len(tables) or len(scalars) != 32 * len(tables):
+        raise ValueError("one table, window width and 32-byte scalar per term of each row")
+    comb_products(
+        op,
+        elem_size,
+        identity,
+        out,
+        np.array(tables, dtype=np.int64).reshape(rows, terms),
+        np.array(bits, dtype=np.int64).reshape(rows, terms),
+        np.frombuffer(scalars, dtype=np.uint8).reshape(rows, terms, SCALAR_BYTES),
+    )
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _window(scalars: Any, r: int, j: int, i: int, bits: int) -> int:
     """Window i (of `bits` bits) of the little-endian scalar scalars[r, j]."""

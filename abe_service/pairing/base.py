@@ -31,6 +31,11 @@ class PairingBackend(Protocol):
     g1_bytes: int
     g2_bytes: int
 
+    def prepare(self) -> None:
+        """Load optional accelerators (mcl: numba kernels for fixed-base products; about
+        1 s once per process). Long-lived processes call it; everything works without it."""
+        return None
+
     def g1_generator(self) -> G1: ...
     def g2_generator(self) -> G2: ...
     def hash_to_g1(self, data: bytes, dst: bytes) -> G1: ...

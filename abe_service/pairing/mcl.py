@@ -16,8 +16,6 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, ClassVar
 
-import numpy as np
-
 from abe_service.pairing.base import BLS12_381_ORDER
 from ehr_common.errors import DecodeError
 
@@ -48,6 +46,8 @@ _GT_SIZE = ctypes.sizeof(GTElement)
 #: Comb window width (bits) unless a table is asked for with another.
 DEFAULT_WINDOW_BITS = 8
 _SCALAR_BITS = 255  # scalars are reduced mod r < 2^255
+#: A C group operation `void f(T *out, const T *a, const T *b)` called with raw addresses.
+_RAW_BINARY_OP = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 
 
 class _CombTable:
@@ -185,7 +185,9 @@ class MclBackend:
         lib.mclBnGT_setInt(ctypes.byref(self._gt_one), 1)
         self._g1_zero = G1Point()  # zero-filled: the identity
         self._g2_zero = G2Point()
-        self._comb_module: ModuleType | None = None
+        self._comb_module: ModuleType | None = None  # see prepare()
+        self._kernel_lock = threading.Lock()
+        self._raw_ops: dict[int, ctypes._CFunctionType] = {}
         # The standard generators (zcash/IETF compressed encodings).
         self._g1 = self.g1_from_bytes(
             bytes.fromhex(
@@ -409,20 +411,62 @@ class MclBackend:
         self._comb(self._gt_mul_addr, _GT_SIZE, self._gt_one, out, tables, exps)
         return list(out)
 
-    def _kernels(self) -> ModuleType:
-        """abe_service.pairing._comb, imported on first use (numba takes a while to load)."""
-        if self._comb_module is None:
+    def prepare(self) -> None:
+        """Load the numba comb kernels (abe_service.pairing._comb): every fixed-base
+        product then runs in one compiled loop instead of one ctypes call per group
+        operation. About 1 s once per process (numba's import and its on-disk cache;
+        a first compile takes a few seconds more), so long-lived processes call it and
+        one-shot commands need not. Thread-safe; results are the same either way."""
+        with self._kernel_lock:
+            if self._comb_module is not None:
+                return
             from abe_service.pairing import _comb
 
+            # Compile (or load) both kernels before publishing the module, so that no
+            # concurrent caller waits on numba.
+            table = G1Table(8)
+            scratch = G1Point()
+            _comb.comb_table(
+                self._g1_add_addr, _G1_SIZE, ctypes.addressof(self._g1), table.address, 8,
+                ctypes.addressof(scratch),
+            )  # fmt: skip
+            _comb.products(
+                self._g1_add_addr, _G1_SIZE, ctypes.addressof(self._g1_zero),
+                ctypes.addressof(scratch), 1, [table.address], [8], bytes(32),
+            )  # fmt: skip
             self._comb_module = _comb
-        return self._comb_module
+
+    def _raw_op(self, op: int) -> ctypes._CFunctionType:
+        fn = self._raw_ops.get(op)
+        if fn is None:
+            fn = self._raw_ops[op] = _RAW_BINARY_OP(op)
+        return fn
 
     def _build_table(self, op: int, base: ctypes.Structure, table: _CombTable) -> None:
         size = ctypes.sizeof(table.element)
         scratch = table.element()
-        self._kernels().comb_table(
-            op, size, ctypes.addressof(base), table.address, table.bits, ctypes.addressof(scratch)
-        )
+        kernels = self._comb_module
+        if kernels is not None:
+            kernels.comb_table(
+                op,
+                size,
+                ctypes.addressof(base),
+                table.address,
+                table.bits,
+                ctypes.addressof(scratch),
+            )
+            return
+        # Without the kernels: the same loop, one ctypes call per operation.
+        call = self._raw_op(op)
+        per_window = 1 << table.bits
+        cur = ctypes.addressof(scratch)
+        ctypes.memmove(cur, ctypes.addressof(base), size)
+        for i in range(-(-_SCALAR_BITS // table.bits)):
+            row = table.address + i * per_window * size
+            ctypes.memmove(row + size, cur, size)
+            for d in range(2, per_window):
+                call(row + d * size, row + (d - 1) * size, cur)
+            call(cur, row + (per_window - 1) * size, cur)
 
     def _comb(
         self,
@@ -460,15 +504,42 @@ class MclBackend:
                 addresses += [row_tables[0].address] * (terms - n)
                 bits += [row_tables[0].bits] * (terms - n)
                 digits.append(bytes(32 * (terms - n)))
-        self._kernels().comb_products(
-            op,
-            size,
-            ctypes.addressof(identity),
-            ctypes.addressof(out),
-            np.array(addresses, dtype=np.int64).reshape(rows, terms),
-            np.array(bits, dtype=np.int64).reshape(rows, terms),
-            np.frombuffer(b"".join(digits), dtype=np.uint8).reshape(rows, terms, 32),
-        )
+        digits_flat = b"".join(digits)
+        kernels = self._comb_module
+        if kernels is not None:
+            kernels.products(
+                op,
+                size,
+                ctypes.addressof(identity),
+                ctypes.addressof(out),
+                rows,
+                addresses,
+                bits,
+                digits_flat,
+            )
+            return
+        # Without the kernels: the same combination, one ctypes call per operation.
+        call = self._raw_op(op)
+        base_out = ctypes.addressof(out)
+        for row_i in range(rows):
+            acc = base_out + row_i * size
+            entries = []
+            for j in range(row_i * terms, (row_i + 1) * terms):
+                k = int.from_bytes(digits_flat[32 * j : 32 * j + 32], "little")
+                w, at = bits[j], addresses[j]
+                mask, i = (1 << w) - 1, 0
+                while k:
+                    if k & mask:
+                        entries.append(at + ((i << w) + (k & mask)) * size)
+                    k >>= w
+                    i += 1
+            if len(entries) < 2:
+                src = entries[0] if entries else ctypes.addressof(identity)
+                ctypes.memmove(acc, src, size)
+                continue
+            call(acc, entries[0], entries[1])
+            for entry in entries[2:]:
+                call(acc, acc, entry)
 
     # -- encodings ------------------------------------------------------------------------
     def _ser(self, fn: str, obj: ctypes.Structure, size: int) -> bytes:
