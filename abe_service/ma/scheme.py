@@ -42,10 +42,14 @@ of two:
                   as ONE multi-pairing of 2|I| + 1 Miller loops and one final exponentiation.
 
 Costs (rows n, rows used k): encrypt 2n GT exponentiations with fixed bases
-(comb tables: e(g,h) and each authority's E), n G1 exponentiations, n 2-term G1
-MSMs, n G2 exponentiations; keygen per attribute one G2 and one G1
+(comb tables: e(g,h) and each authority's E), 3n fixed-base G1 exponentiations
+(g and each authority's Y), n G2 exponentiations F(u)^t (fixed-base too for labels
+in steady use: LABEL_TABLES); keygen per attribute one G2 and one fixed-base G1
 exponentiation (h^α·H(GID)^y once per authority and key); decrypt 2k + 1 Miller
-loops. Ciphertext per row: 576 + 2·48 + 96 = 768 bytes. Key per attribute 144 bytes.
+loops. Every fixed-base exponentiation of a call is batched into one backend call
+per group (mcl, after prepare(): one compiled loop, no Python between group
+operations). Ciphertext per row: 576 + 2·48 + 96 = 768 bytes. Key per attribute
+144 bytes.
 
 Attributes are labels qualified by their authority (`role:doctor@hosp1`,
 `age@hosp1#>>3=5`; see abe_service.ma.labels): F hashes the whole label, so the

@@ -6,6 +6,10 @@ multiplication nor multi-pairing, which FAME needs to be fast, so this backend
 calls the C functions directly on ctypes buffers. `import pymcl` initialises
 the library for BLS12-381; we then switch on the standard (zcash/IETF)
 compressed encoding and subgroup checks on deserialization.
+
+Fixed-base exponentiations use comb tables; their products run either one ctypes
+call per group operation or, after `prepare()`, in numba kernels that call mcl's C
+functions by address (abe_service.pairing._comb). Both give the same results.
 """
 
 from __future__ import annotations
