@@ -84,11 +84,11 @@ GT_TABLES_CACHE = 16
 #: 2.4 MB each, so at most 75 MB; a table costs about 20 ms to build, the saving of
 #: some 330 uses, so one is built only for a label used LABEL_TABLE_AFTER times.
 LABEL_TABLES = 32
+LABEL_TABLE_AFTER = 16
 #: Comb window width, after prepare(), for the two bases every row uses, e(g,h) and g:
 #: one table each per process, so wider than the authorities' (8 bits): 22 instead of
 #: 32 operations per exponent, for 52 MB (GT) and 13 MB (G1) instead of 4.7 and 1.2 MB.
 GLOBAL_WINDOW_BITS = 12
-LABEL_TABLE_AFTER = 16
 
 
 @dataclass(frozen=True)
