@@ -87,7 +87,9 @@ class AbeServicer(pb_grpc.AbeServiceServicer):  # type: ignore[misc]
 
         ma = (
             MaLedgerEncryptor(
-                LedgerAuthorities(ledger, MultiAuthority.shared(authority.fame.group))
+                LedgerAuthorities(
+                    ledger, MultiAuthority.shared(authority.fame.group).prepare_in_background()
+                )
             )
             if ledger is not None
             else None

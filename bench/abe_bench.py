@@ -2,7 +2,8 @@
 
     uv run python bench/abe_bench.py [--backend mcl|pymcl|auto|both] [--sizes 2,5,10,20,50]
                                      [--runs 15] [--schemes fame,ma] [--no-peer]
-                                     [--no-request-path] [--plot [PNG]]
+                                     [--no-request-path] [--ma-label-tables N]
+                                     [--plot [PNG]]
 
 Rows carry "scheme": "fame" or "ma"; the multi-authority rows, the rabe 0.4.2
 peer rows and the ratio rows are described in bench/ma_rows.py (rabe runs when
@@ -60,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from abe_service.envelope import AbeDecryptor, AbeEncryptor
 from abe_service.fame import Fame, MasterKey, PublicKey
+from abe_service.ma.scheme import LABEL_TABLES
 from abe_service.pairing.base import get_backend
 from abe_service.policy import compile_policy
 from abe_service.serialization import UserKey, authority_id, public_params_to_bytes
@@ -279,7 +281,7 @@ def bench_backend(name: str, sizes: tuple[int, ...], runs: int) -> list[dict[str
 
 
 def bench_ma_backend(
-    name: str, sizes: tuple[int, ...], runs: int, *, peer: bool
+    name: str, sizes: tuple[int, ...], runs: int, *, peer: bool, label_tables: int = LABEL_TABLES
 ) -> list[dict[str, Any]]:
     """Multi-authority rows, rabe's interleaved with them, and the ratios (bench/ma_rows.py)."""
     backend = get_backend(name).name
@@ -301,7 +303,7 @@ def bench_ma_backend(
             print(json.dumps(ratio), flush=True)
 
     try:
-        measured = bench_ma(name, sizes, runs, once, rabe, after_size)
+        measured = bench_ma(name, sizes, runs, once, rabe, after_size, label_tables)
     finally:
         if rabe is not None:
             rabe.close()
@@ -459,13 +461,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the AbeService.Encrypt-over-gRPC rows",
     )
+    ap.add_argument(
+        "--ma-label-tables",
+        type=int,
+        default=LABEL_TABLES,
+        metavar="N",
+        help="G2 comb tables kept for hot attribute labels (0: none; default: %(default)s)",
+    )
     args = ap.parse_args(argv)
     try:
         sizes = tuple(int(s) for s in args.sizes.split(",") if s.strip())
     except ValueError:
         ap.error("--sizes takes comma-separated integers")
-    if not sizes or min(sizes) < 1 or args.runs < 1:
-        ap.error("attribute counts and --runs must be positive")
+    if not sizes or min(sizes) < 1 or args.runs < 1 or args.ma_label_tables < 0:
+        ap.error("attribute counts and --runs must be positive, --ma-label-tables >= 0")
     schemes = {s.strip() for s in args.schemes.split(",") if s.strip()}
     if not schemes or not schemes <= {"fame", "ma"}:
         ap.error("--schemes takes fame, ma or both")
@@ -475,7 +484,11 @@ def main(argv: list[str] | None = None) -> int:
         if "fame" in schemes:
             rows.extend(bench_backend(b, sizes, args.runs))
         if "ma" in schemes:
-            rows.extend(bench_ma_backend(b, sizes, args.runs, peer=not args.no_peer))
+            rows.extend(
+                bench_ma_backend(
+                    b, sizes, args.runs, peer=not args.no_peer, label_tables=args.ma_label_tables
+                )
+            )
     if not args.no_request_path and "fame" in schemes:
         rows.extend(bench_request_path(args.runs))
     if args.plot is not None:

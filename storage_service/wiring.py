@@ -153,7 +153,9 @@ def build_storage_core(
     keys = ServiceKeys.derive(storage_secret(cfg, passphrase))
     service_caller = Caller(SERVICE_SUBJECT, s.msp_id, SERVICE_ROLES)
     ledger = LedgerClient(build_ledger(cfg), service_caller)
-    ma = MaLedgerEncryptor(LedgerAuthorities(ledger, MultiAuthority.shared(get_backend())))
+    ma = MaLedgerEncryptor(
+        LedgerAuthorities(ledger, MultiAuthority.shared(get_backend()).prepare_in_background())
+    )
     return StorageCore(
         store=build_object_store(cfg),
         index=build_index(cfg, keys),

@@ -27,8 +27,14 @@ Encoding conversions (measured, and pinned by the tests below):
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import py_arkworks_bls12381 as ark
@@ -405,20 +411,180 @@ def test_hash_to_g2_agrees_with_arkworks(group: PairingBackend, msg: bytes) -> N
     assert ours == ark.G2Point.hash_to_curve(msg, GID_DST).to_compressed_bytes()
 
 
+@pytest.fixture(scope="module", params=["mcl-kernel", "mcl-ctypes", "pymcl"])
+def comb_group(request: pytest.FixtureRequest) -> PairingBackend:
+    """Fixed-base products three ways: mcl with its numba kernels (prepared), mcl without
+    (a separate, unprepared instance: one ctypes call per operation), pymcl (no tables)."""
+    if request.param == "mcl-kernel":
+        group = get_backend("mcl")
+        group.prepare()
+        return group
+    if request.param == "mcl-ctypes":
+        from abe_service.pairing import mcl
+
+        unprepared = mcl.MclBackend(mcl._load(mcl.BASIC_SYMBOLS + mcl.FAST_SYMBOLS))
+        assert unprepared._comb_module is None
+        return unprepared
+    return get_backend("pymcl")
+
+
 @pytest.fixture(scope="module")
-def fixed_tables(group: PairingBackend) -> tuple[Any, Any, Any, Any]:
+def fixed_tables(comb_group: PairingBackend) -> FixedTables:
+    group = comb_group
     base_gt = group.pairing(group.g1_mul(group.g1_generator(), 7), group.g2_generator())
     base_g1 = group.hash_to_g1(b"fixed base", b"EHR-ABE-TEST")
-    return base_gt, group.gt_fixed_base(base_gt), base_g1, group.g1_fixed_base(base_g1)
+    base_g2 = group.hash_to_g2(b"fixed base", b"EHR-ABE-TEST")
+    return FixedTables(
+        (base_gt, group.gt_fixed_base(base_gt)),
+        (base_g1, group.g1_fixed_base(base_g1)),
+        (base_g2, group.g2_fixed_base(base_g2)),
+    )
+
+
+@dataclass(frozen=True)
+class FixedTables:
+    """(base, comb table) in each group."""
+
+    gt: tuple[Any, Any]
+    g1: tuple[Any, Any]
+    g2: tuple[Any, Any]
 
 
 @SETTINGS
 @given(k=scalars)
 def test_fixed_base_powers_agree(
-    group: PairingBackend, fixed_tables: tuple[Any, Any, Any, Any], k: int
+    comb_group: PairingBackend, fixed_tables: FixedTables, k: int
 ) -> None:
-    """The comb tables give exactly gt_pow / g1_mul, for every scalar (0, r-1, r, >r too)."""
-    base_gt, table_gt, base_g1, table_g1 = fixed_tables
-    assert group.gt_eq(group.gt_pow_fixed(table_gt, k), group.gt_pow(base_gt, k))
-    assert group.g1_eq(group.g1_mul_fixed(table_g1, k), group.g1_mul(base_g1, k))
-    assert group.g1_eq(group.g1_mul_fixed(table_g1, -k), group.g1_mul(base_g1, -k))
+    """The comb tables give exactly gt_pow / g1_mul / g2_mul, for every scalar
+    (0, r-1, r, >r too) and its negation."""
+    group = comb_group
+    (base_gt, table_gt), (base_g1, table_g1) = fixed_tables.gt, fixed_tables.g1
+    base_g2, table_g2 = fixed_tables.g2
+    for e in (k, -k):
+        assert group.gt_eq(group.gt_pow_fixed(table_gt, e), group.gt_pow(base_gt, e))
+        assert group.g1_eq(group.g1_mul_fixed(table_g1, e), group.g1_mul(base_g1, e))
+        assert group.g2_eq(group.g2_mul_fixed(table_g2, e), group.g2_mul(base_g2, e))
+
+
+#: Exponents that take each path of the comb kernel: no nonzero byte (the identity is
+#: copied), exactly one (the entry is copied), two (the first operation combines two
+#: entries), and the extremes.
+EDGE_EXPONENTS = [0, 1, 255, 256, 5 * 256**3, 2**248, R - 1, R, R + 1, -1, -256, 2**256 - 1]
+products_rows = st.lists(
+    st.lists(st.one_of(scalars, st.sampled_from(EDGE_EXPONENTS)), min_size=1, max_size=3),
+    min_size=1,
+    max_size=5,
+)
+
+
+def unbatched(power: Any, combine: Any, bases: Sequence[Any], exps: Sequence[int]) -> Any:
+    acc = power(bases[0], exps[0])
+    for base, k in zip(bases[1:], exps[1:], strict=True):
+        acc = combine(acc, power(base, k))
+    return acc
+
+
+@SETTINGS
+@given(rows=products_rows, data=st.data())
+def test_fixed_products_equal_the_plain_primitives(
+    comb_group: PairingBackend,
+    fixed_tables: FixedTables,
+    rows: list[list[int]],
+    data: st.DataObject,
+) -> None:
+    """Batched products (rows of different lengths, one kernel call per group) equal the
+    unbatched primitives row by row. A second base per group (a power of the first, with
+    its own table, and for mcl 12-bit windows) makes rows mix tables and widths."""
+    group = comb_group
+    cases = [
+        (fixed_tables.gt, group.gt_pow, group.gt_mul, group.gt_eq, group.gt_fixed_base,
+         group.gt_fixed_products),
+        (fixed_tables.g1, group.g1_mul, group.g1_add, group.g1_eq, group.g1_fixed_base,
+         group.g1_fixed_products),
+        (fixed_tables.g2, group.g2_mul, group.g2_add, group.g2_eq, group.g2_fixed_base,
+         group.g2_fixed_products),
+    ]  # fmt: skip
+    for (base, table), power, combine, eq, fixed_base, products in cases:
+        other = power(base, 3)
+        pool = [(base, table), (other, _other_table(group, fixed_base, other, table))]
+        picks = [[data.draw(st.sampled_from(pool)) for _ in row] for row in rows]
+        got = products([[t for _, t in p] for p in picks], rows)
+        assert len(got) == len(rows)
+        for out, p, exps in zip(got, picks, rows, strict=True):
+            assert eq(out, unbatched(power, combine, [b for b, _ in p], exps))
+
+
+_OTHER_TABLES: dict[int, Any] = {}
+
+
+def _other_table(group: PairingBackend, fixed_base: Any, other: Any, table: Any) -> Any:
+    """One second table per first table (building one takes tens of milliseconds); on
+    mcl the GT and G1 ones with 12-bit windows, as MultiAuthority.prepare() builds."""
+    if id(table) not in _OTHER_TABLES:
+        wide = group.name == "mcl" and fixed_base != group.g2_fixed_base
+        _OTHER_TABLES[id(table)] = (table, fixed_base(other, 12) if wide else fixed_base(other))
+    return _OTHER_TABLES[id(table)][1]
+
+
+def test_fixed_products_reject_malformed_batches(
+    comb_group: PairingBackend, fixed_tables: FixedTables
+) -> None:
+    group = comb_group
+    table = fixed_tables.gt[1]
+    assert group.gt_fixed_products([], []) == []
+    with pytest.raises(ValueError):
+        group.gt_fixed_products([[table]], [])
+    with pytest.raises(ValueError):
+        group.gt_fixed_products([[table]], [[1, 2]])
+    with pytest.raises(ValueError):
+        group.gt_fixed_products([[]], [[]])
+
+
+def test_kernel_refuses_a_table_of_another_group() -> None:
+    """The kernel reads tables by address, so a G1 table passed as a GT table would be
+    read far out of bounds: the backend checks every table's type first."""
+    group = get_backend("mcl")
+    g1_table = group.g1_fixed_base(group.g1_generator())
+    gt_table = group.gt_fixed_base(group.pairing(group.g1_generator(), group.g2_generator()))
+    with pytest.raises(TypeError):
+        group.gt_fixed_products([[g1_table]], [[5]])
+    with pytest.raises(TypeError):
+        group.g1_fixed_products([[g1_table, gt_table]], [[5, 6]])
+    with pytest.raises(TypeError):
+        group.g2_mul_fixed(g1_table, 5)
+    with pytest.raises(TypeError):
+        group.g1_mul_fixed(group.g1_generator(), 5)  # a point is not a table
+    with pytest.raises(ValueError):
+        group.gt_fixed_base(group.pairing(group.g1_generator(), group.g2_generator()), 17)
+
+
+def test_comb_kernel_cache_is_valid_in_a_fresh_process(tmp_path: Path) -> None:
+    """cache=True: the kernel takes mcl's function addresses as arguments, so a kernel
+    compiled in one process (its library at one address) is loaded from numba's
+    on-disk cache by the next (library elsewhere: ASLR) and still computes correctly."""
+    code = (
+        "import json, secrets\n"
+        "from abe_service.pairing.base import get_backend\n"
+        "from abe_service.pairing._comb import comb_products, comb_table\n"
+        "g = get_backend('mcl')\n"
+        "g.prepare()\n"
+        "e = g.pairing(g.g1_generator(), g.g2_generator())\n"
+        "t = g.gt_fixed_base(e)\n"
+        "k = secrets.randbelow(g.order)\n"
+        "ok = g.gt_eq(g.gt_pow_fixed(t, k), g.gt_pow(e, k))\n"
+        "s = [comb_products.stats, comb_table.stats]\n"
+        "hits = sum(sum(x.cache_hits.values()) for x in s)\n"
+        "misses = sum(sum(x.cache_misses.values()) for x in s)\n"
+        "print(json.dumps([ok, hits, misses]))\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    results = []
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        results.append(json.loads(out.stdout))
+    assert results[0][0] and results[1][0]
+    assert results[0][2] == 2, results  # both kernels compiled in the first process
+    assert results[1][1] == 2 and results[1][2] == 0, results  # loaded, not recompiled

@@ -15,11 +15,13 @@ import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from abe_service.pairing.base import BLS12_381_ORDER
+from abe_service.pairing.base import BLS12_381_ORDER, PairingBackend
 from ehr_common.errors import DecodeError
 
 
-class PymclBackend:
+class PymclBackend(PairingBackend):
+    """Inherits the portable *_fixed_products loops from PairingBackend."""
+
     name = "pymcl"
     order = BLS12_381_ORDER
     g1_bytes = 48
@@ -81,7 +83,7 @@ class PymclBackend:
             acc = acc + p * self._fr(k)
         return acc
 
-    def g1_fixed_base(self, p: Any) -> Any:
+    def g1_fixed_base(self, p: Any, window_bits: int = 8) -> Any:
         return p  # no precomputation here: g1_mul_fixed is g1_mul
 
     def g1_mul_fixed(self, table: Any, k: int) -> Any:
@@ -110,6 +112,12 @@ class PymclBackend:
             acc = acc + p * self._fr(k)
         return acc
 
+    def g2_fixed_base(self, p: Any, window_bits: int = 8) -> Any:
+        return p  # no precomputation here: g2_mul_fixed is g2_mul
+
+    def g2_mul_fixed(self, table: Any, k: int) -> Any:
+        return self.g2_mul(table, k)
+
     def g2_is_identity(self, p: Any) -> bool:
         return bool(p.is_zero())
 
@@ -134,7 +142,7 @@ class PymclBackend:
     def gt_eq(self, a: Any, b: Any) -> bool:
         return bool(a == b)
 
-    def gt_fixed_base(self, a: Any) -> Any:
+    def gt_fixed_base(self, a: Any, window_bits: int = 8) -> Any:
         return a  # no precomputation here: gt_pow_fixed is gt_pow
 
     def gt_pow_fixed(self, table: Any, k: int) -> Any:
