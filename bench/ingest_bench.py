@@ -1,7 +1,7 @@
 """IoMT ingestion benchmark, all in one run on MinIO + Fabric with TLS and QoS 1.
 
     uv run python bench/ingest_bench.py [--duration 60] [--ingest-seconds 10] [--puts 2000]
-                                        [--sweep 100,300,1000] [--plot] [--ops ingest,raw_mqtt,ward,put,raw_minio_put]
+                                        [--sweep 100,300,1000] [--plot] [--ops ingest,raw_mqtt,ward,put]
 
 Needs `ehr-abe infra up minio fabric mqtt` (same EHR_ABE_* environment). One JSON
 line per measurement, {"op", "per_s", "p50_ms", "p99_ms", ...}:
@@ -18,7 +18,8 @@ line per measurement, {"op", "per_s", "p50_ms", "p99_ms", ...}:
   part after the warm-up. "sustained": everything anchored within 10 s of the
   end and the last third's p99 no worse than the middle third's (+1 s).
 - put: PutRecord of 1 KiB records (client-side envelopes), 8 clients, mutual TLS.
-- raw_minio_put: PUTs of the same size, 8 clients, the minio client, same bucket.
+- raw_minio_put: PUTs of the same size, 8 clients, the minio client, same bucket,
+  in slices alternating with put's (part of --ops put), and their ratio.
 Each row carries "cpu": seconds of CPU per process over its window (what bounds it).
 """
 
@@ -666,8 +667,14 @@ def measure_ward(
     )
 
 
-def measure_put(system: System, n: int, workers: int) -> None:
+def measure_put(system: System, n: int, workers: int, rounds: int = 6) -> None:
+    """put and raw_minio_put side by side: `rounds` alternating slices of n/rounds
+    calls each (8 clients), so both see the same machine load; per_s is calls over
+    the time spent inside their own slices."""
+    import io
+
     import grpc
+    from minio import Minio
 
     from abe_service.envelope import AbeEncryptor
     from ehr_common.api.v1 import storage_pb2, storage_pb2_grpc
@@ -680,8 +687,9 @@ def measure_put(system: System, n: int, workers: int) -> None:
     context = record_context(f"Hosp1MSP/{patient}")
     envelopes = [
         enc.encrypt("role:doctor or patient:" + patient, os.urandom(1024), context)
-        for _ in range(n)
+        for _ in range(n + 50)
     ]
+    size = len(envelopes[0])
     creds = grpc.ssl_channel_credentials(
         system.ca.read_bytes(),
         (system.tls / "bench-writer.key").read_bytes(),
@@ -691,7 +699,7 @@ def measure_put(system: System, n: int, workers: int) -> None:
     stubs = [storage_pb2_grpc.StorageServiceStub(c) for c in channels]
     stubs[0].FlushAnchors(storage_pb2.FlushAnchorsRequest(), timeout=60)  # warm
 
-    def one(i: int) -> float:
+    def put(i: int) -> float:
         t = time.perf_counter()
         stubs[i % workers].PutRecord(
             storage_pb2.PutRecordRequest(
@@ -701,64 +709,57 @@ def measure_put(system: System, n: int, workers: int) -> None:
         )
         return time.perf_counter() - t
 
-    for i in range(min(50, n)):  # warm: connections, first commits
-        one(i)
-    cpu = Cpu(system.pids())
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        lat = list(pool.map(one, range(50, n)))
-    took = time.perf_counter() - t0
-    emit(
-        op="put",
-        per_s=round(len(lat) / took, 1),
-        p50_ms=round(pct(lat, 50) * 1000, 1),
-        p99_ms=round(pct(lat, 99) * 1000, 1),
-        clients=workers,
-        record_bytes=len(envelopes[0]),
-        cpu=cpu.used(),
-    )
-    for c in channels:
-        c.close()
-    measure_raw_minio(n, workers, len(envelopes[0]))
-
-
-def measure_raw_minio(n: int, workers: int, size: int) -> None:
-    import io
-
-    from minio import Minio
-
     conn = json.loads((infra_dir() / "minio" / "connection.json").read_text())
-    creds = json.loads(Path(conn["credentials_file"]).read_text())
+    mcreds = json.loads(Path(conn["credentials_file"]).read_text())
     client = Minio(
         conn["endpoint"],
-        access_key=creds["access_key"],
-        secret_key=creds["secret_key"],
+        access_key=mcreds["access_key"],
+        secret_key=mcreds["secret_key"],
         secure=False,
     )
     prefix = f"bench/raw-{secrets.token_hex(4)}/"
     data = os.urandom(size)
 
-    def one(i: int) -> float:
+    def raw(i: int) -> float:
         t = time.perf_counter()
         client.put_object(conn["bucket"], f"{prefix}{i}", io.BytesIO(data), size)
         return time.perf_counter() - t
 
-    for i in range(min(50, n)):
-        one(i)
-    cpu = Cpu(pids_by_marker())
-    t0 = time.perf_counter()
+    ops = {"put": (put, system.pids()), "raw_minio_put": (raw, pids_by_marker())}
+    lat: dict[str, list[float]] = {k: [] for k in ops}
+    took = dict.fromkeys(ops, 0.0)
+    cpu: dict[str, dict[str, float]] = {k: {} for k in ops}
+    for fn, _ in ops.values():  # warm: connections, first commits
+        for i in range(50):
+            fn(i)
+    per_round = max(1, n // rounds)
     with ThreadPoolExecutor(workers) as pool:
-        lat = list(pool.map(one, range(50, n)))
-    took = time.perf_counter() - t0
-    emit(
-        op="raw_minio_put",
-        per_s=round(len(lat) / took, 1),
-        p50_ms=round(pct(lat, 50) * 1000, 1),
-        p99_ms=round(pct(lat, 99) * 1000, 1),
-        clients=workers,
-        record_bytes=size,
-        cpu=cpu.used(),
-    )
+        for r in range(rounds):
+            ids = range(50 + r * per_round, 50 + (r + 1) * per_round)
+            order = list(ops) if r % 2 == 0 else list(reversed(ops))
+            for name in order:
+                fn, pids = ops[name]
+                meter = Cpu(pids)
+                t0 = time.perf_counter()
+                lat[name] += pool.map(fn, ids)
+                took[name] += time.perf_counter() - t0
+                for proc, sec in meter.used().items():
+                    cpu[name][proc] = round(cpu[name].get(proc, 0.0) + sec, 2)
+    for name in ops:
+        emit(
+            op=name,
+            per_s=round(len(lat[name]) / took[name], 1),
+            p50_ms=round(pct(lat[name], 50) * 1000, 1),
+            p99_ms=round(pct(lat[name], 99) * 1000, 1),
+            clients=workers,
+            record_bytes=size,
+            rounds=rounds,
+            cpu=cpu[name],
+        )
+    ratio = (len(lat["put"]) / took["put"]) / (len(lat["raw_minio_put"]) / took["raw_minio_put"])
+    emit(op="put_ratio", ratio=round(ratio, 2), note="put per_s / raw_minio_put per_s, same run")
+    for c in channels:
+        c.close()
 
 
 def ward_devices(n: int, tag: str) -> dict[str, str]:

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import queue
+import secrets
 import threading
 import time
 import uuid
@@ -75,9 +76,12 @@ class _Open:
 @dataclass
 class _Window:
     window_id: str
-    key: bytes
+    key: bytes = field(repr=False)  # secret
     policy: str
     opened: float
+    envelope: bytes = field(default=b"", repr=False)
+    patient_id: str = ""  # bound into the envelope's context
+    sent: bool = False  # its window item is already in the outbox
 
 
 @dataclass
@@ -139,6 +143,10 @@ class Gateway:
         self._last = self.spool.last_seqs()
         self._open: dict[str, _Open] = {}
         self._windows: dict[str, _Window] = {}
+        #: windows opened ahead by the window keeper (device -> next window), so the
+        #: writer never pays a CP-ABE encapsulation on the reading path
+        self._ready: dict[str, _Window] = {}
+        self._ready_lock = threading.Lock()
         for r in self.spool.pending_readings():  # accepted before a restart, not yet sealed
             device = cfg.devices.get(r.device_id)
             if device is None or not reading_belongs(r.body, device.device_type, device.patient_id):
@@ -237,8 +245,78 @@ class Gateway:
         self._client = client
 
     def start(self) -> None:
+        t0 = time.monotonic()
+        n = self.open_windows_ahead()  # every configured device, before the first reading
+        log.info("opened %d stream windows ahead in %.1f s", n, time.monotonic() - t0)
         self.start_workers()
+        t = threading.Thread(
+            target=self._guarded(self._window_keeper), name="edge-windows", daemon=True
+        )
+        t.start()
+        self._threads.append(t)
         self.connect_mqtt()
+
+    def _new_window(self, device_id: str, device: Device) -> _Window:
+        policy = self.cfg.policy_for(device)
+        window_id = f"{device_id}.{uuid.uuid4().hex[:16]}"
+        key = new_window_key()
+        envelope = self.encryptor.encrypt(
+            policy, key, window_context(device.patient_id, device_id, window_id)
+        )
+        return _Window(window_id, key, policy, time.monotonic(), envelope, device.patient_id)
+
+    def open_windows_ahead(self, *, lead_s: float | None = None) -> int:
+        """Open the next window of every device whose current one ends within `lead_s`
+        (default a tenth of window_s, at least 1 s) and has none ready. mcl releases
+        the GIL, so two threads encapsulate while the writer goes on."""
+        lead = max(1.0, self.cfg.window_s / 10) if lead_s is None else lead_s
+        now = time.monotonic()
+        due = []
+        with self._ready_lock:
+            for device_id, device in self.cfg.devices.items():
+                if device_id in self._ready:
+                    continue
+                w = self._windows.get(device_id)
+                if w is None or w.opened + self.cfg.window_s - now <= lead:
+                    due.append((device_id, device))
+        if not due:
+            return 0
+        first = not self._windows and not self._ready
+        with ThreadPoolExecutor(2, thread_name_prefix="edge-window") as pool:
+            opened = list(pool.map(lambda d: (d[0], self._new_window(*d)), due))
+        if first:
+            # The first windows all open at once; backdating each by up to half a period
+            # spreads their renewals (and the window records they send) over time.
+            for _, w in opened:
+                w.opened -= secrets.randbelow(1000) / 2000 * self.cfg.window_s
+        # Their window records go out now, ahead of any segment (same lane, earlier in
+        # the outbox), so a thousand devices' first windows are not stored in one burst
+        # in front of their first readings.
+        items = [self._window_item(device_id, w) for device_id, w in opened]
+        self.spool.add_outbox(items, [])
+        self._outbox_ready.set()
+        with self._ready_lock:
+            for device_id, w in opened:
+                w.sent, w.envelope = True, b""
+                self._ready.setdefault(device_id, w)
+        return len(opened)
+
+    def _window_item(self, device_id: str, w: _Window) -> OutboxItem:
+        return OutboxItem(
+            0,
+            "window",
+            w.window_id,
+            "window-key",
+            w.patient_id,
+            device_id,
+            w.envelope,
+            0,
+            self.clock_ms(),
+        )
+
+    def _window_keeper(self) -> None:
+        while not self._stop.wait(1.0):
+            self.open_windows_ahead()
 
     def stop(self) -> None:
         """Stop taking messages; what is spooled stays spooled (sent on the next start)."""
@@ -413,27 +491,28 @@ class Gateway:
     def _window(self, device_id: str, device: Device) -> tuple[_Window, OutboxItem | None]:
         policy = self.cfg.policy_for(device)
         w = self._windows.get(device_id)
-        if w is not None and w.policy == policy and time.monotonic() - w.opened < self.cfg.window_s:
+        now = time.monotonic()
+        if (
+            w is not None
+            and (w.policy, w.patient_id) == (policy, device.patient_id)
+            and now - w.opened < self.cfg.window_s
+        ):
             return w, None
-        window_id = f"{device_id}.{uuid.uuid4().hex[:16]}"
-        key = new_window_key()
-        envelope = self.encryptor.encrypt(
-            policy, key, window_context(device.patient_id, device_id, window_id)
-        )
-        w = _Window(window_id, key, policy, time.monotonic())
+        with self._ready_lock:
+            ready = self._ready.pop(device_id, None)
+        if (
+            ready is None
+            or (ready.policy, ready.patient_id) != (policy, device.patient_id)
+            or now - ready.opened >= self.cfg.window_s
+        ):
+            ready = self._new_window(device_id, device)  # none ready, or out of date
+        w = ready
         self._windows[device_id] = w
         self.stats.windows_opened += 1
-        item = OutboxItem(
-            0,
-            "window",
-            window_id,
-            "window-key",
-            device.patient_id,
-            device_id,
-            envelope,
-            0,
-            self.clock_ms(),
-        )
+        if w.sent:
+            return w, None
+        item = self._window_item(device_id, w)
+        w.envelope = b""  # queued with the segment; not kept in memory twice
         return w, item
 
     def _seal(self, device_id: str, readings: list[SpooledReading]) -> list[OutboxItem]:

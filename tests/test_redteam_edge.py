@@ -409,6 +409,62 @@ def test_a_silent_device_still_gets_its_segment_closed_by_age(
         gw.stop()
 
 
+def test_windows_opened_ahead_keep_encapsulation_off_the_reading_path(
+    tmp_path: Path, authority: KeyAuthority, core: StorageCore
+) -> None:
+    """Windows are opened before the first reading and renewed ahead of their end;
+    the writer encapsulates only when none is ready (or it no longer fits)."""
+    devices = {"hr-1": Device("heart-rate", "p-1"), "hr-2": Device("heart-rate", "p-2")}
+    cfg = _cfg(tmp_path, authority, devices, window_s=3.0)
+    gw = Gateway(cfg, CoreSink(core), clock_ms=_clock)
+    encapsulations: list[str] = []
+    real = gw.encryptor
+
+    class Counting:
+        def encrypt(self, policy: str, plaintext: bytes, context: bytes) -> bytes:
+            encapsulations.append(threading.current_thread().name)
+            return real.encrypt(policy, plaintext, context)
+
+    gw.encryptor = Counting()  # type: ignore[assignment]
+    assert gw.open_windows_ahead() == 2 and gw.open_windows_ahead() == 0
+    # their window records are queued at once, before any reading
+    assert [i.kind for i in gw.spool.outbox(10, 10**6)] == ["window", "window"]
+    gw.start_workers()
+    try:
+        _send(gw, "hr-1", [1, 2])
+        _send(gw, "hr-2", [1], mid=10)
+        deadline = time.monotonic() + 10
+        while (not _stored_seqs(core, "p-1") or not _stored_seqs(core, "p-2")) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        assert _stored_seqs(core, "p-1") == [1, 2] and _stored_seqs(core, "p-2") == [1]
+        assert "edge-writer" not in encapsulations and len(encapsulations) == 2
+        # near the window's end the next one is opened ahead (lead: a tenth, at least 1 s)
+        time.sleep(2.1)
+        assert gw.open_windows_ahead() == 2
+        time.sleep(1.0)  # the first windows have ended: the ready ones take over
+        _send(gw, "hr-1", [3], mid=20)
+        deadline = time.monotonic() + 10
+        while _stored_seqs(core, "p-1") != [1, 2, 3] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _stored_seqs(core, "p-1") == [1, 2, 3]
+        assert "edge-writer" not in encapsulations and len(encapsulations) == 4
+        assert gw.stats.windows_opened == 3  # hr-1 twice, hr-2 once
+        # a window made for another patient is never used: the writer makes a fresh one
+        gw.cfg.devices["hr-2"] = Device("heart-rate", "p-1")
+        gw._ready["hr-2"] = gw._new_window("hr-2", Device("heart-rate", "p-2"))
+        gw._windows.pop("hr-2")
+        _send(gw, "hr-2", [2], mid=30)
+        deadline = time.monotonic() + 10
+        while len(_stored_seqs(core, "p-1")) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _stored_seqs(core, "p-1") == [1, 2, 2, 3]  # hr-1's 1-3 and hr-2's 2
+        assert encapsulations.count("edge-writer") == 1
+    finally:
+        gw.stop()
+
+
 def test_spooled_readings_of_a_reconfigured_device_are_kept_not_misfiled(
     tmp_path: Path, authority: KeyAuthority, core: StorageCore
 ) -> None:
