@@ -92,6 +92,7 @@ class Anchorer:
         self._thread: threading.Thread | None = None
         self._work_lock = threading.Lock()  # one anchoring pass at a time
         self._just_closed: dict[str, bytes] = {}  # batch id -> root, within one pass
+        self._added = 0  # records added since the last pass began (notify)
         self.ledger_healthy = True
 
     # -- lifecycle ---------------------------------------------------------
@@ -108,16 +109,20 @@ class Anchorer:
             self._thread.join(timeout=30)
             self._thread = None
 
-    def notify(self) -> None:
-        """A record was added: wake up if a batch may be full."""
+    def notify(self, count: int = 1) -> None:
+        """`count` records were added: wake up once a batch may be full. (Waking on
+        every write made the anchorer run a pass, with its ledger query, per request.)"""
         with self._wake:
-            self._wake.notify_all()
+            self._added += count
+            if self._added >= self._policy.max_records:
+                self._wake.notify_all()
 
     def _run(self) -> None:
         while True:
             with self._wake:
                 if self._stop:
                     return
+                self._added = 0
             try:
                 self.run_once(force=False)
                 delay = self._policy.max_age_s / 4

@@ -782,7 +782,7 @@ class StorageCore:
                 result = WriteResult(result.key, result.record_id, True)  # a concurrent twin won
             results.append(result)
         if rows:
-            self.anchorer.notify()
+            self.anchorer.notify(len(rows))
         return results
 
     @staticmethod
