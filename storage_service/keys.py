@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -52,14 +53,14 @@ class ServiceKeys:
             ids=RecordIdKeys.from_secret(_derive(secret, b"record-ids")),
         )
 
-    @property
+    @cached_property  # every receipt names it: derived once
     def public_key(self) -> bytes:
         """The raw 32-byte Ed25519 key that verifies this service's receipts."""
         return self.signing_key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
 
-    @property
+    @cached_property
     def key_id(self) -> str:
         return key_id_of(self.public_key)
 
