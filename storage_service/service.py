@@ -109,10 +109,11 @@ WRITE_FACTS_GRACE_S = 600.0
 #: the last TTL once a fact is this far through its TTL, so a streaming device
 #: never waits for a ledger query (1,000 devices at a 5 s TTL would otherwise be
 #: 200 sequential ledger queries a second on the write path).
-WRITE_FACTS_REFRESH_AT = 0.5
-#: ... for devices that wrote within this time (a device's writes can be seconds
-#: apart under load; one that stopped is forgotten and asks again on its next write).
-WRITE_FACTS_KEEP_WARM_S = 120.0
+WRITE_FACTS_REFRESH_AT = 0.6
+#: ... for devices that wrote within this time (three TTLs: a streaming device writes
+#: every few seconds; one that stopped is forgotten, and asks again on its next write,
+#: rather than costing the ledger a read every few seconds for nothing).
+WRITE_FACTS_KEEP_WARM_S = 3 * WRITE_FACTS_TTL_S
 
 
 class _FactCache:
@@ -482,7 +483,7 @@ class StorageCore:
         return len(keys)
 
     def _refresh_facts_forever(self) -> None:
-        interval = max(0.05, self._facts_ttl * WRITE_FACTS_REFRESH_AT / 4)
+        interval = max(0.05, self._facts_ttl / 10)
         while not self._stopping.wait(interval):
             try:
                 self.refresh_write_facts()

@@ -588,14 +588,14 @@ def test_streaming_devices_are_reconfirmed_in_bulk_off_the_write_path(
 
     write()
     assert core.refresh_write_facts() == 0  # just confirmed: nothing due yet
-    time.sleep(ttl * 0.6)
+    time.sleep(ttl * 0.7)
     assert core.refresh_write_facts() == 1  # due: re-confirmed in one bulk query
     time.sleep(ttl * 0.6)  # past the TTL of the first confirmation
     write()
     assert asked == []  # the write path never asked the ledger
     # another service of the consortium unassigns the device on the ledger
     core.ledger.unassign_device(NURSE, patient, DEVICE.principal)
-    time.sleep(ttl * 0.6)
+    time.sleep(ttl * 0.7)
     assert core.refresh_write_facts() == 1
     with pytest.raises(AccessDenied, match="not currently assigned"):
         write()
