@@ -25,7 +25,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -101,6 +101,11 @@ MAX_ENVELOPE_BYTES = 64 * 1024 * 1024
 #: unassignment or a revocation takes effect on writes within this time.
 #: Refusals are never cached, and nothing is reused past an assignment's expiry.
 WRITE_FACTS_TTL_S = 5.0
+#: ... and for a device's assignment: longer, because every streaming device needs
+#: one re-confirmed per TTL (a thousand devices at 5 s kept a fifth of a core of
+#: peer and chaincode busy); an unassignment through this service still applies
+#: at once, and nothing is reused past the assignment's own expiry.
+ASSIGNMENT_FACTS_TTL_S = 30.0
 #: While the ledger is unreachable, a positive answer confirmed within this
 #: time (and, for an assignment, not yet expired) still authorises writes, so
 #: an assigned device keeps writing through a ledger outage of minutes.
@@ -127,8 +132,10 @@ class _FactCache:
         grace_s: float,
         clock: Callable[[], float] = time.monotonic,
         keep_warm_s: float = WRITE_FACTS_KEEP_WARM_S,
+        ttl_by_kind: Mapping[str, float] | None = None,
     ) -> None:
         self._ttl = ttl_s
+        self._ttl_by_kind = dict(ttl_by_kind or {})
         self._keep_warm = keep_warm_s
         self._grace = grace_s
         self._clock = clock
@@ -157,6 +164,9 @@ class _FactCache:
             return True
         return False
 
+    def ttl_of(self, kind: str) -> float:
+        return self._ttl_by_kind.get(kind, self._ttl)
+
     def touch(self, key: tuple[str, str, str]) -> None:
         """Count `key` as in use, so the refresher keeps it confirmed."""
         with self._lock:
@@ -175,7 +185,8 @@ class _FactCache:
                     continue
                 entry = self._until.get(key)
                 if key[0] == kind and (
-                    entry is None or entry[0] - now < self._ttl * (1 - WRITE_FACTS_REFRESH_AT)
+                    entry is None
+                    or entry[0] - now < self.ttl_of(kind) * (1 - WRITE_FACTS_REFRESH_AT)
                 ):
                     out.append(key)
         return out
@@ -203,7 +214,7 @@ class _FactCache:
             if len(self._until) > 100_000:  # bounded: drop everything rather than grow
                 self._until.clear()
             self._until[key] = (
-                now + min(self._ttl, valid_for_s),
+                now + min(self.ttl_of(key[0]), valid_for_s),
                 now + min(self._grace, valid_for_s),
             )
 
@@ -384,6 +395,7 @@ class StorageCore:
         keys: ServiceKeys,
         anchor_policy: AnchorPolicy | None = None,
         write_facts_ttl_s: float = WRITE_FACTS_TTL_S,
+        assignment_facts_ttl_s: float = ASSIGNMENT_FACTS_TTL_S,
     ):
         self.store = store
         self.index = index
@@ -391,8 +403,12 @@ class StorageCore:
         self.encryptor = encryptor
         self.service_caller = service_caller
         self.id_keys = id_keys or keys.ids  # tests may pin their own
-        self._facts = _FactCache(write_facts_ttl_s, WRITE_FACTS_GRACE_S)
-        self._facts_ttl = write_facts_ttl_s
+        self._facts = _FactCache(
+            write_facts_ttl_s,
+            WRITE_FACTS_GRACE_S,
+            ttl_by_kind={FACT_ASSIGNMENT: assignment_facts_ttl_s},
+        )
+        self._facts_ttl = assignment_facts_ttl_s
         self._stopping = threading.Event()
         self._refresher: threading.Thread | None = None
         self.keys = keys
@@ -1125,7 +1141,9 @@ class StorageCore:
     def revoke_consent(self, caller: Caller, patient_id: str, subject_id: str) -> str:
         patient = qualify(patient_id, caller.msp_id, "patient id")
         subject = qualify(subject_id, caller.msp_id, "subject id")
-        return self.ledger.revoke_consent(caller, patient, subject).tx_id
+        tx = self.ledger.revoke_consent(caller, patient, subject).tx_id
+        self._facts.drop((FACT_CONSENT, patient, subject))  # at once on this service
+        return tx
 
     def assign_device(
         self, caller: Caller, patient_id: str, device_id: str, expires_at: datetime

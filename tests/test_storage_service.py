@@ -162,11 +162,11 @@ def make_core(backends: Backends, authority: KeyAuthority, tmp_path: Path) -> It
     cores: list[StorageCore] = []
 
     def make(
-        policy: AnchorPolicy = MANUAL, ledger: Any = None, write_facts_ttl_s: float = 5.0
+        policy: AnchorPolicy = MANUAL, ledger: Any = None, assignment_facts_ttl_s: float = 30.0
     ) -> StorageCore:
         led = ledger if ledger is not None else backends.make_ledger()
         core = StorageCore(
-            write_facts_ttl_s=write_facts_ttl_s,
+            assignment_facts_ttl_s=assignment_facts_ttl_s,
             store=backends.make_store(),
             index=RecordIndex(tmp_path / "index.sqlite", mac_key=KEYS.mac_key),
             keys=KEYS,
@@ -472,6 +472,9 @@ def test_which_clinicians_write_for_which_patients(make_core: Any, backends: Bac
         put(OTHER)  # a doctor of another organisation, without consent
     core.grant_consent(me, patient, OTHER.principal, None)
     assert put(OTHER).meta.author == OTHER.principal
+    core.revoke_consent(me, patient, OTHER.principal)  # applies at once on this service
+    with pytest.raises(AccessDenied, match="another organisation"):
+        put(OTHER)
     for nobody in (
         Caller("random", "Hosp1MSP", frozenset()),
         Caller(me.subject, "Hosp2MSP", frozenset({"patient"})),  # same name, other org
@@ -570,7 +573,7 @@ def test_streaming_devices_are_reconfirmed_in_bulk_off_the_write_path(
     query), never by a ledger query on its write; an unassignment made elsewhere
     in the consortium stops it at the next refresh."""
     ttl = 1.0
-    core = make_core(write_facts_ttl_s=ttl)
+    core = make_core(assignment_facts_ttl_s=ttl)
     patient, _ = _patient(backends, core)
     asked: list[tuple[str, str]] = []
     real_ask = core.ledger.assignment_expiry
