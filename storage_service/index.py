@@ -15,6 +15,7 @@ served and never anchored. Reading never raises on bad content.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -276,6 +277,19 @@ def access_event_id(
     return "a-" + hashlib.sha256(b"ehr-abe/access-event/v1\x00" + body.encode()).hexdigest()[:32]
 
 
+def _batch_row(
+    batch_id: str, root: bytes, records: list[IndexedRecord], at: datetime
+) -> tuple[str, bytes, int, str, int, int]:
+    """(batch_id, merkle_root, tree_size, closed_at, first_seq, last_seq) of a batch
+    over a contiguous run of records."""
+    return (batch_id, root, len(records), at.isoformat(), records[0].seq, records[-1].seq)
+
+
+def _placements(batch_id: str, records: list[IndexedRecord]) -> list[tuple[str, int, int]]:
+    """(batch_id, leaf_index, seq) for each record of a batch, in leaf order."""
+    return [(batch_id, i, r.seq) for i, r in enumerate(records)]
+
+
 class RecordIndex:
     def __init__(self, path: Path, *, mac_key: bytes):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -413,18 +427,28 @@ class RecordIndex:
             raise ticket.error
         return ticket.inserted
 
-    def _commit_tickets(self, batch: list[_Ticket]) -> None:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on any
+        error), under the writer lock. Commits are durable (synchronous=FULL)."""
         with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _commit_tickets(self, batch: list[_Ticket]) -> None:
+        try:
+            with self._transaction():
                 for t in batch:
                     t.inserted = [self._insert_row(m, leaf, seg) for m, leaf, seg in t.rows]
-                self._db.execute("COMMIT")
-                self.group_commits += 1
-            except BaseException as exc:
-                self._db.execute("ROLLBACK")
-                for t in batch:
-                    t.error, t.inserted = exc, []
+            self.group_commits += 1
+        except BaseException as exc:
+            for t in batch:
+                t.error, t.inserted = exc, []
 
     def _insert_row(self, meta: RecordMeta, leaf_hash: bytes, seg: SegmentRow | None) -> bool:
         cur = self._db.execute(
@@ -582,24 +606,16 @@ class RecordIndex:
     def reserve_seqs_through(self, seq: int) -> None:
         """Make new records get seqs above `seq` (the ledger's anchored head), so an index
         restored from a backup never reuses a seq the ledger already covers."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
-                    "SELECT seq FROM sqlite_sequence WHERE name='records'"
-                ).fetchone()
-                if row is None:
-                    self._db.execute(
-                        "INSERT INTO sqlite_sequence(name, seq) VALUES('records', ?)", (seq,)
-                    )
-                elif int(row[0]) < seq:
-                    self._db.execute(
-                        "UPDATE sqlite_sequence SET seq=? WHERE name='records'", (seq,)
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            row = self._db.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name='records'"
+            ).fetchone()
+            if row is None:
+                self._db.execute(
+                    "INSERT INTO sqlite_sequence(name, seq) VALUES('records', ?)", (seq,)
+                )
+            elif int(row[0]) < seq:
+                self._db.execute("UPDATE sqlite_sequence SET seq=? WHERE name='records'", (seq,))
 
     # -- batches ----------------------------------------------------------------
     def pending(self, limit: int, after_seq: int = 0, through_seq: int = 2**62) -> list[Row]:
@@ -626,29 +642,16 @@ class RecordIndex:
     ) -> None:
         """Atomically assign a contiguous run of leaves to a batch before it goes to the
         ledger, so a crash in between re-anchors the very same batch on restart."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT INTO batches(batch_id, merkle_root, tree_size, closed_at, "
-                    "first_seq, last_seq) VALUES(?,?,?,?,?,?)",
-                    (
-                        batch_id,
-                        root,
-                        len(records),
-                        closed_at.isoformat(),
-                        records[0].seq,
-                        records[-1].seq,
-                    ),
-                )
-                self._db.executemany(
-                    "UPDATE records SET batch_id=?, leaf_index=? WHERE seq=? AND batch_id IS NULL",
-                    [(batch_id, i, r.seq) for i, r in enumerate(records)],
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO batches(batch_id, merkle_root, tree_size, closed_at, "
+                "first_seq, last_seq) VALUES(?,?,?,?,?,?)",
+                _batch_row(batch_id, root, records, closed_at),
+            )
+            self._db.executemany(
+                "UPDATE records SET batch_id=?, leaf_index=? WHERE seq=? AND batch_id IS NULL",
+                _placements(batch_id, records),
+            )
 
     def adopt_anchor(
         self,
@@ -660,31 +663,17 @@ class RecordIndex:
     ) -> None:
         """Record a batch the ledger anchored (checked by the caller) as the placement
         of `records` (its whole range, in seq order)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO batches(batch_id, merkle_root, tree_size, closed_at, "
-                    "tx_id, anchored_at, first_seq, last_seq) VALUES(?,?,?,?,?,?,?,?)",
-                    (
-                        batch_id,
-                        root,
-                        len(records),
-                        at.isoformat(),
-                        tx_id,
-                        at.isoformat(),
-                        records[0].seq,
-                        records[-1].seq,
-                    ),
-                )
-                self._db.executemany(
-                    "UPDATE records SET batch_id=?, leaf_index=? WHERE seq=?",
-                    [(batch_id, i, r.seq) for i, r in enumerate(records)],
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            batch_id_, root_, size, closed, first, last = _batch_row(batch_id, root, records, at)
+            self._db.execute(
+                "INSERT OR REPLACE INTO batches(batch_id, merkle_root, tree_size, closed_at, "
+                "tx_id, anchored_at, first_seq, last_seq) VALUES(?,?,?,?,?,?,?,?)",
+                (batch_id_, root_, size, closed, tx_id, closed, first, last),
+            )
+            self._db.executemany(
+                "UPDATE records SET batch_id=?, leaf_index=? WHERE seq=?",
+                _placements(batch_id, records),
+            )
 
     def set_aside_row(self, seq: int) -> None:
         """Take a bad pending row out of the anchoring queue (it stays for reports)."""
