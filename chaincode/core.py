@@ -826,19 +826,25 @@ async def assignment_allows(
     _principal("patient_id", patient)
     _principal("device_id", device)
     when = parse_time("at", at) if at else ctx.timestamp
+    answer = await _assignment_answer(state, caller, patient, device, when)
+    return _out({**answer, "at": format_time(when)})
+
+
+async def _assignment_answer(
+    state: State, caller: Identity, patient: str, device: str, when: datetime
+) -> dict[str, Any]:
+    """Whether `device` is assigned to `patient` at `when`, with the expiry (for a
+    caller allowed to ask)."""
     _may_read_assignment(caller, patient, device)
     raw = await state.get(f"assign/{patient}/{device}")
     record = json.loads(raw) if raw is not None else None
     allowed = assignment_allows_at(record, when)
-    return _out(
-        {
-            "patient_id": patient,
-            "device_id": device,
-            "at": format_time(when),
-            "allowed": allowed,
-            "expires_at": str(record.get("expires_at", "")) if allowed and record else "",
-        }
-    )
+    return {
+        "patient_id": patient,
+        "device_id": device,
+        "allowed": allowed,
+        "expires_at": str(record.get("expires_at", "")) if allowed and record else "",
+    }
 
 
 async def assignments_allow(
@@ -866,18 +872,7 @@ async def assignments_allow(
             raise InvalidArgument(f"pair {i} must be [patient_id, device_id]")
         patient = _principal(f"pair {i} patient_id", item[0])
         device = _principal(f"pair {i} device_id", item[1])
-        _may_read_assignment(caller, patient, device)
-        raw = await state.get(f"assign/{patient}/{device}")
-        record = json.loads(raw) if raw is not None else None
-        allowed = assignment_allows_at(record, when)
-        results.append(
-            {
-                "patient_id": patient,
-                "device_id": device,
-                "allowed": allowed,
-                "expires_at": str(record.get("expires_at", "")) if allowed and record else "",
-            }
-        )
+        results.append(await _assignment_answer(state, caller, patient, device, when))
     return _out({"at": format_time(when), "results": results})
 
 

@@ -490,23 +490,20 @@ class Gateway:
 
     def _window(self, device_id: str, device: Device) -> tuple[_Window, OutboxItem | None]:
         policy = self.cfg.policy_for(device)
-        w = self._windows.get(device_id)
         now = time.monotonic()
-        if (
-            w is not None
-            and (w.policy, w.patient_id) == (policy, device.patient_id)
-            and now - w.opened < self.cfg.window_s
-        ):
-            return w, None
+
+        def fits(w: _Window) -> bool:
+            return (w.policy, w.patient_id) == (policy, device.patient_id) and (
+                now - w.opened < self.cfg.window_s
+            )
+
+        current = self._windows.get(device_id)
+        if current is not None and fits(current):
+            return current, None
         with self._ready_lock:
             ready = self._ready.pop(device_id, None)
-        if (
-            ready is None
-            or (ready.policy, ready.patient_id) != (policy, device.patient_id)
-            or now - ready.opened >= self.cfg.window_s
-        ):
-            ready = self._new_window(device_id, device)  # none ready, or out of date
-        w = ready
+        # the one opened ahead, unless there is none or it no longer fits
+        w = ready if ready is not None and fits(ready) else self._new_window(device_id, device)
         self._windows[device_id] = w
         self.stats.windows_opened += 1
         if w.sent:
@@ -668,11 +665,7 @@ def split_lanes(
     for item in items:
         lane = zlib.crc32(item.device_id.encode()) % lanes
         calls = out[lane]
-        if (
-            not calls
-            or len(calls[-1]) >= max_items
-            or (calls[-1] and sizes[lane] + len(item.payload) > max_bytes)
-        ):
+        if not calls or len(calls[-1]) >= max_items or sizes[lane] + len(item.payload) > max_bytes:
             calls.append([])
             sizes[lane] = 0
         calls[-1].append(item)

@@ -110,14 +110,14 @@ ASSIGNMENT_FACTS_TTL_S = 30.0
 #: time (and, for an assignment, not yet expired) still authorises writes, so
 #: an assigned device keeps writing through a ledger outage of minutes.
 WRITE_FACTS_GRACE_S = 600.0
-#: The refresher re-confirms, in bulk, the assignments of devices that wrote within
-#: the last TTL once a fact is this far through its TTL, so a streaming device
-#: never waits for a ledger query (1,000 devices at a 5 s TTL would otherwise be
-#: 200 sequential ledger queries a second on the write path).
+#: The refresher re-confirms, in bulk, the assignments of devices that wrote recently
+#: once a fact is this far through its TTL, so a streaming device never waits for a
+#: ledger query (asked on the write path, 1,000 devices at a 5 s TTL were 200
+#: sequential ledger queries a second).
 WRITE_FACTS_REFRESH_AT = 0.6
-#: ... for devices that wrote within this time (three TTLs: a streaming device writes
-#: every few seconds; one that stopped is forgotten, and asks again on its next write,
-#: rather than costing the ledger a read every few seconds for nothing).
+#: "Recently": within this time (15 s; a streaming device writes every few seconds).
+#: One that stopped is forgotten by the refresher, and asks again on its next write,
+#: rather than costing the ledger a read per TTL for nothing.
 WRITE_FACTS_KEEP_WARM_S = 3 * WRITE_FACTS_TTL_S
 
 
@@ -408,7 +408,6 @@ class StorageCore:
             WRITE_FACTS_GRACE_S,
             ttl_by_kind={FACT_ASSIGNMENT: assignment_facts_ttl_s},
         )
-        self._facts_ttl = assignment_facts_ttl_s
         self._stopping = threading.Event()
         self._refresher: threading.Thread | None = None
         self.keys = keys
@@ -499,7 +498,7 @@ class StorageCore:
         return len(keys)
 
     def _refresh_facts_forever(self) -> None:
-        interval = max(0.05, self._facts_ttl / 10)
+        interval = max(0.05, self._facts.ttl_of(FACT_ASSIGNMENT) / 10)
         while not self._stopping.wait(interval):
             try:
                 self.refresh_write_facts()

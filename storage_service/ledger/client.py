@@ -137,6 +137,11 @@ class AuditEvent:
     detail: str
 
 
+def _assignment_expiry(answer: dict[str, Any]) -> datetime | None:
+    """An AssignmentAllows answer: the assignment's end, or None if it does not hold."""
+    return _time(str(answer["expires_at"])) if answer["allowed"] else None
+
+
 def _time(value: str) -> datetime:
     return core.parse_time("time", value)
 
@@ -438,7 +443,7 @@ class LedgerClient:
         if at.tzinfo is None:
             raise InvalidArgument("the time must be timezone-aware")
         out = self._eval(caller, "AssignmentAllows", patient_id, device_id, core.format_time(at))
-        return _time(str(out["expires_at"])) if out["allowed"] else None
+        return _assignment_expiry(out)
 
     def assignment_expiries(
         self, pairs: Sequence[tuple[str, str]], at: datetime, caller: Caller | None = None
@@ -463,7 +468,7 @@ class LedgerClient:
             for (patient, device), r in zip(chunk, results, strict=True):
                 if (r["patient_id"], r["device_id"]) != (patient, device):
                     raise IntegrityError("the ledger answered for other assignments than asked")
-                out.append(_time(str(r["expires_at"])) if r["allowed"] else None)
+                out.append(_assignment_expiry(r))
         return out
 
     def assignment_history(
