@@ -8,9 +8,11 @@ Observation resource and every data type used here are unchanged between R4
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import time
+from collections.abc import Hashable
 from typing import Any
 
+import orjson
 from fhir.resources.R4B.observation import Observation
 
 from edge.readings import Reading
@@ -37,6 +39,12 @@ def _code(*codings: tuple[str, str, str]) -> dict[str, Any]:
     return {"coding": [{"system": s, "code": c, "display": d} for s, c, d in codings]}
 
 
+def _when(t_ms: int) -> str:
+    """FHIR dateTime of a Unix-ms time, UTC, milliseconds: integer arithmetic, exact."""
+    day_time = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t_ms // 1000))
+    return f"{day_time}.{t_ms % 1000:03d}Z"
+
+
 def _qty(value: float, unit: str, code: str) -> dict[str, Any]:
     v: float | int = int(value) if float(value).is_integer() else round(value, 3)
     return {"value": v, "unit": unit, "system": UCUM, "code": code}
@@ -51,9 +59,18 @@ DIASTOLIC = (LOINC, "8462-4", "Diastolic blood pressure")
 BODY_TEMP = (LOINC, "8310-5", "Body temperature")
 ECG_LEAD = (MDC, "131328", "MDC_ECG_ELEC_POTL")
 
+# Built once and shared by every Observation (serialised, never mutated).
+_HEART_RATE_CODE = _code(HEART_RATE)
+_SPO2_CODE = _code(SPO2, SPO2_ARTERIAL)
+_BP_PANEL_CODE = _code(BP_PANEL)
+_SYSTOLIC_CODE = _code(SYSTOLIC)
+_DIASTOLIC_CODE = _code(DIASTOLIC)
+_BODY_TEMP_CODE = _code(BODY_TEMP)
+_ECG_CODE = _code(ECG_LEAD)
+_UV_ORIGIN = {"value": 0, "unit": "uV", "system": UCUM, "code": "uV"}
+
 
 def _base(r: Reading, patient_id: str, suffix: str, code: dict[str, Any]) -> dict[str, Any]:
-    when = datetime.fromtimestamp(r.t_ms / 1000, UTC).isoformat(timespec="milliseconds")
     obs: dict[str, Any] = {
         "resourceType": "Observation",
         "identifier": [{"system": READING_ID_SYSTEM, "value": f"{r.device_id}/{r.seq}{suffix}"}],
@@ -61,7 +78,7 @@ def _base(r: Reading, patient_id: str, suffix: str, code: dict[str, Any]) -> dic
         "code": code,
         "subject": {"reference": f"Patient/{patient_id}"},
         "device": {"reference": f"Device/{r.device_id}"},
-        "effectiveDateTime": when.replace("+00:00", "Z"),
+        "effectiveDateTime": _when(r.t_ms),
     }
     if r.device_type != "ecg":
         obs["category"] = _VITAL_SIGNS
@@ -74,45 +91,45 @@ def observations(r: Reading, patient_id: str) -> list[dict[str, Any]]:
     if r.device_type == "heart-rate":
         return [
             {
-                **_base(r, patient_id, "", _code(HEART_RATE)),
+                **_base(r, patient_id, "", _HEART_RATE_CODE),
                 "valueQuantity": _qty(v["hr"], "/min", "/min"),
             }
         ]
     if r.device_type == "pulse-oximeter":
         return [
             {
-                **_base(r, patient_id, "#spo2", _code(SPO2, SPO2_ARTERIAL)),
+                **_base(r, patient_id, "#spo2", _SPO2_CODE),
                 "valueQuantity": _qty(v["spo2"], "%", "%"),
             },
             {
-                **_base(r, patient_id, "#hr", _code(HEART_RATE)),
+                **_base(r, patient_id, "#hr", _HEART_RATE_CODE),
                 "valueQuantity": _qty(v["hr"], "/min", "/min"),
             },
         ]
     if r.device_type == "bp-cuff":
-        panel = _base(r, patient_id, "", _code(BP_PANEL))
+        panel = _base(r, patient_id, "", _BP_PANEL_CODE)
         panel["component"] = [
-            {"code": _code(SYSTOLIC), "valueQuantity": _qty(v["sys"], "mmHg", "mm[Hg]")},
-            {"code": _code(DIASTOLIC), "valueQuantity": _qty(v["dia"], "mmHg", "mm[Hg]")},
+            {"code": _SYSTOLIC_CODE, "valueQuantity": _qty(v["sys"], "mmHg", "mm[Hg]")},
+            {"code": _DIASTOLIC_CODE, "valueQuantity": _qty(v["dia"], "mmHg", "mm[Hg]")},
         ]
         return [
             panel,
             {
-                **_base(r, patient_id, "#hr", _code(HEART_RATE)),
+                **_base(r, patient_id, "#hr", _HEART_RATE_CODE),
                 "valueQuantity": _qty(v["hr"], "/min", "/min"),
             },
         ]
     if r.device_type == "thermometer":
         return [
             {
-                **_base(r, patient_id, "", _code(BODY_TEMP)),
+                **_base(r, patient_id, "", _BODY_TEMP_CODE),
                 "valueQuantity": _qty(v["temp_c"], "Cel", "Cel"),
             }
         ]
     if r.device_type == "ecg":
-        obs = _base(r, patient_id, "", _code(ECG_LEAD))
+        obs = _base(r, patient_id, "", _ECG_CODE)
         obs["valueSampledData"] = {
-            "origin": {"value": 0, "unit": "uV", "system": UCUM, "code": "uV"},
+            "origin": _UV_ORIGIN,
             "period": round(1000.0 / v["fs"], 6),
             "dimensions": 1,
             "data": " ".join(str(s) for s in r.samples),
@@ -138,6 +155,15 @@ def _shape(value: Any) -> Any:
     return type(value).__name__
 
 
+def structure_key(r: Reading) -> Hashable:
+    """What decides the JSON structure of `observations(r)`: the device type and,
+    for each value, whether `_qty` writes an int or a float. Everything else that
+    varies is a string (ids, times, ECG data) or a float (ECG period).
+    tests/test_edge_core.py checks that readings with equal keys give Observations
+    of equal `_shape`."""
+    return (r.device_type, *(float(v).is_integer() for v in r.values.values()))
+
+
 class ObservationValidator:
     """Validates Observations with fhir.resources.
 
@@ -148,7 +174,10 @@ class ObservationValidator:
     checked by `edge.readings` (finite numbers within physiological bounds,
     integer samples), ids checked by the edge's configuration, and times and
     codes produced here. tests/test_edge_core.py checks, over generated
-    readings of every device type, that both modes agree.
+    readings of every device type, that both modes agree. `check_reading`
+    goes by the reading's `structure_key` first (a few hundred ns instead of
+    ~12 µs for `_shape`): a key seen before had all its Observations' shapes
+    validated.
     """
 
     def __init__(self, mode: str = "shape"):
@@ -156,6 +185,7 @@ class ObservationValidator:
             raise InvalidArgument("FHIR validation mode must be 'every' or 'shape'")
         self.mode = mode
         self._shapes: set[Any] = set()
+        self._keys: set[Hashable] = set()
 
     def __call__(self, obs: dict[str, Any]) -> None:
         if self.mode == "every":
@@ -167,6 +197,20 @@ class ObservationValidator:
         validate(obs)
         if len(self._shapes) < 10_000:  # bounded: shapes are per device type
             self._shapes.add(shape)
+
+    def check_reading(self, r: Reading, obs: list[dict[str, Any]]) -> None:
+        """`obs` = observations(r): each validated (mode every) or its structure known."""
+        if self.mode == "every":
+            for o in obs:
+                validate(o)
+            return
+        key = structure_key(r)
+        if key in self._keys:
+            return
+        for o in obs:
+            self(o)
+        if len(self._keys) < 10_000:
+            self._keys.add(key)
 
 
 _DEFAULT = ObservationValidator("every")
@@ -195,9 +239,9 @@ def reading_belongs(body: bytes, device_type: str, patient_id: str) -> bool:
 
 
 def to_ndjson(r: Reading, patient_id: str, validator: ObservationValidator = _DEFAULT) -> bytes:
-    """One reading's Observations, validated, as NDJSON lines."""
-    lines = []
-    for obs in observations(r, patient_id):
-        validator(obs)
-        lines.append(json.dumps(obs, separators=(",", ":")))
-    return ("\n".join(lines) + "\n").encode()
+    """One reading's Observations, validated, as NDJSON lines (compact UTF-8 JSON)."""
+    obs = observations(r, patient_id)
+    validator.check_reading(r, obs)
+    if len(obs) == 1:
+        return orjson.dumps(obs[0]) + b"\n"
+    return b"\n".join(orjson.dumps(o) for o in obs) + b"\n"

@@ -27,7 +27,14 @@ from abe_service.segments import (
     window_context,
 )
 from edge.fhir import observations, to_ndjson, validate
-from edge.readings import DEVICE_TYPES, Reason, Rejected, check_sequence, parse_reading
+from edge.readings import (
+    DEVICE_TYPES,
+    Reading,
+    Reason,
+    Rejected,
+    check_sequence,
+    parse_reading,
+)
 from edge.spool import OutboxItem, Spool, SpooledReading
 from ehr_common.errors import (
     AccessDenied,
@@ -390,21 +397,9 @@ def test_group_commit_commits_waiting_writers_together(tmp_path: Path) -> None:
     index.close()
 
 
-@settings(max_examples=150, deadline=None)
-@given(
-    st.sampled_from(sorted(GOOD)),
-    st.integers(0, 2**53 - 1),
-    st.integers(NOW - 86_000_000, NOW + 290_000),
-    st.floats(0, 1),
-    st.lists(st.integers(-20_000, 20_000), min_size=1, max_size=60),
-)
-def test_shape_validation_agrees_with_validating_every_observation(
-    device_type: str, seq: int, t: int, x: float, samples: list[int]
-) -> None:
-    """The cached per-shape validation is sound: any reading the edge accepts yields
-    Observations the library validates in full."""
-    from edge.fhir import ObservationValidator
-
+def _reading_at(device_type: str, seq: int, t: int, x: float, samples: list[int]) -> Reading | None:
+    """A reading of `device_type` whose values sit at fraction `x` of their bounds (None
+    when the edge would refuse it: a cuff's systolic not above its diastolic)."""
     lo_hi = {f.name: (f.low, f.high, f.integer) for f in DEVICE_TYPES[device_type]}
     body: dict[str, object] = {"seq": seq, "t": t}
     for name, (lo, hi, integer) in lo_hi.items():
@@ -413,15 +408,59 @@ def test_shape_validation_agrees_with_validating_every_observation(
     if device_type == "bp-cuff":
         body["dia"] = 20 + (float(body["sys"]) - 40) * 0.5  # type: ignore[arg-type]
         if float(body["sys"]) <= float(body["dia"]):  # type: ignore[arg-type]
-            return
+            return None
     if device_type == "ecg":
         body["samples"] = samples
-    r = parse_reading("dev-1", device_type, json.dumps(body).encode(), NOW)
+    return parse_reading("dev-1", device_type, json.dumps(body).encode(), NOW)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(sorted(GOOD)),
+    st.integers(0, 2**53 - 1),
+    st.integers(NOW - 86_000_000, NOW + 290_000),
+    st.floats(0, 1),
+    st.lists(st.integers(-20_000, 20_000), min_size=1, max_size=60),
+    st.one_of(st.floats(0, 1), st.sampled_from([0.0, 0.5, 1.0])),
+)
+def test_shape_validation_agrees_with_validating_every_observation(
+    device_type: str, seq: int, t: int, x: float, samples: list[int], x2: float
+) -> None:
+    """The cached per-shape validation is sound: any reading the edge accepts yields
+    Observations the library validates in full; and two readings with one
+    `structure_key` (the validator's fast path) have Observations of one shape."""
+    from edge.fhir import ObservationValidator, _shape, structure_key
+
+    r = _reading_at(device_type, seq, t, x, samples)
+    other = _reading_at(device_type, seq + 1, t, x2, samples[::-1])
+    if r is None:
+        return
     shape = ObservationValidator("shape")
     shape(observations(parse_reading("dev-0", device_type, _payload(device_type), NOW), "p-0")[0])
     for o in observations(r, "p-17"):
         shape(o)
         validate(o)  # the library, in full
+    if other is not None and structure_key(other) == structure_key(r):
+        assert [_shape(o) for o in observations(other, "p-9")] == [
+            _shape(o) for o in observations(r, "p-17")
+        ]
+
+
+def test_structure_key_fast_path_still_validates_a_new_structure() -> None:
+    """check_reading skips the library only for a structure key it validated before:
+    a reading whose value changes int/float representation is a new key, checked."""
+    from edge.fhir import ObservationValidator, structure_key
+
+    v = ObservationValidator("shape")
+    a = parse_reading("dev-1", "thermometer", b'{"seq":1,"t":%d,"temp_c":37}' % NOW, NOW)
+    b = parse_reading("dev-1", "thermometer", b'{"seq":2,"t":%d,"temp_c":37.25}' % NOW, NOW)
+    assert structure_key(a) != structure_key(b)
+    v.check_reading(a, observations(a, "p-1"))
+    assert len(v._shapes) == 1 and len(v._keys) == 1
+    v.check_reading(a, observations(a, "p-1"))
+    assert len(v._shapes) == 1
+    v.check_reading(b, observations(b, "p-1"))
+    assert len(v._shapes) == 2 and len(v._keys) == 2
 
 
 @given(
