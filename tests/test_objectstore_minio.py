@@ -172,5 +172,36 @@ def test_wrong_credentials_are_a_config_error(minio_connection: Path, tmp_path: 
     try:
         with pytest.raises(ConfigError, match="credentials"):
             store.get("records/anything")
+        with pytest.raises(ConfigError, match="credentials"):  # the write client too
+            store.put("records/anything", b"x")
     finally:
         store.close()
+
+
+@pytest.mark.minio
+def test_a_put_is_one_locked_version_with_its_metadata(
+    minio_store: Any, minio_connection: Path, unique_prefix: str
+) -> None:
+    """Writes go through their own client (obstore): the object is one version, under
+    the bucket's COMPLIANCE retention, with its metadata; a second put of the key is
+    AlreadyExists and leaves that version alone."""
+    from ehr_common.errors import AlreadyExists
+
+    store: MinioStore = minio_store
+    root = _root_client(minio_connection)
+    key = unique_prefix + "written.env"
+    store.put(key, b"first", {"ehr-meta": "bWV0YQ=="})
+    with pytest.raises(AlreadyExists):
+        store.put(key, b"second", {"ehr-meta": "b3RoZXI="})
+    assert store.get(key) == b"first"
+    assert store.metadata(key) == {"ehr-meta": "bWV0YQ=="}
+    stat = root.stat_object(store.bucket, key)
+    assert stat.content_type == "application/octet-stream"
+    versions = [
+        o.version_id
+        for o in root.list_objects(store.bucket, prefix=key, include_version=True)
+        if o.object_name == key
+    ]
+    assert versions == [stat.version_id]
+    retention = root.get_object_retention(store.bucket, key, stat.version_id)
+    assert retention is not None and retention.mode == "COMPLIANCE"

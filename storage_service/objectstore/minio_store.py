@@ -14,6 +14,16 @@ client holding these credentials that skips the condition can only add a
 newer version; the original stays readable by id and the anchored leaf hash
 tells which is the record. (`put` sends no retention headers: setting one
 needs s3:PutObjectRetention, which the service user is denied.)
+
+Two S3 clients, one per direction. Writes, the hot path of PutRecord and
+WriteSegments, go through obstore (Rust's object_store): its conditional
+PUT (`mode="create"`) costs this process about 0.25 ms of CPU against
+0.5-0.9 ms for minio-py's urllib3 request, and in an interleaved A/B of
+PutRecord (`bench/ingest_bench.py --ops put`) the service's CPU per record
+fell from 2.13 to 1.53 ms and MinIO's from 1.48 to 1.24 ms. Reads, listings,
+stats and the lock configuration stay on minio-py, which the tests and the
+operator tooling use too. Neither client retries a PUT (a retried
+conditional PUT whose first try landed would come back 412).
 """
 
 from __future__ import annotations
@@ -23,12 +33,23 @@ import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
+import obstore
 import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
+from obstore.exceptions import (
+    AlreadyExistsError,
+    BaseError,
+    NotFoundError,
+    PermissionDeniedError,
+    PreconditionError,
+    UnauthenticatedError,
+)
+from obstore.store import S3Store
 
 from ehr_common.errors import AlreadyExists, ConfigError, InvalidArgument, NotFound, Unavailable
 from storage_service.objectstore.fs import validate_key, validate_metadata
@@ -91,6 +112,20 @@ class MinioStore:
             http_client=self._http,
         )
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="minio-store")
+        self._writer = S3Store(
+            bucket,
+            endpoint=f"{'https' if secure else 'http'}://{endpoint}",
+            access_key_id=access_key,
+            secret_access_key=secret_key,
+            region="us-east-1",
+            virtual_hosted_style_request=False,
+            client_options={
+                "allow_http": not secure,
+                "connect_timeout": timedelta(seconds=timeout_s),
+                "timeout": timedelta(seconds=timeout_s * 3),
+            },
+            retry_config={"max_retries": 0, "retry_timeout": timedelta(seconds=timeout_s * 3)},
+        )
 
     @staticmethod
     def from_connection_file(path: Path, **options: Any) -> MinioStore:
@@ -158,25 +193,28 @@ class MinioStore:
         body = bytes(data)
         if len(body) > MAX_OBJECT_SIZE:
             raise InvalidArgument(f"object {key} is larger than {MAX_OBJECT_SIZE} bytes")
-        headers: dict[str, str | list[str] | tuple[str]] = {
-            "Content-Type": "application/octet-stream",
-            "If-None-Match": "*",  # refuse, not version, an existing key
-        }
-        for name, value in validate_metadata(metadata or {}).items():
-            headers[f"x-amz-meta-{name}"] = value
         if not _FLAT_RECORD_KEY.fullmatch(key):
             self._refuse_prefix_conflict(key)
+        attrs: dict[str, str] = {"Content-Type": "application/octet-stream"}
+        attrs.update(validate_metadata(metadata or {}))  # sent as x-amz-meta-<name>
         try:
-            # The public put_object would turn If-None-Match into user metadata;
-            # _put_object sends headers as given (minio is pinned in uv.lock, and
-            # a test checks the condition is honoured).
-            self.client._put_object(self.bucket, key, body, headers)
-        except S3Error as exc:
-            if exc.code in _EXISTS:
-                raise AlreadyExists(f"object {key} already exists") from None
-            self._fail(exc, "store", key)
-        except (MinioException, *_NETWORK_ERRORS) as exc:
-            self._fail(exc, "store", key)
+            # mode "create" is the conditional write (If-None-Match: *); never retried.
+            obstore.put(
+                self._writer, key, body, mode="create", attributes=attrs, use_multipart=False
+            )
+        except (AlreadyExistsError, PreconditionError):
+            raise AlreadyExists(f"object {key} already exists") from None
+        except (PermissionDeniedError, UnauthenticatedError) as exc:
+            raise ConfigError(
+                f"MinIO refused our credentials to store {key} ({type(exc).__name__})"
+            ) from None
+        except NotFoundError:
+            raise ConfigError(
+                f"MinIO bucket {self.bucket} does not exist (run `ehr-abe infra up minio`)"
+            ) from None
+        except BaseError as exc:
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+            raise Unavailable(f"MinIO at {self.endpoint} failed to store {key}: {reason}") from None
 
     def _refuse_prefix_conflict(self, key: str) -> None:
         """InvalidArgument if `key` and a stored key are path prefixes of one another.
