@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -142,6 +143,12 @@ class Gateway:
         self._handled = 0  # messages the writer finished with (spooled and acknowledged)
         self._last = self.spool.last_seqs()
         self._open: dict[str, _Open] = {}
+        #: (since, device) of each open segment in the order they opened (since only
+        #: grows), so the writer finds segments due by age without scanning every
+        #: device; an entry whose segment has since been sealed is skipped lazily
+        self._ages: deque[tuple[float, str]] = deque()
+        #: devices given readings since the last _seal_due (count and size triggers)
+        self._touched: set[str] = set()
         self._windows: dict[str, _Window] = {}
         #: windows opened ahead by the window keeper (device -> next window), so the
         #: writer never pays a CP-ABE encapsulation on the reading path
@@ -155,7 +162,10 @@ class Gateway:
                 # wrong patient or policy, or crash. They stay in the spool for an operator.
                 self.stats.orphaned_readings += 1
                 continue
-            o = self._open.setdefault(r.device_id, _Open(since=time.monotonic()))
+            o = self._open.get(r.device_id)
+            if o is None:
+                o = self._open[r.device_id] = _Open(since=time.monotonic())
+                self._ages.append((o.since, r.device_id))
             o.readings.append(r)
             o.size += len(r.body)
         if self.stats.orphaned_readings:
@@ -442,23 +452,47 @@ class Gateway:
                 o = self._open.get(r.device_id)
                 if o is None or not o.readings:
                     o = self._open[r.device_id] = _Open(since=mono)
+                    self._ages.append((mono, r.device_id))
                 o.readings.append(r)
                 o.size += len(r.body)
+                self._touched.add(r.device_id)
+
+    def _oldest_open(self) -> float | None:
+        """`since` of the oldest open segment (stale entries dropped on the way)."""
+        ages = self._ages
+        while ages:
+            since, device_id = ages[0]
+            o = self._open.get(device_id)
+            if o is not None and o.readings and o.since == since:
+                return since
+            ages.popleft()
+        return None
 
     def _next_deadline(self) -> float:
-        if not self._open:
-            return 0.2
-        oldest = min((o.since for o in self._open.values() if o.readings), default=None)
+        oldest = self._oldest_open()
         if oldest is None:
             return 0.2
         return max(0.005, min(0.2, oldest + self.cfg.segment_max_age_s - time.monotonic()))
 
     def _seal_due(self, *, force: bool) -> None:
+        """Seal every segment due: by age (from the front of `_ages`), by count or size
+        (only devices given readings since the last call can have reached either), or
+        all of them (`force`)."""
         c = self.cfg
         mono = time.monotonic()
+        if force:
+            due = list(self._open)
+        else:
+            due = [d for d in self._touched if d in self._open]
+            while (oldest := self._oldest_open()) is not None and (
+                mono - oldest >= c.segment_max_age_s
+            ):
+                due.append(self._ages.popleft()[1])
+        self._touched.clear()
         items: list[OutboxItem] = []
         consumed: list[tuple[str, int, int]] = []
-        for device_id, o in list(self._open.items()):
+        for device_id in dict.fromkeys(due):  # each once, in order
+            o = self._open[device_id]
             while o.readings and (
                 force
                 or len(o.readings) >= c.segment_max_readings
@@ -481,7 +515,8 @@ class Gateway:
                 consumed.append((device_id, take[0].seq, take[-1].seq))
                 if not o.readings:
                     break
-                o.since = mono
+                o.since = mono  # the rest starts a segment of its own, aged from now
+                self._ages.append((mono, device_id))
             if not o.readings:
                 del self._open[device_id]
         if items:

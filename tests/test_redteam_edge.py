@@ -409,6 +409,54 @@ def test_a_silent_device_still_gets_its_segment_closed_by_age(
         gw.stop()
 
 
+def test_segments_close_by_age_count_and_size_without_scanning_every_device(
+    tmp_path: Path, authority: KeyAuthority, core: StorageCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer finds due segments from its age queue and the devices it just fed:
+    under a fake clock and random traffic over 40 devices, no open segment outlives
+    segment_max_age_s past a seal, none reaches the count, and every accepted reading
+    ends in exactly one segment."""
+    import random
+
+    import edge.gateway as gateway_module
+
+    now = [1000.0]
+    monkeypatch.setattr(gateway_module.time, "monotonic", lambda: now[0])
+    devices = {f"hr-{i}": Device("heart-rate", f"p-{i % 7}") for i in range(40)}
+    cfg = _cfg(tmp_path, authority, devices, segment_max_age_s=1.0, segment_max_readings=6)
+    gw = Gateway(cfg, CoreSink(core), clock_ms=_clock)  # no threads: driven by hand
+    rng = random.Random(7)
+    seqs = dict.fromkeys(devices, 0)
+    accepted: dict[str, list[int]] = {d: [] for d in devices}
+    try:
+        for step in range(300):
+            batch = []
+            for d in rng.sample(sorted(devices), rng.randint(0, 4)):
+                for _ in range(rng.randint(1, 4)):
+                    seqs[d] += 1
+                    accepted[d].append(seqs[d])
+                    batch.append((step, 1, f"devices/{d}/readings", _hr(seq=seqs[d])))
+            if batch:
+                gw._write_batch(batch)
+            now[0] += rng.choice([0.0, 0.05, 0.3, 0.9, 1.5])
+            gw._seal_due(force=False)
+            for o in gw._open.values():
+                assert now[0] - o.since < cfg.segment_max_age_s
+                assert 0 < len(o.readings) < cfg.segment_max_readings
+        gw._seal_due(force=True)
+        assert not gw._open
+        sealed: dict[str, list[int]] = {d: [] for d in devices}
+        for item in gw.spool.outbox(100_000, 1 << 40):
+            if item.kind == "segment":
+                device, _, span = item.key.rpartition("/")
+                first, last = (int(x) for x in span.split("-"))
+                assert last - first + 1 == item.readings <= cfg.segment_max_readings
+                sealed[device].extend(range(first, last + 1))
+        assert sealed == accepted
+    finally:
+        gw.spool.close()
+
+
 def test_windows_opened_ahead_keep_encapsulation_off_the_reading_path(
     tmp_path: Path, authority: KeyAuthority, core: StorageCore
 ) -> None:
