@@ -90,8 +90,11 @@ def _builder(
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(now + VALIDITY)
+        # Never before the CA's own start (nor after its end): Fabric checks a chain at
+        # the leaf's notBefore, so a leaf backdated past a CA made minutes ago (a fresh
+        # network's cryptogen CA) is "not yet valid" there and its org "unknown".
+        .not_valid_before(max(now - CLOCK_SKEW, ca_cert.not_valid_before_utc))
+        .not_valid_after(min(now + VALIDITY, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(aki, critical=False)

@@ -228,6 +228,9 @@ class _FactCache:
             self._dropped[key] = self._drops
 
 
+#: WriteSegments reads this far ahead of the item it works on (see _read_ahead)
+READ_AHEAD_ITEMS = 256
+READ_AHEAD_BYTES = 4 * 1024 * 1024
 #: batches whose leaves, proven against the ledger's root, GetRecord keeps in memory
 PROVEN_BATCHES = 32
 #: integrity failures one VerifyRecords logs on the ledger (one transaction each)
@@ -642,9 +645,11 @@ class StorageCore:
         """Store a stream of window keys and sealed segments; returns once every one
         is durable (objects written, index rows group-committed).
 
-        Each item is checked as it arrives and its object write starts at once, so
-        reading the stream, writing objects and other streams' commits overlap. A
-        segment must name a window written earlier in this stream or before."""
+        Items are read a few at a time (`_read_ahead`: a run of window keys has its
+        devices' assignments confirmed in one ledger query), each is checked and its
+        object write starts at once, so reading the stream, writing objects and other
+        streams' commits overlap. A segment must name a window written earlier in
+        this stream or before."""
         from abe_service.segments import parse_segment
 
         windows: dict[str, _Window] = {}
@@ -655,7 +660,7 @@ class StorageCore:
         now_ms = int(now.timestamp() * 1000)
         received = 0
         try:
-            for n, item in enumerate(items):
+            for n, item in enumerate(self._read_ahead(caller, items)):
                 if n >= MAX_STREAM_ITEMS:
                     raise InvalidArgument(
                         f"more than {MAX_STREAM_ITEMS} items in one WriteSegments call"
@@ -800,6 +805,60 @@ class StorageCore:
         if rows:
             self.anchorer.notify(len(rows))
         return results
+
+    def _read_ahead(
+        self, caller: Caller, items: Iterable[WindowItem | SegmentItem]
+    ) -> Iterator[WindowItem | SegmentItem]:
+        """`items` as they come, read at most READ_AHEAD_ITEMS / READ_AHEAD_BYTES ahead
+        so that the devices of the window keys among them are confirmed in bulk. An
+        edge that starts (or renews many windows) sends a window key per device first:
+        2,000 devices were 2,000 sequential ledger queries (about 10 s on Fabric)."""
+        it = iter(items)
+        while True:
+            chunk: list[WindowItem | SegmentItem] = []
+            size = 0
+            for item in it:
+                chunk.append(item)
+                size += len(item.envelope if isinstance(item, WindowItem) else item.sealed)
+                if len(chunk) >= READ_AHEAD_ITEMS or size >= READ_AHEAD_BYTES:
+                    break
+            if not chunk:
+                return
+            self._prefetch_assignments(caller, chunk)
+            yield from chunk
+
+    def _prefetch_assignments(self, caller: Caller, chunk: list[WindowItem | SegmentItem]) -> None:
+        """Cache, with one ledger query, the assignments the window keys in `chunk` will
+        need and the cache does not hold. Only positive answers are cached: each item
+        is still authorised on its own (authorize_write), which asks again and
+        refuses what is not assigned; an unreachable ledger leaves it to that too."""
+        keys: list[tuple[str, str, str]] = []
+        for item in chunk:
+            if not isinstance(item, WindowItem):
+                continue
+            try:
+                patient = qualify(item.patient_id, caller.msp_id, "patient id")
+                device = qualify(item.device_id, caller.msp_id, "device id")
+            except EhrAbeError:
+                continue  # refused by the item's own checks
+            key = (FACT_ASSIGNMENT, patient, device)
+            if (
+                FACT_ASSIGNMENT in facts_needed(caller, patient, device)
+                and key not in keys
+                and not self._facts.fresh(key)
+            ):
+                keys.append(key)
+        if len(keys) < 2:
+            return  # one query either way
+        mark = self._facts.drops()
+        now = utc_now()
+        try:
+            expiries = self.ledger.assignment_expiries([(k[1], k[2]) for k in keys], now)
+        except Unavailable:
+            return
+        for key, expiry in zip(keys, expiries, strict=True):
+            if expiry is not None:
+                self._facts.put(key, (expiry - now).total_seconds(), unless_dropped_since=mark)
 
     @staticmethod
     def _meta(

@@ -10,6 +10,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -315,6 +316,44 @@ def test_the_edge_relays_only_for_assigned_devices(
     with pytest.raises(AccessDenied, match="gateway"):
         core.write_segments(foreign, [replace(window, patient_id="Hosp1MSP/p-17",
                                                device_id="Hosp1MSP/ox-1")])  # fmt: skip
+
+
+def test_a_run_of_window_keys_is_authorised_with_one_ledger_query(
+    core: StorageCore, authority: KeyAuthority
+) -> None:
+    """An edge starting with many devices sends a window key for each first: their
+    assignments are confirmed in bulk (one AssignmentsAllow for the run) instead of
+    one query per device, and a device among them that is not assigned is still
+    refused, by its own check."""
+    until = datetime.now(UTC) + timedelta(hours=1)
+    enc = AbeEncryptor.from_public_params(authority.public_params)
+    devices = [f"ox-{i}" for i in range(2, 42)]
+    for d in devices:  # on the ledger, as another service of the organisation would
+        core.ledger.assign_device(NURSE, "Hosp1MSP/p-17", f"Hosp1MSP/{d}", until)
+
+    def window(device: str) -> WindowItem:
+        env = enc.encrypt("role:nurse", new_window_key(), window_context("p-17", device, "w"))
+        return WindowItem(f"{device}.w", "p-17", device, env)
+
+    windows = [window(d) for d in devices]
+    calls = {"one": 0, "bulk": 0}
+    one, bulk = core.ledger.assignment_expiry, core.ledger.assignment_expiries
+
+    def count_one(*a: Any, **k: Any) -> Any:
+        calls["one"] += 1
+        return one(*a, **k)
+
+    def count_bulk(*a: Any, **k: Any) -> Any:
+        calls["bulk"] += 1
+        return bulk(*a, **k)
+
+    core.ledger.assignment_expiry = count_one  # type: ignore[method-assign]
+    core.ledger.assignment_expiries = count_bulk  # type: ignore[method-assign]
+    results = core.write_segments(EDGE, windows)
+    assert len(results) == len(devices) and not any(r.duplicate for r in results)
+    assert calls == {"one": 0, "bulk": 1}
+    with pytest.raises(AccessDenied, match="not currently assigned"):
+        core.write_segments(EDGE, [window("ox-1000"), window("ox-1001")])
 
 
 def test_one_stream_call_is_bounded(

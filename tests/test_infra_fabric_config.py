@@ -219,6 +219,43 @@ def test_client_identity_is_a_nodeou_client_with_fabric_ca_attributes() -> None:
     assert key.public_key().public_numbers() == cert.public_key().public_numbers()  # type: ignore[union-attr]
 
 
+def test_a_leaf_never_starts_before_or_ends_after_its_ca() -> None:
+    """Fabric validates an identity's chain at the identity's notBefore: a leaf
+    backdated (clock skew) before a CA made moments ago, as a fresh network's
+    cryptogen CA is, was 'not yet valid' there ("creator org unknown", a flaky
+    first transaction after `infra up`)."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography.hazmat.primitives import hashes
+
+    now = datetime.now(UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ca.fresh.local")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(seconds=10))  # younger than the leaf's skew
+        .not_valid_after(now + timedelta(days=30))  # ends before a leaf's usual validity
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
+    )
+    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
+    ca_key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    for minted, _ in (
+        mint_client_identity(ca_pem, ca_key_pem, "storage-service", ["storage"]),
+        mint_tls_server_cert(ca_pem, ca_key_pem, "localhost", ["127.0.0.1"]),
+    ):
+        leaf = x509.load_pem_x509_certificate(minted)
+        assert ca.not_valid_before_utc <= leaf.not_valid_before_utc < now
+        assert leaf.not_valid_after_utc <= ca.not_valid_after_utc
+
+
 role = st.text(
     st.characters(codec="utf-8", exclude_characters=",", exclude_categories=("C", "Z")),
     min_size=1,
