@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NoReturn, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, NoReturn, Protocol, runtime_checkable
 
 from ehr_common.errors import (
     AccessDenied,
@@ -74,6 +74,9 @@ from storage_service.records import (
     validate_record_type,
 )
 from storage_service.verification import StreamReport, verify_instance
+
+if TYPE_CHECKING:
+    from abe_service.segments import SegmentHeader
 
 log = logging.getLogger(__name__)
 
@@ -660,7 +663,7 @@ class StorageCore:
         now_ms = int(now.timestamp() * 1000)
         received = 0
         try:
-            for n, item in enumerate(self._read_ahead(caller, items)):
+            for n, (item, parsed) in enumerate(self._read_ahead(caller, items)):
                 if n >= MAX_STREAM_ITEMS:
                     raise InvalidArgument(
                         f"more than {MAX_STREAM_ITEMS} items in one WriteSegments call"
@@ -709,7 +712,7 @@ class StorageCore:
                     )
                     continue
                 try:
-                    header, _, _ = parse_segment(item.sealed)
+                    header = parsed if parsed is not None else parse_segment(item.sealed)[0]
                 except DecodeError as exc:
                     raise InvalidArgument(f"segment {item.idempotency_key!r}: {exc}") from None
                 if not item.idempotency_key or len(item.idempotency_key) > 256:
@@ -808,11 +811,13 @@ class StorageCore:
 
     def _read_ahead(
         self, caller: Caller, items: Iterable[WindowItem | SegmentItem]
-    ) -> Iterator[WindowItem | SegmentItem]:
-        """`items` as they come, read at most READ_AHEAD_ITEMS / READ_AHEAD_BYTES ahead
-        so that the devices of the window keys among them are confirmed in bulk. An
-        edge that starts (or renews many windows) sends a window key per device first:
-        2,000 devices were 2,000 sequential ledger queries (about 10 s on Fabric)."""
+    ) -> Iterator[tuple[WindowItem | SegmentItem, SegmentHeader | None]]:
+        """`items` as they come, each with its segment header when it is a well-formed
+        segment, read at most READ_AHEAD_ITEMS / READ_AHEAD_BYTES ahead so that the
+        devices they name are confirmed in bulk. An edge that starts sends a window
+        key per device first, and a ward whose devices wrote nothing for a while has
+        their first segments arrive together: 2,000 devices were 2,000 sequential
+        ledger queries (about 10 s on Fabric)."""
         it = iter(items)
         while True:
             chunk: list[WindowItem | SegmentItem] = []
@@ -824,23 +829,35 @@ class StorageCore:
                     break
             if not chunk:
                 return
-            self._prefetch_assignments(caller, chunk)
-            yield from chunk
+            yield from zip(chunk, self._prefetch_assignments(caller, chunk), strict=True)
 
-    def _prefetch_assignments(self, caller: Caller, chunk: list[WindowItem | SegmentItem]) -> None:
-        """Cache, with one ledger query, the assignments the window keys in `chunk` will
-        need and the cache does not hold. Only positive answers are cached: each item
-        is still authorised on its own (authorize_write), which asks again and
-        refuses what is not assigned; an unreachable ledger leaves it to that too."""
+    def _prefetch_assignments(
+        self, caller: Caller, chunk: list[WindowItem | SegmentItem]
+    ) -> list[SegmentHeader | None]:
+        """Cache, with one ledger query, the assignments the items in `chunk` will need
+        and the cache does not hold; returns each item's segment header (None for a
+        window key or a malformed segment, which its own checks refuse). Only positive
+        answers are cached: each item is still authorised on its own
+        (authorize_write), which asks again and refuses what is not assigned; an
+        unreachable ledger leaves it to that too."""
+        from abe_service.segments import parse_segment
+
         keys: list[tuple[str, str, str]] = []
+        headers: list[SegmentHeader | None] = []
         for item in chunk:
-            if not isinstance(item, WindowItem):
-                continue
+            header: SegmentHeader | None = None
             try:
-                patient = qualify(item.patient_id, caller.msp_id, "patient id")
-                device = qualify(item.device_id, caller.msp_id, "device id")
+                if isinstance(item, WindowItem):
+                    named = (item.patient_id, item.device_id)
+                else:
+                    header = parse_segment(item.sealed)[0]
+                    named = (header.patient_id, header.device_id)
+                patient = qualify(named[0], caller.msp_id, "patient id")
+                device = qualify(named[1], caller.msp_id, "device id")
             except EhrAbeError:
+                headers.append(header)
                 continue  # refused by the item's own checks
+            headers.append(header)
             key = (FACT_ASSIGNMENT, patient, device)
             if (
                 FACT_ASSIGNMENT in facts_needed(caller, patient, device)
@@ -849,16 +866,17 @@ class StorageCore:
             ):
                 keys.append(key)
         if len(keys) < 2:
-            return  # one query either way
+            return headers  # one query either way
         mark = self._facts.drops()
         now = utc_now()
         try:
             expiries = self.ledger.assignment_expiries([(k[1], k[2]) for k in keys], now)
         except Unavailable:
-            return
+            return headers
         for key, expiry in zip(keys, expiries, strict=True):
             if expiry is not None:
                 self._facts.put(key, (expiry - now).total_seconds(), unless_dropped_since=mark)
+        return headers
 
     @staticmethod
     def _meta(

@@ -46,6 +46,7 @@ from ehr_common.errors import (
     InvalidArgument,
 )
 from storage_service.anchoring import AnchorPolicy
+from storage_service.authorization import FACT_ASSIGNMENT
 from storage_service.index import RecordIndex
 from storage_service.keys import ServiceKeys
 from storage_service.ledger.base import Caller
@@ -352,6 +353,17 @@ def test_a_run_of_window_keys_is_authorised_with_one_ledger_query(
     results = core.write_segments(EDGE, windows)
     assert len(results) == len(devices) and not any(r.duplicate for r in results)
     assert calls == {"one": 0, "bulk": 1}
+    # later, the facts gone cold (another service assigned them; this one forgot),
+    # the first segments of every device arrive together: again one query
+    for d in devices:
+        core._facts.drop((FACT_ASSIGNMENT, "Hosp1MSP/p-17", f"Hosp1MSP/{d}"))
+    segments = []
+    for d in devices:
+        h = SegmentHeader(f"{d}.w", "p-17", d, "pulse-oximeter", 0, 1, NOW, NOW, 2)
+        sealed = seal_segment(new_window_key(), h, b"obs")  # the key is not checked here
+        segments.append(SegmentItem(f"{d}/0-1", "segment.pulse-oximeter", sealed))
+    assert len(core.write_segments(EDGE, segments)) == len(devices)
+    assert calls == {"one": 0, "bulk": 2}
     with pytest.raises(AccessDenied, match="not currently assigned"):
         core.write_segments(EDGE, [window("ox-1000"), window("ox-1001")])
 
