@@ -48,13 +48,24 @@ class WriteFacts:
     consented: bool = False  # the patient's consent currently allows the caller
 
 
+def may_relay(caller: Caller, device: str) -> bool:
+    """Whether `caller` may write the readings of `device` (qualified): the device
+    itself, or an edge gateway of the device's organisation."""
+    device_msp, _ = split_principal(device)
+    return caller.principal == device or (EDGE_ROLE in caller.roles and caller.msp_id == device_msp)
+
+
 def facts_needed(caller: Caller, patient: str, device: str | None = None) -> frozenset[str]:
     """Which ledger facts `decide_write` needs for this caller and (qualified) patient;
     empty when the decision needs none (the patient themself, or an own-organisation
-    clinician). With `device`, the fact is that device's assignment."""
+    clinician, or a refusal that no fact can change). With `device`, the fact is that
+    device's assignment, needed only when the caller may relay for the device."""
     msp, _ = split_principal(patient)
     if device is not None:
-        return frozenset({FACT_ASSIGNMENT})
+        # A caller who may not relay is refused whatever the ledger says: asking it
+        # would let anyone with a certificate spend ledger queries (WriteSegments
+        # confirms up to 256 devices in one).
+        return frozenset({FACT_ASSIGNMENT}) if may_relay(caller, device) else frozenset()
     if caller.principal == patient or (caller.roles & ORG_WRITER_ROLES and caller.msp_id == msp):
         return frozenset()
     needed: set[str] = set()
@@ -74,10 +85,7 @@ def decide_write(
     msp, _ = split_principal(patient)
     if device is not None:
         device_msp, _ = split_principal(device)
-        relays = caller.principal == device or (
-            EDGE_ROLE in caller.roles and caller.msp_id == device_msp
-        )
-        if not relays:
+        if not may_relay(caller, device):
             raise AccessDenied(
                 f"{caller.principal} may not write for device {device}: only the device "
                 f"itself or an {EDGE_ROLE} gateway of {device_msp} may"

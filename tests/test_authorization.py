@@ -85,7 +85,15 @@ def test_relayed_device_readings(caller: Caller, patient: str, device: str, assi
     """An edge gateway relays only for devices of its own organisation, and only
     while the device is assigned to the patient; nothing else about the caller counts."""
     f = WriteFacts(device_assigned=assigned, consented=True)
-    assert facts_needed(caller, patient, device) == {FACT_ASSIGNMENT}
+    # the assignment is asked only of a caller it can matter for; for any other the
+    # refusal stands whatever the ledger says
+    relays = caller.principal == device or (
+        EDGE_ROLE in caller.roles and caller.msp_id == device.split("/")[0]
+    )
+    assert facts_needed(caller, patient, device) == ({FACT_ASSIGNMENT} if relays else set())
+    if not relays:
+        assert not allowed_relay(caller, patient, f, device)
+        assert not allowed_relay(caller, patient, WriteFacts(True, True), device)
     edge = Caller("gw-1", caller.msp_id, caller.roles | {EDGE_ROLE})
     expected = assigned and caller.msp_id == device.split("/")[0]
     assert allowed_relay(edge, patient, f, device) == expected

@@ -364,6 +364,14 @@ def test_a_run_of_window_keys_is_authorised_with_one_ledger_query(
         segments.append(SegmentItem(f"{d}/0-1", "segment.pulse-oximeter", sealed))
     assert len(core.write_segments(EDGE, segments)) == len(devices)
     assert calls == {"one": 0, "bulk": 2}
+    # a caller who may not relay for these devices is refused without a ledger query
+    # (or anyone with a certificate could spend 256-device queries per call)
+    for d in devices:
+        core._facts.drop((FACT_ASSIGNMENT, "Hosp1MSP/p-17", f"Hosp1MSP/{d}"))
+    for stranger in (DEVICE, Caller("p-17", "Hosp1MSP", frozenset({"patient"}))):
+        with pytest.raises(AccessDenied, match="may not write for device"):
+            core.write_segments(stranger, windows[1:])
+    assert calls == {"one": 0, "bulk": 2}
     with pytest.raises(AccessDenied, match="not currently assigned"):
         core.write_segments(EDGE, [window("ox-1000"), window("ox-1001")])
 
