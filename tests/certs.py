@@ -53,20 +53,23 @@ def certificate(
     ca: bool = False,
     sans: Sequence[str] = (),
     attrs: dict[str, str] | None = None,
+    valid: tuple[datetime, datetime] | None = None,
 ) -> bytes:
     """A PEM certificate for `key` named CN=`cn`, self-signed unless `issuer`
-    (name, key) is given; `attrs` go verbatim into the Fabric-CA attribute extension."""
+    (name, key) is given; `attrs` go verbatim into the Fabric-CA attribute extension;
+    `valid` is (not before, not after), by default an hour ago to a day ahead."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     issuer_name, issuer_key = issuer or (name, key)
     now = datetime.now(UTC)
+    not_before, not_after = valid or (now - timedelta(hours=1), now + timedelta(days=1))
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(issuer_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=1))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if ca:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from certs import self_signed_ca
+from certs import certificate, key_pem, new_key, self_signed_ca
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -226,27 +226,17 @@ def test_a_leaf_never_starts_before_or_ends_after_its_ca() -> None:
     first transaction after `infra up`)."""
     from datetime import UTC, datetime, timedelta
 
-    from cryptography.hazmat.primitives import hashes
-
     now = datetime.now(UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ca.fresh.local")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(seconds=10))  # younger than the leaf's skew
-        .not_valid_after(now + timedelta(days=30))  # ends before a leaf's usual validity
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
+    key = new_key()
+    ca_pem = certificate(
+        "ca.fresh.local",
+        key,
+        ca=True,
+        # younger than a leaf's clock-skew backdating, and ending before its usual validity
+        valid=(now - timedelta(seconds=10), now + timedelta(days=30)),
     )
-    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
-    ca_key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    ca_key_pem = key_pem(key)
     for minted, _ in (
         mint_client_identity(ca_pem, ca_key_pem, "storage-service", ["storage"]),
         mint_tls_server_cert(ca_pem, ca_key_pem, "localhost", ["127.0.0.1"]),
