@@ -18,6 +18,7 @@ organisation (`ehr_common.identity.qualify`).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -491,8 +492,15 @@ class StorageCore:
         fact (the device's next write asks the ledger itself and is refused); an
         unreachable ledger leaves the cache as it is (the write path's grace rules)."""
         keys = self._facts.due(FACT_ASSIGNMENT)
-        if not keys:
-            return 0
+        if keys:
+            self._confirm_assignments(keys)
+        return len(keys)
+
+    def _confirm_assignments(self, keys: list[tuple[str, str, str]]) -> None:
+        """Ask the ledger about these assignment facts in bulk (AssignmentsAllow) and
+        cache its answers: a holding one for as long as it holds (unless the key was
+        dropped meanwhile, an unassignment on this service), a refusal dropped.
+        Unavailable when the ledger cannot be reached (the cache is left as it is)."""
         mark = self._facts.drops()
         now = utc_now()
         expiries = self.ledger.assignment_expiries([(k[1], k[2]) for k in keys], now)
@@ -501,7 +509,6 @@ class StorageCore:
                 self._facts.drop(key)
             else:
                 self._facts.put(key, (expiry - now).total_seconds(), unless_dropped_since=mark)
-        return len(keys)
 
     def _refresh_facts_forever(self) -> None:
         interval = max(0.05, self._facts.ttl_of(FACT_ASSIGNMENT) / 10)
@@ -836,13 +843,13 @@ class StorageCore:
     ) -> list[SegmentHeader | None]:
         """Cache, with one ledger query, the assignments the items in `chunk` will need
         and the cache does not hold; returns each item's segment header (None for a
-        window key or a malformed segment, which its own checks refuse). Only positive
-        answers are cached: each item is still authorised on its own
-        (authorize_write), which asks again and refuses what is not assigned; an
-        unreachable ledger leaves it to that too."""
+        window key or a malformed segment, which its own checks refuse). Each item is
+        still authorised on its own (authorize_write): a device the ledger refused is
+        not cached, so its item asks again and is refused; an unreachable ledger
+        leaves the decision to that check too."""
         from abe_service.segments import parse_segment
 
-        keys: list[tuple[str, str, str]] = []
+        keys: dict[tuple[str, str, str], None] = {}  # in order, each once
         headers: list[SegmentHeader | None] = []
         for item in chunk:
             header: SegmentHeader | None = None
@@ -864,18 +871,10 @@ class StorageCore:
                 and key not in keys
                 and not self._facts.fresh(key)
             ):
-                keys.append(key)
-        if len(keys) < 2:
-            return headers  # one query either way
-        mark = self._facts.drops()
-        now = utc_now()
-        try:
-            expiries = self.ledger.assignment_expiries([(k[1], k[2]) for k in keys], now)
-        except Unavailable:
-            return headers
-        for key, expiry in zip(keys, expiries, strict=True):
-            if expiry is not None:
-                self._facts.put(key, (expiry - now).total_seconds(), unless_dropped_since=mark)
+                keys[key] = None
+        if len(keys) >= 2:  # for one, the item's own check is the same single query
+            with contextlib.suppress(Unavailable):
+                self._confirm_assignments(list(keys))
         return headers
 
     @staticmethod
