@@ -57,7 +57,6 @@ from storage_service.objectstore.fs import validate_key, validate_metadata
 #: One PUT carries at most 5 GiB (S3); records are far smaller.
 MAX_OBJECT_SIZE = 5 * 1024**3
 _MISSING = frozenset({"NoSuchKey", "NoSuchVersion", "NoSuchObject", "ResourceNotFound"})
-_EXISTS = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 _CREDENTIALS = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
 _NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError)
 #: The storage service's own keys: one flat level under records/ (no '/' in a
@@ -171,20 +170,27 @@ class MinioStore:
 
     # -- errors -------------------------------------------------------------------
     def _fail(self, exc: Exception, action: str, key: str) -> NoReturn:
-        if isinstance(exc, S3Error):
-            if exc.code in _MISSING:
-                raise NotFound(f"no object {key}") from None
-            if exc.code == "NoSuchBucket":
-                raise ConfigError(
-                    f"MinIO bucket {self.bucket} does not exist (run `ehr-abe infra up minio`)"
-                ) from None
-            if exc.code in _CREDENTIALS:
-                raise ConfigError(
-                    f"MinIO refused our credentials to {action} ({exc.code})"
-                ) from None
-            raise Unavailable(f"MinIO refused to {action} {key}: {exc.code}") from None
-        if isinstance(exc, MinioException | urllib3.exceptions.HTTPError | OSError):
-            raise Unavailable(f"MinIO at {self.endpoint} failed to {action} {key}: {exc}") from None
+        """The typed error for a failure of either client: minio-py's S3Error and
+        network errors, or obstore's (used only to put, so its NotFound is the bucket)."""
+        code = exc.code if isinstance(exc, S3Error) else None
+        if code in _MISSING:
+            raise NotFound(f"no object {key}") from None
+        if code == "NoSuchBucket" or isinstance(exc, NotFoundError):
+            raise ConfigError(
+                f"MinIO bucket {self.bucket} does not exist (run `ehr-abe infra up minio`)"
+            ) from None
+        if code in _CREDENTIALS or isinstance(exc, PermissionDeniedError | UnauthenticatedError):
+            raise ConfigError(
+                f"MinIO refused our credentials to {action} ({code or type(exc).__name__})"
+            ) from None
+        if code is not None:
+            raise Unavailable(f"MinIO refused to {action} {key}: {code}") from None
+        if isinstance(exc, MinioException | urllib3.exceptions.HTTPError | OSError | BaseError):
+            # obstore's errors carry a multi-line debug dump after their first line
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+            raise Unavailable(
+                f"MinIO at {self.endpoint} failed to {action} {key}: {reason}"
+            ) from None
         raise exc
 
     # -- ObjectStore ------------------------------------------------------------------
@@ -204,17 +210,8 @@ class MinioStore:
             )
         except (AlreadyExistsError, PreconditionError):
             raise AlreadyExists(f"object {key} already exists") from None
-        except (PermissionDeniedError, UnauthenticatedError) as exc:
-            raise ConfigError(
-                f"MinIO refused our credentials to store {key} ({type(exc).__name__})"
-            ) from None
-        except NotFoundError:
-            raise ConfigError(
-                f"MinIO bucket {self.bucket} does not exist (run `ehr-abe infra up minio`)"
-            ) from None
         except BaseError as exc:
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
-            raise Unavailable(f"MinIO at {self.endpoint} failed to store {key}: {reason}") from None
+            self._fail(exc, "store", key)
 
     def _refuse_prefix_conflict(self, key: str) -> None:
         """InvalidArgument if `key` and a stored key are path prefixes of one another.
