@@ -242,6 +242,4 @@ def to_ndjson(r: Reading, patient_id: str, validator: ObservationValidator = _DE
     """One reading's Observations, validated, as NDJSON lines (compact UTF-8 JSON)."""
     obs = observations(r, patient_id)
     validator.check_reading(r, obs)
-    if len(obs) == 1:
-        return orjson.dumps(obs[0]) + b"\n"
-    return b"\n".join(orjson.dumps(o) for o in obs) + b"\n"
+    return b"".join(orjson.dumps(o) + b"\n" for o in obs)

@@ -162,12 +162,10 @@ class Gateway:
                 # wrong patient or policy, or crash. They stay in the spool for an operator.
                 self.stats.orphaned_readings += 1
                 continue
-            o = self._open.get(r.device_id)
-            if o is None:
-                o = self._open[r.device_id] = _Open(since=time.monotonic())
-                self._ages.append((o.since, r.device_id))
+            o = self._open.get(r.device_id) or self._open_segment(r.device_id, time.monotonic())
             o.readings.append(r)
             o.size += len(r.body)
+            self._touched.add(r.device_id)  # may already be full by count or size
         if self.stats.orphaned_readings:
             log.error(
                 "ALERT: %d spooled readings belong to devices no longer configured as they "
@@ -451,11 +449,16 @@ class Gateway:
             for r in accepted:
                 o = self._open.get(r.device_id)
                 if o is None or not o.readings:
-                    o = self._open[r.device_id] = _Open(since=mono)
-                    self._ages.append((mono, r.device_id))
+                    o = self._open_segment(r.device_id, mono)
                 o.readings.append(r)
                 o.size += len(r.body)
                 self._touched.add(r.device_id)
+
+    def _open_segment(self, device_id: str, since: float) -> _Open:
+        """A new open segment for the device, aged from `since` (in the age queue)."""
+        o = self._open[device_id] = _Open(since=since)
+        self._ages.append((since, device_id))
+        return o
 
     def _oldest_open(self) -> float | None:
         """`since` of the oldest open segment (stale entries dropped on the way)."""

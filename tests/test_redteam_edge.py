@@ -457,6 +457,34 @@ def test_segments_close_by_age_count_and_size_without_scanning_every_device(
         gw.spool.close()
 
 
+def test_readings_restored_after_a_restart_are_sealed_by_count_at_once(
+    tmp_path: Path, authority: KeyAuthority, core: StorageCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readings spooled before a restart re-enter the scheduler as just fed: a device
+    whose restored readings already fill segments has them sealed on the first pass,
+    not after segment_max_age_s."""
+    import edge.gateway as gateway_module
+
+    monkeypatch.setattr(gateway_module.time, "monotonic", lambda: 1000.0)  # no ageing
+    devices = {"hr-1": Device("heart-rate", "p-1")}
+    before = Gateway(
+        _cfg(tmp_path, authority, devices, segment_max_age_s=60.0, segment_max_readings=100),
+        CoreSink(core),
+        clock_ms=_clock,
+    )
+    before._write_batch([(i, 1, "devices/hr-1/readings", _hr(seq=i)) for i in range(1, 11)])
+    before.spool.close()
+    cfg = _cfg(tmp_path, authority, devices, segment_max_age_s=60.0, segment_max_readings=4)
+    after = Gateway(cfg, CoreSink(core), clock_ms=_clock)
+    try:
+        after._seal_due(force=False)
+        assert [len(o.readings) for o in after._open.values()] == [2]  # 4 + 4 sealed
+        keys = [i.key for i in after.spool.outbox(100, 1 << 30) if i.kind == "segment"]
+        assert keys == ["hr-1/1-4", "hr-1/5-8"]
+    finally:
+        after.spool.close()
+
+
 def test_windows_opened_ahead_keep_encapsulation_off_the_reading_path(
     tmp_path: Path, authority: KeyAuthority, core: StorageCore
 ) -> None:
