@@ -47,6 +47,7 @@ from ehr_common.errors import (
     DeadlineExceeded,
     EhrAbeError,
     InvalidArgument,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
@@ -112,7 +113,7 @@ def _retryable(exc: EhrAbeError) -> bool:
     or this edge's credentials. Retried with backoff (the spool fills and alerts),
     never buried: burying is for a refusal of the item itself."""
     return type(exc) is EhrAbeError or isinstance(
-        exc, Unavailable | DeadlineExceeded | Unauthenticated | Aborted
+        exc, Unavailable | DeadlineExceeded | Unauthenticated | Aborted | ResourceExhausted
     )
 
 

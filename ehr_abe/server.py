@@ -21,6 +21,10 @@ from ehr_common.identity import build_authenticator, client_cas
 
 log = logging.getLogger(__name__)
 
+#: The server's RPC threads. A streaming call holds one for as long as it is open,
+#: so streams get at most half of them (storage_service.stream_slots).
+RPC_THREADS = 16
+
 DEV_MODE_BANNER = (
     "\n"
     "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
@@ -76,7 +80,7 @@ def start_server(cfg: Config, *, passphrase: bytes | None = None) -> RunningServ
     authenticator = build_authenticator(cfg)
     mb = cfg.server.max_message_mb * 1024 * 1024
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="rpc"),
+        futures.ThreadPoolExecutor(max_workers=RPC_THREADS, thread_name_prefix="rpc"),
         interceptors=[ErrorMappingInterceptor()],
         options=[("grpc.max_receive_message_length", mb), ("grpc.max_send_message_length", mb)],
     )
@@ -110,7 +114,7 @@ def start_server(cfg: Config, *, passphrase: bytes | None = None) -> RunningServ
         names.append(abe_pb2.DESCRIPTOR.services_by_name["AbeService"].full_name)
     if core is not None:
         storage_pb2_grpc.add_StorageServiceServicer_to_server(
-            StorageServicer(core, authenticator), server
+            StorageServicer(core, authenticator, max_streams=RPC_THREADS // 2), server
         )
         names.append(storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name)
     reflection.enable_server_reflection(names, server)

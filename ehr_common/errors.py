@@ -101,3 +101,11 @@ class Aborted(EhrAbeError):
 
     status = "ABORTED"
     exit_code = 10
+
+
+class ResourceExhausted(EhrAbeError):
+    """The caller holds as many of a bounded resource (open streams) as it may; retry
+    once one is released."""
+
+    status = "RESOURCE_EXHAUSTED"
+    exit_code = 11

@@ -29,6 +29,8 @@ _BY_STATUS: dict[grpc.StatusCode, type[errors.EhrAbeError]] = {
     grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
     grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
+    grpc.StatusCode.ABORTED: errors.Aborted,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
 }
 
 

@@ -22,6 +22,7 @@ from ehr_common.identity import Authenticator
 from storage_service.ledger.base import Caller
 from storage_service.records import RecordMeta
 from storage_service.service import Receipt, SegmentItem, StorageCore, WindowItem
+from storage_service.stream_slots import StreamSlots
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ def receipt_to_pb(r: Receipt) -> pb.Receipt:
 #: How long one WriteSegments call may take to send its items (the edge sends at
 #: most a few MiB per call; its own deadline is 30 s).
 MAX_STREAM_SECONDS = 120.0
+#: Open streams (WriteSegments and FetchSegments together) one caller may hold; an
+#: edge sends on at most two at once.
+MAX_STREAMS_PER_CALLER = 4
 
 
 def _cut_off(context: Any, subject: str, fired: threading.Event) -> None:
@@ -82,9 +86,14 @@ def _cut_off(context: Any, subject: str, fired: threading.Event) -> None:
 
 
 class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
-    def __init__(self, core: StorageCore, authenticator: Authenticator):
+    def __init__(self, core: StorageCore, authenticator: Authenticator, *, max_streams: int = 8):
+        """max_streams: open streams of all callers together; keep it below the
+        server's RPC thread count so that unary calls always find a thread."""
         self.core = core
         self._auth = authenticator
+        self._streams = StreamSlots(
+            per_caller=min(MAX_STREAMS_PER_CALLER, max_streams), total=max_streams
+        )
 
     def _caller(self, context: Any) -> Caller:
         return self._auth.from_context(context)
@@ -288,17 +297,18 @@ class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
                     raise InvalidArgument("a WriteSegments message needs a window or a segment")
             budget.cancel()  # all read: what is left is this service's own work
 
-        budget.start()
-        try:
-            results = self.core.write_segments(caller, items())
-        except grpc.RpcError:
-            if fired.is_set():
-                raise DeadlineExceeded(
-                    f"WriteSegments: the stream was still open after {MAX_STREAM_SECONDS} s"
-                ) from None
-            raise
-        finally:
-            budget.cancel()
+        with self._streams.hold(caller.principal, "WriteSegments"):
+            budget.start()
+            try:
+                results = self.core.write_segments(caller, items())
+            except grpc.RpcError:
+                if fired.is_set():
+                    raise DeadlineExceeded(
+                        f"WriteSegments: the stream was still open after {MAX_STREAM_SECONDS} s"
+                    ) from None
+                raise
+            finally:
+                budget.cancel()
         return pb.WriteSegmentsResponse(
             receipts=[
                 pb.WriteReceipt(key=r.key, record_id=r.record_id, duplicate=r.duplicate)
@@ -311,12 +321,15 @@ class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
     ) -> Iterator[pb.FetchedItem]:
         since = int(request.since.ToMilliseconds()) if request.HasField("since") else 0
         until = int(request.until.ToMilliseconds()) if request.HasField("until") else 2**62
-        for envelope, meta, receipt, window_rid in self.core.fetch_segments(
-            self._caller(context), request.patient_id, since, until, request.limit
-        ):
-            yield pb.FetchedItem(
-                envelope=envelope,
-                metadata=meta_to_pb(meta),
-                receipt=receipt_to_pb(receipt),
-                window_record_id=window_rid,
-            )
+        caller = self._caller(context)
+        # held until the generator ends or is closed (the client went away)
+        with self._streams.hold(caller.principal, "FetchSegments"):
+            for envelope, meta, receipt, window_rid in self.core.fetch_segments(
+                caller, request.patient_id, since, until, request.limit
+            ):
+                yield pb.FetchedItem(
+                    envelope=envelope,
+                    metadata=meta_to_pb(meta),
+                    receipt=receipt_to_pb(receipt),
+                    window_record_id=window_rid,
+                )

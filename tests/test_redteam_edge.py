@@ -10,6 +10,7 @@ covered with real Mosquitto and MinIO in tests/test_iomt_mqtt.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -49,6 +50,7 @@ from ehr_common.errors import (
     EhrAbeError,
     FailedPrecondition,
     InvalidArgument,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
@@ -61,6 +63,7 @@ from storage_service.ledger.client import LedgerClient
 from storage_service.ledger.embedded import EmbeddedLedger
 from storage_service.objectstore.fs import FilesystemStore
 from storage_service.service import SegmentItem, StorageCore, WindowItem
+from storage_service.stream_slots import StreamSlots
 from storage_service.wiring import SERVICE_ROLES, SERVICE_SUBJECT
 from tests.iomt_helpers import Storage, md
 
@@ -584,6 +587,7 @@ def test_spooled_readings_of_a_reconfigured_device_are_kept_not_misfiled(
         EhrAbeError("CANCELLED"),  # a server restart cancels calls in flight
         EhrAbeError("internal error in WriteSegments; see server log"),
         Unauthenticated("certificate expired"),
+        ResourceExhausted("edge-gateway already has 4 streams open"),
     ],
 )
 def test_faults_that_say_nothing_of_the_items_are_retried_not_buried(
@@ -809,6 +813,129 @@ def test_write_segments_over_grpc_bounds_a_stream_that_never_ends(
         assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         storage.stop()
+
+
+def test_one_caller_cannot_hold_the_servers_rpc_threads_with_open_streams(
+    tmp_path: Path,
+) -> None:
+    """Streams that stay open (an upload that never ends, a reader that never reads)
+    each hold an RPC thread: one caller gets a few, all callers half the threads,
+    and unary calls always find one."""
+    import storage_service.servicer as servicer
+
+    storage = Storage.create(tmp_path / "svc", None)
+    release = threading.Event()
+    calls: list[Any] = []
+    try:
+        stub = storage.stub()
+
+        def held() -> Iterator[pb.SegmentWrite]:
+            release.wait(60)
+            yield from ()
+
+        def open_stream(subject: str) -> Any:
+            call = stub.WriteSegments.future(
+                held(), timeout=60, metadata=md(subject, "edge-gateway")
+            )
+            calls.append(call)
+            return call
+
+        per_caller = servicer.MAX_STREAMS_PER_CALLER
+        for _ in range(per_caller):
+            open_stream("greedy-edge")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the server takes the slots as calls arrive
+            try:
+                stub.WriteSegments(iter(()), timeout=10, metadata=md("greedy-edge", "edge-gateway"))
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert f"at most {per_caller} per caller" in (exc.details() or "")
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("a fifth open stream of one caller was accepted")
+        # one share for both streaming calls: a fetch is refused alike
+        with pytest.raises(grpc.RpcError) as exc:
+            list(
+                stub.FetchSegments(
+                    pb.FetchSegmentsRequest(patient_id="p-1"),
+                    timeout=10,
+                    metadata=md("greedy-edge", "edge-gateway"),
+                )
+            )
+        assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # another caller is not refused for the first one's streams...
+        assert (
+            list(
+                stub.WriteSegments(
+                    iter(()), timeout=10, metadata=md("edge-2", "edge-gateway")
+                ).receipts
+            )
+            == []
+        )
+        # ...until all callers together hold half the server's threads
+        for _ in range(per_caller):
+            open_stream("edge-2")
+        deadline = time.monotonic() + 10
+        while "its limit" not in (refused_details := _details_or_none(stub, "edge-3")):
+            assert time.monotonic() < deadline, refused_details
+            time.sleep(0.05)
+        # unary calls still find a thread
+        with pytest.raises(grpc.RpcError) as exc:
+            stub.GetRecord(
+                pb.GetRecordRequest(record_id="r-none"), timeout=10, metadata=md("p-1", "patient")
+            )
+        assert exc.value.code() != grpc.StatusCode.RESOURCE_EXHAUSTED
+        # streams that end give their slots back: the greedy caller may open its
+        # full share again
+        release.set()
+        for call in calls:
+            with contextlib.suppress(grpc.RpcError):
+                call.result(timeout=30)
+        release.clear()
+        calls.clear()
+        for _ in range(per_caller - 1):
+            open_stream("greedy-edge")
+        assert (
+            list(
+                stub.WriteSegments(
+                    iter(()), timeout=10, metadata=md("greedy-edge", "edge-gateway")
+                ).receipts
+            )
+            == []
+        )
+    finally:
+        release.set()
+        storage.stop()
+
+
+def _details_or_none(stub: Any, subject: str) -> str:
+    try:
+        stub.WriteSegments(iter(()), timeout=10, metadata=md(subject, "edge-gateway"))
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        return exc.details() or ""
+    return ""
+
+
+def test_stream_slots_count_per_caller_and_in_total() -> None:
+    slots = StreamSlots(per_caller=2, total=3)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(slots.hold("a", "X"))
+        stack.enter_context(slots.hold("a", "X"))
+        with pytest.raises(ResourceExhausted, match="at most 2 per caller"):
+            stack.enter_context(slots.hold("a", "X"))
+        assert slots.held("a") == 2  # a refusal takes nothing
+        stack.enter_context(slots.hold("b", "X"))
+        with pytest.raises(ResourceExhausted, match="its limit"):
+            stack.enter_context(slots.hold("c", "X"))
+        assert slots.held("c") == 0
+    assert (slots.held("a"), slots.held("b")) == (0, 0)
+    with pytest.raises(RuntimeError), slots.hold("a", "X"):
+        raise RuntimeError("the stream failed")
+    assert slots.held("a") == 0  # given back on failure too
+    with pytest.raises(InvalidArgument):
+        StreamSlots(per_caller=3, total=2)
 
 
 def test_a_full_spool_holds_acknowledgements_and_loses_nothing(
