@@ -85,8 +85,9 @@ class EdgeConfig:
             self.policy_for(d)
         if self.segment_max_readings < 1 or self.segment_max_bytes < 1024:
             raise ConfigError("segments need at least one reading and 1 KiB")
-        if not 1 <= self.send_streams <= 32:
-            raise ConfigError("send_streams must be 1-32")
+        if not 1 <= self.send_streams <= 4:
+            # the StorageService refuses a caller's fifth open stream
+            raise ConfigError("send_streams must be 1-4 (the StorageService's cap per caller)")
         if self.fhir_validation not in ("shape", "every"):
             raise ConfigError("fhir_validation must be 'shape' or 'every'")
         if not (0 < self.segment_max_age_s < math.inf and 0 < self.window_s < math.inf):

@@ -971,12 +971,17 @@ def test_a_full_spool_holds_acknowledgements_and_loses_nothing(
 def test_edge_config_refuses_a_spool_of_nothing_and_a_device_named_as_the_edge(
     tmp_path: Path, authority: KeyAuthority
 ) -> None:
+    import storage_service.servicer as servicer
     from ehr_common.errors import ConfigError
 
     with pytest.raises(ConfigError, match="spool_max_mb"):
         _cfg(tmp_path, authority, {}, spool_max_mb=0).check()
     with pytest.raises(ConfigError, match="own subject"):
         _cfg(tmp_path, authority, {"edge-gateway": Device("heart-rate", "p-1")}).check()
+    # more streams than the StorageService lets one caller hold would be refused
+    with pytest.raises(ConfigError, match="send_streams"):
+        _cfg(tmp_path, authority, {}, send_streams=servicer.MAX_STREAMS_PER_CALLER + 1).check()
+    _cfg(tmp_path, authority, {}, send_streams=servicer.MAX_STREAMS_PER_CALLER).check()
 
 
 # -- through the real broker --------------------------------------------------------------------
