@@ -17,6 +17,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ehr_common.sqlite import write_transaction
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings(
   device_id TEXT NOT NULL,
@@ -105,22 +107,16 @@ class Spool:
         last: dict[str, int] = {}
         for r in readings:
             last[r.device_id] = max(last.get(r.device_id, -1), r.seq)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO readings(device_id, seq, t_ms, body) VALUES(?,?,?,?)",
-                    [(r.device_id, r.seq, r.t_ms, r.body) for r in readings],
-                )
-                self._db.executemany(
-                    "INSERT INTO devices(device_id, last_seq) VALUES(?, ?) ON CONFLICT(device_id) "
-                    "DO UPDATE SET last_seq=MAX(last_seq, excluded.last_seq)",
-                    list(last.items()),
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with write_transaction(self._db, self._lock) as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO readings(device_id, seq, t_ms, body) VALUES(?,?,?,?)",
+                [(r.device_id, r.seq, r.t_ms, r.body) for r in readings],
+            )
+            db.executemany(
+                "INSERT INTO devices(device_id, last_seq) VALUES(?, ?) ON CONFLICT(device_id) "
+                "DO UPDATE SET last_seq=MAX(last_seq, excluded.last_seq)",
+                list(last.items()),
+            )
         self._bytes += sum(len(r.body) for r in readings)
 
     def pending_readings(self) -> list[SpooledReading]:
@@ -135,43 +131,37 @@ class Spool:
     def add_outbox(self, items: list[OutboxItem], consumed: list[tuple[str, int, int]]) -> None:
         """Queue windows/segments and drop the readings they consumed, atomically.
         `consumed`: (device, first seq, last seq) ranges now inside a segment."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT INTO outbox(kind, key, record_type, patient_id, device_id, payload, "
-                    "readings, made_ms) VALUES(?,?,?,?,?,?,?,?)",
-                    [
-                        (
-                            i.kind,
-                            i.key,
-                            i.record_type,
-                            i.patient_id,
-                            i.device_id,
-                            i.payload,
-                            i.readings,
-                            i.made_ms,
-                        )
-                        for i in items
-                    ],
-                )
-                freed = 0
-                for device, first, last in consumed:
-                    freed += int(
-                        self._db.execute(
-                            "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM readings "
-                            "WHERE device_id=? AND seq BETWEEN ? AND ?",
-                            (device, first, last),
-                        ).fetchone()[0]
+        freed = 0
+        with write_transaction(self._db, self._lock) as db:
+            db.executemany(
+                "INSERT INTO outbox(kind, key, record_type, patient_id, device_id, payload, "
+                "readings, made_ms) VALUES(?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        i.kind,
+                        i.key,
+                        i.record_type,
+                        i.patient_id,
+                        i.device_id,
+                        i.payload,
+                        i.readings,
+                        i.made_ms,
                     )
-                    self._db.execute(
-                        "DELETE FROM readings WHERE device_id=? AND seq BETWEEN ? AND ?",
+                    for i in items
+                ],
+            )
+            for device, first, last in consumed:
+                freed += int(
+                    db.execute(
+                        "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM readings "
+                        "WHERE device_id=? AND seq BETWEEN ? AND ?",
                         (device, first, last),
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                    ).fetchone()[0]
+                )
+                db.execute(
+                    "DELETE FROM readings WHERE device_id=? AND seq BETWEEN ? AND ?",
+                    (device, first, last),
+                )
         self._bytes += sum(len(i.payload) for i in items) - freed
 
     # -- sending ------------------------------------------------------------------
@@ -205,30 +195,18 @@ class Spool:
     def delivered(self, items: list[OutboxItem]) -> None:
         if not items:
             return
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")  # one commit (one fsync) for the call
-            try:
-                self._db.executemany("DELETE FROM outbox WHERE id=?", [(i.id,) for i in items])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with write_transaction(self._db, self._lock) as db:  # one commit (one fsync)
+            db.executemany("DELETE FROM outbox WHERE id=?", [(i.id,) for i in items])
         self._bytes -= sum(len(i.payload) for i in items)
 
     def bury(self, item: OutboxItem, error: str) -> None:
         """An item the StorageService refuses for good: kept aside, out of the way."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO dead(key, kind, payload, error) VALUES(?,?,?,?)",
-                    (item.key, item.kind, item.payload, error[:500]),
-                )
-                self._db.execute("DELETE FROM outbox WHERE id=?", (item.id,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with write_transaction(self._db, self._lock) as db:
+            db.execute(
+                "INSERT OR REPLACE INTO dead(key, kind, payload, error) VALUES(?,?,?,?)",
+                (item.key, item.kind, item.payload, error[:500]),
+            )
+            db.execute("DELETE FROM outbox WHERE id=?", (item.id,))
         self._bytes -= len(item.payload)
 
     def counts(self) -> dict[str, int]:

@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ehr_common.errors import IntegrityError
+from ehr_common.sqlite import write_transaction
 from storage_service.integrity import merkle
 from storage_service.keys import row_mac
 from storage_service.records import RecordMeta, leaf_bytes
@@ -431,14 +432,8 @@ class RecordIndex:
     def _transaction(self) -> Iterator[None]:
         """One write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on any
         error), under the writer lock. Commits are durable (synchronous=FULL)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with write_transaction(self._db, self._lock):
+            yield
 
     def _commit_tickets(self, batch: list[_Ticket]) -> None:
         try:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from chaincode import core
 from ehr_common.errors import IntegrityError, NotFound, Unavailable
+from ehr_common.sqlite import write_transaction
 from storage_service.ledger.base import Caller, TxResult
 
 _SCHEMA = """
@@ -143,16 +144,11 @@ class EmbeddedLedger:
             self._check_open()
             now = datetime.now(UTC)
             view = _SqliteView(self._db)
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(self._db, None):  # under self._lock already
                 payload = core.run_sync(
                     core.invoke(view, _identity(caller), core.TxContext(tx_id, now), function, args)
                 )
                 seq = self._append(caller, tx_id, now, function, args, view.writes)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
         return TxResult(tx_id=tx_id, block=seq, payload=payload)
 
     def evaluate(self, caller: Caller, function: str, args: list[str]) -> bytes:
