@@ -1,7 +1,7 @@
 """IoMT ingestion benchmark, all in one run on MinIO + Fabric with TLS and QoS 1.
 
-    uv run python bench/ingest_bench.py [--duration 60] [--ingest-seconds 10] [--puts 2000]
-                                        [--sweep 100,300,1000] [--plot] [--ops ingest,raw_mqtt,ward,put]
+    uv run python bench/ingest_bench.py [--duration 60] [--ingest-seconds 20] [--puts 6000]
+                                        [--sweep 100,300,600] [--plot] [--ops ingest,raw_mqtt,ward,put]
 
 Needs `ehr-abe infra up minio fabric mqtt` (same EHR_ABE_* environment). One JSON
 line per measurement, {"op", "per_s", "p50_ms", "p99_ms", ...}:
@@ -834,13 +834,13 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--duration", type=float, default=60.0, help="ward run, seconds")
-    ap.add_argument("--ingest-seconds", type=float, default=10.0)
+    ap.add_argument("--ingest-seconds", type=float, default=20.0)
     ap.add_argument("--ingest-devices", type=int, default=4)
     ap.add_argument("--ward-devices", type=int, default=1000)
     ap.add_argument("--sweep", default="", help="extra ward sizes for --plot, e.g. 100,300")
     ap.add_argument("--sweep-duration", type=float, default=20.0)
-    ap.add_argument("--puts", type=int, default=2000)
-    ap.add_argument("--segment-age", type=float, default=1.5)
+    ap.add_argument("--puts", type=int, default=6000)
+    ap.add_argument("--segment-age", type=float, default=2.0)
     ap.add_argument("--anchor-age", type=float, default=0.5, help="storage batch_max_age_s")
     ap.add_argument("--ledger", choices=["fabric", "embedded"], default="fabric")
     ap.add_argument("--ops", default="ingest,raw_mqtt,ward,put")
