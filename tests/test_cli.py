@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -344,6 +345,21 @@ def test_serve_then_verify(home: Path) -> None:
                 for i in range(3)
             ]
             assert st.FlushAnchors(storage_pb2.FlushAnchorsRequest(), metadata=device).records == 3
+        # the anchoring status, for people and for monitoring
+        r = run(
+            "records", "anchoring", "--endpoint", f"127.0.0.1:{port}", "--as", "pump-1", home=home
+        )
+        assert r.returncode == 0, r.stderr
+        assert b"0 records pending" in r.stdout and b"ledger reachable" in r.stdout
+        r = run(
+            "records", "anchoring", "--endpoint", f"127.0.0.1:{port}", "--as", "pump-1",
+            "--json", "--max-pending-age", "0", home=home,
+        )  # fmt: skip
+        doc = json.loads(r.stdout)
+        assert r.returncode == 0 and doc["pending_records"] == 0 and doc["alerts"] == [], doc
+        assert doc["anchored_through_seq"] >= 3 and doc["ledger_healthy"] is True
+        r = run("records", "anchoring", "--endpoint", f"127.0.0.1:{port}", home=home)
+        assert r.returncode == 2 and b"--as" in r.stderr and b"Traceback" not in r.stderr
     finally:
         proc.send_signal(signal.SIGTERM)  # the pid we started, nothing else
         try:
@@ -359,6 +375,9 @@ def test_serve_then_verify(home: Path) -> None:
     r = run("verify", home=home, env={"COLUMNS": "200"})
     assert r.returncode == 0, r.stderr
     assert b"checked 3, passed 3 (0 pending anchoring), failed 0" in r.stdout
+    # the service is gone: one line and the Unavailable exit code
+    r = run("records", "anchoring", "--endpoint", f"127.0.0.1:{port}", "--as", "x", home=home)
+    assert r.returncode == 8 and b"Traceback" not in r.stderr, r.stderr
 
     path = home / "storage" / "objects" / envelope_key(ids[1])
     data = bytearray(path.read_bytes())
@@ -428,3 +447,33 @@ def test_plaintext_is_written_owner_only_whatever_existed(home: Path, tmp_path: 
     fresh = tmp_path / "fresh.txt"
     r = run("decrypt", "-k", str(key), str(env), "-o", str(fresh), home=home, env={})
     assert r.returncode == 0 and oct(fresh.stat().st_mode & 0o777) == "0o600"
+
+
+def test_anchoring_alerts_name_what_an_operator_must_look_at() -> None:
+    from ehr_abe.cli.edge import anchoring_alerts
+    from ehr_common.api.v1 import storage_pb2
+
+    def status(
+        *,
+        ledger_healthy: bool = True,
+        pending_records: int = 0,
+        oldest_pending_age_s: float = 0.0,
+        set_aside_batches: tuple[str, ...] = (),
+    ) -> storage_pb2.AnchoringStatus:
+        return storage_pb2.AnchoringStatus(
+            ledger_healthy=ledger_healthy,
+            pending_records=pending_records,
+            oldest_pending_age_s=oldest_pending_age_s,
+            set_aside_batches=set_aside_batches,
+        )
+
+    assert anchoring_alerts(status(), 0) == []
+    # pending but young enough, or no threshold given: fine
+    assert anchoring_alerts(status(pending_records=5, oldest_pending_age_s=3.0), 10) == []
+    assert anchoring_alerts(status(pending_records=5, oldest_pending_age_s=3.0), None) == []
+    (old,) = anchoring_alerts(status(pending_records=5, oldest_pending_age_s=30.0), 10)
+    assert "30.0 s old" in old
+    (down,) = anchoring_alerts(status(ledger_healthy=False), None)
+    assert "could not reach the ledger" in down
+    (refused,) = anchoring_alerts(status(set_aside_batches=("b-1", "b-2")), None)
+    assert refused.startswith("2 batches refused")

@@ -1,5 +1,6 @@
-"""`ehr-abe edge` (the IoMT edge gateway) and `ehr-abe records fetch` (a patient's
-device segments, decrypted client-side into FHIR Observations)."""
+"""`ehr-abe edge` (the IoMT edge gateway), `ehr-abe records fetch` (a patient's
+device segments, decrypted client-side into FHIR Observations) and `ehr-abe
+records anchoring` (how far the ledger covers the StorageService's records)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -15,7 +16,8 @@ from ehr_abe.cli.common import console, setup_logging
 from ehr_common.errors import ConfigError, InvalidArgument
 
 records_app = typer.Typer(
-    help="Read records: IoMT segments as FHIR Observations.", no_args_is_help=True
+    help="Read records (IoMT segments as FHIR Observations) and their anchoring status.",
+    no_args_is_help=True,
 )
 
 
@@ -87,6 +89,112 @@ def _when(text: str | None) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
+def _channel(
+    endpoint: str, ca: Path | None, cert: Path | None, tls_key: Path | None, subject: str | None
+) -> tuple[Any, tuple[tuple[str, str], ...]]:
+    """A channel to the StorageService: mutual TLS when all three files are given,
+    else development mode, where `subject` says who you are."""
+    import grpc
+
+    given = [f for f in (ca, cert, tls_key) if f is not None]
+    if given and len(given) < 3:
+        raise InvalidArgument("mutual TLS needs --ca, --cert and --tls-key together")
+    if ca and cert and tls_key:
+        try:
+            creds = grpc.ssl_channel_credentials(
+                ca.read_bytes(), tls_key.read_bytes(), cert.read_bytes()
+            )
+        except OSError as exc:
+            raise InvalidArgument(f"cannot read TLS material: {exc}") from None
+        return grpc.secure_channel(endpoint, creds), ()
+    if not subject:
+        raise InvalidArgument("development mode needs --as SUBJECT (or --ca, --cert, --tls-key)")
+    return grpc.insecure_channel(endpoint), (("x-ehr-subject", subject),)
+
+
+def anchoring_alerts(st: Any, max_pending_age: float | None) -> list[str]:
+    """What in an AnchoringStatus an operator must look at (empty: all is well)."""
+    alerts = []
+    if not st.ledger_healthy:
+        alerts.append("the last anchoring pass could not reach the ledger")
+    if st.set_aside_batches:
+        alerts.append(f"{len(st.set_aside_batches)} batches refused by the ledger (see the log)")
+    if (
+        max_pending_age is not None
+        and st.pending_records
+        and st.oldest_pending_age_s > max_pending_age
+    ):
+        alerts.append(
+            f"the oldest pending record is {st.oldest_pending_age_s:.1f} s old "
+            f"(over {max_pending_age:g} s)"
+        )
+    return alerts
+
+
+@records_app.command("anchoring")
+def anchoring(
+    endpoint: Annotated[str, typer.Option(help="StorageService host:port.")] = "127.0.0.1:50051",
+    ca: Annotated[Path | None, typer.Option(help="Server CA (mutual TLS).")] = None,
+    cert: Annotated[Path | None, typer.Option(help="Your certificate (mutual TLS).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="Your TLS private key (mutual TLS).")] = None,
+    subject: Annotated[
+        str | None, typer.Option("--as", help="Development mode only: who you are.")
+    ] = None,
+    max_pending_age: Annotated[
+        float | None,
+        typer.Option(help="Exit 1 when the oldest unanchored record is older (seconds)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """How far the ledger covers this StorageService's records: records waiting for an
+    anchor, the oldest one's age, batches the ledger refused. Exits 1 when the last
+    anchoring pass could not reach the ledger, when a batch was set aside, or when
+    the oldest pending record is older than --max-pending-age (for monitoring)."""
+    import grpc
+
+    from ehr_common.api.v1 import storage_pb2, storage_pb2_grpc
+    from ehr_common.grpc_errors import error_from_rpc
+
+    if max_pending_age is not None and not 0 <= max_pending_age < float("inf"):
+        raise InvalidArgument("--max-pending-age must be a non-negative number of seconds")
+    channel, md = _channel(endpoint, ca, cert, tls_key, subject)
+    try:
+        st = storage_pb2_grpc.StorageServiceStub(channel).GetAnchoringStatus(
+            storage_pb2.GetAnchoringStatusRequest(), metadata=md, timeout=30
+        )
+    except grpc.RpcError as exc:
+        raise error_from_rpc(exc) from None
+    finally:
+        channel.close()
+    alerts = anchoring_alerts(st, max_pending_age)
+    if as_json:
+        doc = {
+            "instance_id": st.instance_id,
+            "pending_records": st.pending_records,
+            "oldest_pending_age_s": round(st.oldest_pending_age_s, 3),
+            "anchored_through_seq": st.anchored_through_seq,
+            "set_aside_batches": list(st.set_aside_batches),
+            "ledger_healthy": st.ledger_healthy,
+            "alerts": alerts,
+        }
+        sys.stdout.write(json.dumps(doc) + "\n")
+    else:
+        console.print(
+            f"instance {st.instance_id}: {st.pending_records} records pending"
+            + (f" (oldest {st.oldest_pending_age_s:.1f} s)" if st.pending_records else "")
+            + f", anchored through seq {st.anchored_through_seq}, ledger "
+            + ("reachable" if st.ledger_healthy else "UNREACHABLE"),
+            highlight=False,
+            soft_wrap=True,  # one line per fact, whatever the terminal's width
+        )
+        for b in st.set_aside_batches:
+            console.print(f"set aside: {b}", highlight=False, soft_wrap=True)
+        for a in alerts:
+            console.print(f"ALERT: {a}", highlight=False, soft_wrap=True)
+    if alerts:
+        raise typer.Exit(1)
+
+
 @records_app.command("fetch")
 def fetch(
     patient: Annotated[str, typer.Option(help="Patient id.")],
@@ -117,15 +225,7 @@ def fetch(
     from ehr_common.grpc_errors import error_from_rpc
 
     keyring = AbeKeyring.from_file(key)
-    if ca and cert and tls_key:
-        creds = grpc.ssl_channel_credentials(
-            ca.read_bytes(), tls_key.read_bytes(), cert.read_bytes()
-        )
-        channel = grpc.secure_channel(endpoint, creds)
-        md: tuple[tuple[str, str], ...] = ()
-    else:
-        channel = grpc.insecure_channel(endpoint)
-        md = (("x-ehr-subject", subject or keyring.subject_id),)
+    channel, md = _channel(endpoint, ca, cert, tls_key, subject or keyring.subject_id)
     stub = storage_pb2_grpc.StorageServiceStub(channel)
     request = fetch_request(patient, _when(since), _when(until), limit)
     segments = observations = 0
