@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 #: The server's RPC threads. A streaming call holds one for as long as it is open,
 #: so streams get at most half of them (storage_service.stream_slots).
-RPC_THREADS = 16
+RPC_THREADS = 32
 
 DEV_MODE_BANNER = (
     "\n"

@@ -86,7 +86,7 @@ def _cut_off(context: Any, subject: str, fired: threading.Event) -> None:
 
 
 class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
-    def __init__(self, core: StorageCore, authenticator: Authenticator, *, max_streams: int = 8):
+    def __init__(self, core: StorageCore, authenticator: Authenticator, *, max_streams: int = 16):
         """max_streams: open streams of all callers together; keep it below the
         server's RPC thread count so that unary calls always find a thread."""
         self.core = core

@@ -42,6 +42,7 @@ from edge.readings import (
     parse_reading,
 )
 from edge.spool import OutboxItem
+from ehr_abe.server import RPC_THREADS
 from ehr_common.api.v1 import storage_pb2 as pb
 from ehr_common.errors import (
     AccessDenied,
@@ -874,10 +875,12 @@ def test_one_caller_cannot_hold_the_servers_rpc_threads_with_open_streams(
             == []
         )
         # ...until all callers together hold half the server's threads
-        for _ in range(per_caller):
-            open_stream("edge-2")
+        total = RPC_THREADS // 2
+        for i in range(2, total // per_caller + 1):  # the greedy edge is the first
+            for _ in range(per_caller):
+                open_stream(f"edge-{i}")
         deadline = time.monotonic() + 10
-        while "its limit" not in (refused_details := _details_or_none(stub, "edge-3")):
+        while "its limit" not in (refused_details := _details_or_none(stub, "edge-late")):
             assert time.monotonic() < deadline, refused_details
             time.sleep(0.05)
         # unary calls still find a thread
