@@ -50,6 +50,7 @@ def test_ingest_rows_time_completions_from_the_first_to_the_last() -> None:
     """raw_mqtt, ingest and ward share one clock rule: the completions at the first
     instant start it (an anchored batch there took no measured time), the rest count."""
     from bench.ingest_bench import completion_rate
+
     assert completion_rate([]) == completion_rate([5.0]) == 0.0
     assert completion_rate([1.0, 1.0, 1.0]) == 0.0  # one batch: no span, no rate
     # a batch of 100 at t=10, then 50 at t=11 and 50 at t=12: 100 in 2 s, not 200
