@@ -272,6 +272,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
             anchored_through_seq=head,
             set_aside_batches=list(set_aside),
             ledger_healthy=healthy,
+            anchor_deadline_s=self.core.policy.deadline_s,
         )
 
     def WriteSegments(

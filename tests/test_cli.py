@@ -358,6 +358,7 @@ def test_serve_then_verify(home: Path) -> None:
         doc = json.loads(r.stdout)
         assert r.returncode == 0 and doc["pending_records"] == 0 and doc["alerts"] == [], doc
         assert doc["anchored_through_seq"] >= 3 and doc["ledger_healthy"] is True
+        assert doc["anchor_deadline_s"] == 302.0  # batch age 2 s + 300 s of grace
         r = run("records", "anchoring", "--endpoint", f"127.0.0.1:{port}", home=home)
         assert r.returncode == 2 and b"--as" in r.stderr and b"Traceback" not in r.stderr
     finally:
@@ -459,12 +460,14 @@ def test_anchoring_alerts_name_what_an_operator_must_look_at() -> None:
         pending_records: int = 0,
         oldest_pending_age_s: float = 0.0,
         set_aside_batches: tuple[str, ...] = (),
+        anchor_deadline_s: float = 0.0,
     ) -> storage_pb2.AnchoringStatus:
         return storage_pb2.AnchoringStatus(
             ledger_healthy=ledger_healthy,
             pending_records=pending_records,
             oldest_pending_age_s=oldest_pending_age_s,
             set_aside_batches=set_aside_batches,
+            anchor_deadline_s=anchor_deadline_s,
         )
 
     assert anchoring_alerts(status(), 0) == []
@@ -473,6 +476,13 @@ def test_anchoring_alerts_name_what_an_operator_must_look_at() -> None:
     assert anchoring_alerts(status(pending_records=5, oldest_pending_age_s=3.0), None) == []
     (old,) = anchoring_alerts(status(pending_records=5, oldest_pending_age_s=30.0), 10)
     assert "30.0 s old" in old
+    # by default the service's own promise is the limit; the operator's wins if given
+    late = status(pending_records=1, oldest_pending_age_s=400.0, anchor_deadline_s=302.0)
+    (past,) = anchoring_alerts(late, None)
+    assert "anchoring deadline, 302 s" in past
+    assert anchoring_alerts(late, 500) == []
+    assert anchoring_alerts(status(pending_records=1, oldest_pending_age_s=300.0,
+                                   anchor_deadline_s=302.0), None) == []  # fmt: skip
     (down,) = anchoring_alerts(status(ledger_healthy=False), None)
     assert "could not reach the ledger" in down
     (refused,) = anchoring_alerts(status(set_aside_batches=("b-1", "b-2")), None)

@@ -113,20 +113,21 @@ def _channel(
 
 
 def anchoring_alerts(st: Any, max_pending_age: float | None) -> list[str]:
-    """What in an AnchoringStatus an operator must look at (empty: all is well)."""
+    """What in an AnchoringStatus an operator must look at (empty: all is well). A
+    pending record is too old past `max_pending_age`, or by default past the
+    service's own anchoring deadline (its maximum merge delay)."""
     alerts = []
     if not st.ledger_healthy:
         alerts.append("the last anchoring pass could not reach the ledger")
     if st.set_aside_batches:
         alerts.append(f"{len(st.set_aside_batches)} batches refused by the ledger (see the log)")
-    if (
-        max_pending_age is not None
-        and st.pending_records
-        and st.oldest_pending_age_s > max_pending_age
-    ):
+    limit, what = max_pending_age, "--max-pending-age"
+    if limit is None and st.anchor_deadline_s > 0:
+        limit, what = st.anchor_deadline_s, "the service's anchoring deadline"
+    if limit is not None and st.pending_records and st.oldest_pending_age_s > limit:
         alerts.append(
             f"the oldest pending record is {st.oldest_pending_age_s:.1f} s old "
-            f"(over {max_pending_age:g} s)"
+            f"(over {what}, {limit:g} s)"
         )
     return alerts
 
@@ -142,14 +143,19 @@ def anchoring(
     ] = None,
     max_pending_age: Annotated[
         float | None,
-        typer.Option(help="Exit 1 when the oldest unanchored record is older (seconds)."),
+        typer.Option(
+            help="Exit 1 when the oldest unanchored record is older (seconds; default: "
+            "the service's anchoring deadline)."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """How far the ledger covers this StorageService's records: records waiting for an
     anchor, the oldest one's age, batches the ledger refused. Exits 1 when the last
     anchoring pass could not reach the ledger, when a batch was set aside, or when
-    the oldest pending record is older than --max-pending-age (for monitoring)."""
+    the oldest pending record is older than --max-pending-age (default: the
+    service's anchoring deadline, past which verification fails it): a check for
+    monitoring."""
     import grpc
 
     from ehr_common.api.v1 import storage_pb2, storage_pb2_grpc
@@ -175,6 +181,7 @@ def anchoring(
             "anchored_through_seq": st.anchored_through_seq,
             "set_aside_batches": list(st.set_aside_batches),
             "ledger_healthy": st.ledger_healthy,
+            "anchor_deadline_s": st.anchor_deadline_s,
             "alerts": alerts,
         }
         sys.stdout.write(json.dumps(doc) + "\n")
@@ -183,7 +190,8 @@ def anchoring(
             f"instance {st.instance_id}: {st.pending_records} records pending"
             + (f" (oldest {st.oldest_pending_age_s:.1f} s)" if st.pending_records else "")
             + f", anchored through seq {st.anchored_through_seq}, ledger "
-            + ("reachable" if st.ledger_healthy else "UNREACHABLE"),
+            + ("reachable" if st.ledger_healthy else "UNREACHABLE")
+            + f"; anchoring deadline {st.anchor_deadline_s:g} s",
             highlight=False,
             soft_wrap=True,  # one line per fact, whatever the terminal's width
         )

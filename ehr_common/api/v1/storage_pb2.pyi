@@ -351,20 +351,22 @@ class GetAnchoringStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AnchoringStatus(_message.Message):
-    __slots__ = ("instance_id", "pending_records", "oldest_pending_age_s", "anchored_through_seq", "set_aside_batches", "ledger_healthy")
+    __slots__ = ("instance_id", "pending_records", "oldest_pending_age_s", "anchored_through_seq", "set_aside_batches", "ledger_healthy", "anchor_deadline_s")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     PENDING_RECORDS_FIELD_NUMBER: _ClassVar[int]
     OLDEST_PENDING_AGE_S_FIELD_NUMBER: _ClassVar[int]
     ANCHORED_THROUGH_SEQ_FIELD_NUMBER: _ClassVar[int]
     SET_ASIDE_BATCHES_FIELD_NUMBER: _ClassVar[int]
     LEDGER_HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    ANCHOR_DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     pending_records: int
     oldest_pending_age_s: float
     anchored_through_seq: int
     set_aside_batches: _containers.RepeatedScalarFieldContainer[str]
     ledger_healthy: bool
-    def __init__(self, instance_id: _Optional[str] = ..., pending_records: _Optional[int] = ..., oldest_pending_age_s: _Optional[float] = ..., anchored_through_seq: _Optional[int] = ..., set_aside_batches: _Optional[_Iterable[str]] = ..., ledger_healthy: bool = ...) -> None: ...
+    anchor_deadline_s: float
+    def __init__(self, instance_id: _Optional[str] = ..., pending_records: _Optional[int] = ..., oldest_pending_age_s: _Optional[float] = ..., anchored_through_seq: _Optional[int] = ..., set_aside_batches: _Optional[_Iterable[str]] = ..., ledger_healthy: bool = ..., anchor_deadline_s: _Optional[float] = ...) -> None: ...
 
 class AssignDeviceRequest(_message.Message):
     __slots__ = ("patient_id", "device_id", "expires_at")
