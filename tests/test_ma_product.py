@@ -87,6 +87,14 @@ def test_authority_files_round_trip(tmp_path: Path, authorities: dict[str, MaAut
         again.issue_key("alice", ["role:doctor@hosp1"], valid_from=1, valid_until=2)
     with pytest.raises(InvalidArgument, match="validity period"):
         again.issue_key("alice", ["valid_until@hosp9=5"], valid_from=1, valid_until=2)
+    # a postdated key would open everything at once: periods start by tomorrow
+    today = day_number(datetime.now(UTC))
+    with pytest.raises(InvalidArgument, match="after tomorrow"):
+        again.issue_key("alice", ["role:x@hosp9"], valid_from=today + 2, valid_until=today + 9)
+    with pytest.raises(InvalidArgument, match="after tomorrow"):
+        again.renew("alice", valid_from=today + 2, valid_until=today + 9)
+    again.issue_key("alice", ["role:x@hosp9"], valid_from=today + 1, valid_until=today + 9)
+    again.renew("alice", valid_from=today + 1, valid_until=today + 9)
 
 
 def test_record_needing_both_centres(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from abe_service.authority import (
@@ -35,7 +36,7 @@ from abe_service.ma.serialization import (
     secret_key_to_bytes,
     user_key_to_bytes,
 )
-from abe_service.ma.validity import is_validity_attribute, validity_attributes
+from abe_service.ma.validity import day_number, is_validity_attribute, validity_attributes
 from abe_service.pairing.base import get_backend
 from abe_service.policy import expand_attributes, parse_attribute
 from ehr_common.errors import AccessDenied, AlreadyExists, ConfigError, DecodeError, InvalidArgument
@@ -167,6 +168,7 @@ class MaAuthority:
         for a in attributes:
             if is_validity_attribute(parse_attribute(a).name):
                 raise InvalidArgument("the validity period is set by the authority, not listed")
+        _refuse_postdated(valid_from)
         return self._issue(
             gid, [*attributes, *validity_attributes(self.authority, valid_from, valid_until)]
         )
@@ -174,4 +176,17 @@ class MaAuthority:
     def renew(self, gid: str, *, valid_from: int, valid_until: int) -> MaIssued:
         """Only the time attributes, for a GID that holds this authority's attributes:
         the client adds this key to its keyring."""
+        _refuse_postdated(valid_from)
         return self._issue(gid, validity_attributes(self.authority, valid_from, valid_until))
+
+
+def _refuse_postdated(valid_from: int) -> None:
+    """Nothing in ABE can hold a key back until a date: a postdated key would open
+    everything it satisfies the day it is handed over. So a validity period starts
+    no later than tomorrow (UTC; a day of slack for the issuer's time zone)."""
+    tomorrow = day_number(datetime.now(UTC)) + 1
+    if valid_from > tomorrow:
+        raise InvalidArgument(
+            f"valid_from (day {valid_from}) is after tomorrow (day {tomorrow}): a key "
+            "cannot be held back until a date; issue it when its period starts"
+        )
