@@ -585,6 +585,7 @@ class Gateway:
         c = self.cfg
         lanes = c.send_streams
         backoff = 0.2
+        busy_said = False
         with ThreadPoolExecutor(lanes, thread_name_prefix="edge-send") as pool:
             while True:
                 items = self.spool.outbox(c.send_max_items * lanes, c.send_max_bytes * lanes)
@@ -610,14 +611,22 @@ class Gateway:
                     else:
                         self._isolate(chunk, exc)
                 if retry is not None:
-                    if self.stats.storage_up:
-                        log.warning("StorageService unavailable; buffering on disk: %s", retry)
-                    self.stats.storage_up = False
+                    if isinstance(retry, ResourceExhausted):
+                        # up but at its stream cap (other callers, or our own calls
+                        # of a previous run not yet ended): not an outage
+                        if not busy_said:
+                            log.warning("StorageService busy; retrying: %s", retry)
+                        busy_said = True
+                    else:
+                        if self.stats.storage_up:
+                            log.warning("StorageService unavailable; buffering on disk: %s", retry)
+                        self.stats.storage_up = False
                     if self._stop.wait(backoff):
                         return
                     backoff = min(5.0, backoff * 2)
                     continue
                 backoff = 0.2
+                busy_said = False
                 if not self.stats.storage_up:
                     log.warning("StorageService back; draining the spool")
                 self.stats.storage_up = True

@@ -607,6 +607,33 @@ def test_faults_that_say_nothing_of_the_items_are_retried_not_buried(
         gw.stop()
 
 
+def test_a_busy_service_is_not_reported_as_down(
+    tmp_path: Path,
+    authority: KeyAuthority,
+    core: StorageCore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """At its stream cap the service refuses a stream at once: retried, but neither
+    logged nor counted as an outage (operators and `--stats` would chase one)."""
+    sink = CoreSink(core)
+    sink.fail = [ResourceExhausted("edge-gateway already has 4 streams open")] * 3
+    gw = _gateway(_cfg(tmp_path, authority, {"hr-1": Device("heart-rate", "p-1")}), sink)
+    seen_down: list[bool] = []
+    try:
+        with caplog.at_level("WARNING", logger="edge.gateway"):
+            _send(gw, "hr-1", range(1, 4))
+            deadline = time.monotonic() + 20
+            while gw.snapshot()["delivered_readings"] < 3:
+                seen_down.append(not gw.snapshot()["storage_up"])
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        assert not any(seen_down)
+        assert "StorageService busy" in caplog.text and "unavailable" not in caplog.text
+        assert _stored_seqs(core, "p-1") == [1, 2, 3]
+    finally:
+        gw.stop()
+
+
 def test_which_errors_bury() -> None:
     for refusal in (InvalidArgument("x"), AlreadyExists("x"), FailedPrecondition("x")):
         assert not _retryable(refusal)
