@@ -73,7 +73,7 @@ def receipt_to_pb(r: Receipt) -> pb.Receipt:
 #: most a few MiB per call; its own deadline is 30 s).
 MAX_STREAM_SECONDS = 120.0
 #: Open streams (WriteSegments and FetchSegments together) one caller may hold; an
-#: edge sends on at most two at once.
+#: edge's send_streams (1-4) fits.
 MAX_STREAMS_PER_CALLER = 4
 
 
