@@ -15,6 +15,13 @@ import typer
 from ehr_abe.cli.common import console, setup_logging
 from ehr_common.errors import ConfigError, InvalidArgument
 
+# how `records` commands reach the StorageService (see _channel)
+EndpointOption = Annotated[str, typer.Option(help="StorageService host:port.")]
+CaOption = Annotated[Path | None, typer.Option(help="Server CA (mutual TLS).")]
+CertOption = Annotated[Path | None, typer.Option(help="Your certificate (mutual TLS).")]
+TlsKeyOption = Annotated[Path | None, typer.Option(help="Your TLS private key (mutual TLS).")]
+AsOption = Annotated[str | None, typer.Option("--as", help="Development mode only: who you are.")]
+
 records_app = typer.Typer(
     help="Read records (IoMT segments as FHIR Observations) and their anchoring status.",
     no_args_is_help=True,
@@ -134,13 +141,11 @@ def anchoring_alerts(st: Any, max_pending_age: float | None) -> list[str]:
 
 @records_app.command("anchoring")
 def anchoring(
-    endpoint: Annotated[str, typer.Option(help="StorageService host:port.")] = "127.0.0.1:50051",
-    ca: Annotated[Path | None, typer.Option(help="Server CA (mutual TLS).")] = None,
-    cert: Annotated[Path | None, typer.Option(help="Your certificate (mutual TLS).")] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="Your TLS private key (mutual TLS).")] = None,
-    subject: Annotated[
-        str | None, typer.Option("--as", help="Development mode only: who you are.")
-    ] = None,
+    endpoint: EndpointOption = "127.0.0.1:50051",
+    ca: CaOption = None,
+    cert: CertOption = None,
+    tls_key: TlsKeyOption = None,
+    subject: AsOption = None,
     max_pending_age: Annotated[
         float | None,
         typer.Option(
@@ -214,13 +219,11 @@ def fetch(
     fhir: Annotated[
         bool, typer.Option("--fhir", help="Print the FHIR Observations as NDJSON.")
     ] = False,
-    endpoint: Annotated[str, typer.Option(help="StorageService host:port.")] = "127.0.0.1:50051",
-    ca: Annotated[Path | None, typer.Option(help="Server CA (mutual TLS).")] = None,
-    cert: Annotated[Path | None, typer.Option(help="Your certificate (mutual TLS).")] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="Your TLS private key (mutual TLS).")] = None,
-    subject: Annotated[
-        str | None, typer.Option("--as", help="Development mode only: who you are.")
-    ] = None,
+    endpoint: EndpointOption = "127.0.0.1:50051",
+    ca: CaOption = None,
+    cert: CertOption = None,
+    tls_key: TlsKeyOption = None,
+    subject: AsOption = None,
     limit: Annotated[int, typer.Option(help="At most this many segments.")] = 10_000,
 ) -> None:
     """A patient's device segments in a time range, verified against their anchors and
