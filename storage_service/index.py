@@ -159,7 +159,7 @@ class SegmentRow:
 @dataclass
 class _Ticket:
     rows: list[tuple[RecordMeta, bytes, SegmentRow | None]]
-    inserted: list[bool] = field(default_factory=list)
+    inserted: list[int | None] = field(default_factory=list)
     error: BaseException | None = None
     done: bool = False
 
@@ -396,9 +396,11 @@ class RecordIndex:
             rows = self._db.execute(sql, args).fetchall()
         return [_record(r, self._mac_key, self.instance_id) for r in rows]
 
-    def commit_group(self, rows: list[tuple[RecordMeta, bytes, SegmentRow | None]]) -> list[bool]:
-        """Insert pending records (and their segment rows) durably; for each row True
-        if new, False if its record id existed. Callers arriving while a commit runs
+    def commit_group(
+        self, rows: list[tuple[RecordMeta, bytes, SegmentRow | None]]
+    ) -> list[int | None]:
+        """Insert pending records (and their segment rows) durably; for each row its
+        seq if new, None if its record id existed. Callers arriving while a commit runs
         are committed together by the next one: one transaction and one fsync for
         all of them. Returns once the rows are durable (synchronous=FULL)."""
         ticket = _Ticket(rows)
@@ -423,7 +425,7 @@ class RecordIndex:
         return self._result(ticket)
 
     @staticmethod
-    def _result(ticket: _Ticket) -> list[bool]:
+    def _result(ticket: _Ticket) -> list[int | None]:
         if ticket.error is not None:
             raise ticket.error
         return ticket.inserted
@@ -445,7 +447,7 @@ class RecordIndex:
             for t in batch:
                 t.error, t.inserted = exc, []
 
-    def _insert_row(self, meta: RecordMeta, leaf_hash: bytes, seg: SegmentRow | None) -> bool:
+    def _insert_row(self, meta: RecordMeta, leaf_hash: bytes, seg: SegmentRow | None) -> int | None:
         cur = self._db.execute(
             "INSERT OR IGNORE INTO records(record_id, patient_id, record_type, author, created_at, "
             "policy, size, content_sha256, leaf_hash, mac) VALUES(?,?,?,?,?,?,?,?,?,?)",
@@ -463,7 +465,7 @@ class RecordIndex:
             ),
         )
         if cur.rowcount == 0:
-            return False
+            return None
         if seg is not None:
             self._db.execute(
                 "INSERT OR IGNORE INTO segments(record_id, patient_id, device_id, window_record_id, "
@@ -479,7 +481,7 @@ class RecordIndex:
                     seg.last_time_ms,
                 ),
             )
-        return True
+        return cur.lastrowid
 
     def segments(
         self, patient_id: str, since_ms: int, until_ms: int, limit: int

@@ -7,6 +7,7 @@ so neither the ciphertext nor who/what/when it is about can change unnoticed.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import secrets
 import struct
@@ -75,7 +76,12 @@ class RecordMeta:
     content_sha256: bytes
 
     def leaf_bytes(self) -> bytes:
-        return leaf_bytes(self)
+        return self._leaf
+
+    @functools.cached_property
+    def _leaf(self) -> bytes:
+        # Computed once: a write needs it for the leaf hash and for the row's MAC.
+        return _encode_leaf(self)
 
     def to_json_dict(self) -> dict[str, object]:
         return {
@@ -112,6 +118,10 @@ def _field(b: bytes) -> bytes:
 
 def leaf_bytes(meta: RecordMeta) -> bytes:
     """Canonical, length-prefixed encoding (unambiguous: no field can bleed into another)."""
+    return meta.leaf_bytes()
+
+
+def _encode_leaf(meta: RecordMeta) -> bytes:
     ts = meta.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
     return (
         LEAF_DOMAIN

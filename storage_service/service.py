@@ -55,7 +55,7 @@ from storage_service.authorization import (
     may_read,
     resolve_author,
 )
-from storage_service.index import BadRow, IndexedRecord, RecordIndex, Row, SegmentRow
+from storage_service.index import MAX_SEQ, BadRow, IndexedRecord, RecordIndex, Row, SegmentRow
 from storage_service.integrity import merkle
 from storage_service.integrity.merkle import merkle_root_or_none
 from storage_service.keys import ServiceKeys
@@ -630,16 +630,18 @@ class StorageCore:
             )
             duplicate = True
         leaf = merkle.leaf_hash(meta.leaf_bytes())
-        if not self.index.commit_group([(meta, leaf, None)])[0]:
-            duplicate = True
+        seq = self.index.commit_group([(meta, leaf, None)])[0]
         self.anchorer.notify()
+        if seq is not None and not duplicate and 1 <= seq <= MAX_SEQ:
+            # The row just committed holds exactly this metadata and leaf: reading it
+            # back would re-check our own MAC. A new record is pending: no ledger read.
+            fresh = IndexedRecord(seq, meta, leaf, None, None)
+            return PutResult(meta, self._pending_receipt(fresh), duplicate=False)
         row = self.index.get(record_id)
         if row is None:
             raise IntegrityError(f"record {record_id} vanished from the index")
         indexed = self._sound(row)
-        # a record just indexed is pending: no need to ask the ledger
-        receipt = self._receipt(indexed) if duplicate else self._pending_receipt(indexed)
-        return PutResult(indexed.meta, receipt, duplicate)
+        return PutResult(indexed.meta, self._receipt(indexed), duplicate=True)
 
     def _new_envelope_policy(self, envelope: bytes, *, fame: bool = True) -> str:
         """The policy of a client-made envelope for a new record, vetted if the
@@ -809,7 +811,7 @@ class StorageCore:
         inserted = iter(self.index.commit_group(rows)) if rows else iter(())
         results: list[WriteResult] = []
         for _fut, result, row_meta, _seg in pending:
-            if row_meta is not None and not next(inserted):
+            if row_meta is not None and next(inserted) is None:
                 result = WriteResult(result.key, result.record_id, True)  # a concurrent twin won
             results.append(result)
         if rows:

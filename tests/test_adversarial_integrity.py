@@ -499,6 +499,20 @@ def test_deleted_pending_row_leaves_evidence(world: World) -> None:
     )
 
 
+def test_fresh_put_receipt_is_the_indexed_records(world: World) -> None:
+    """PutRecord builds a new record's receipt from what it just committed, without
+    reading the row back: it must be the receipt the index's row gives."""
+    patient, _ = world.patient()
+    world.core.flush()
+    put = world.core.put_record(
+        WRITER, patient_id=patient, record_type="ecg", payload=b"hr=2", policy=f"patient:{patient}"
+    )
+    assert not put.duplicate and not put.receipt.anchored
+    world.owners[put.meta.record_id] = world.patients[patient]
+    assert put.receipt == world.receipt(put.meta.record_id)
+    assert put.meta == world.core.index.get(put.meta.record_id).meta  # type: ignore[union-attr]
+
+
 def test_unanchored_past_its_deadline(world: World) -> None:
     patient, _ = world.patient()
     world.core.flush()
