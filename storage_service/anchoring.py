@@ -20,6 +20,7 @@ crash is logged once (the chaincode skips ids it has seen).
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import threading
 import time
@@ -93,6 +94,7 @@ class Anchorer:
         self._work_lock = threading.Lock()  # one anchoring pass at a time
         self._just_closed: dict[str, bytes] = {}  # batch id -> root, within one pass
         self._added = 0  # records added since the last pass began (notify)
+        self._ledger_seen = -math.inf  # monotonic time of the last pass that reached it
         self.ledger_healthy = True
 
     # -- lifecycle ---------------------------------------------------------
@@ -124,7 +126,7 @@ class Anchorer:
                     return
                 self._added = 0
             try:
-                self.run_once(force=False)
+                self._pass(force=False)
                 delay = self._policy.max_age_s / 4
             except EhrAbeError as exc:
                 if self.ledger_healthy:
@@ -143,17 +145,35 @@ class Anchorer:
         """Close due batches, anchor every unanchored batch, flush access events.
         With force=True the open batch closes whatever its size or age. The stages
         are independent: access events flow even when anchoring cannot."""
+        batches, records = self._pass(force=force)
+        return FlushResult(batches, records, self.set_aside())
+
+    def _pass(self, *, force: bool) -> tuple[int, int]:
+        """One pass; (batches, records) anchored. A background pass runs every
+        max_age_s / 4; one with no batch due, none waiting for its anchor and the
+        ledger reached less than max_age_s ago leaves the ledger alone (every pass
+        used to query it)."""
         with self._work_lock:
             self._just_closed.clear()
             failure: EhrAbeError | None = None
             batches = records = 0
+            anchoring = (
+                force
+                or not self.ledger_healthy
+                # an idle service still asks once per max_age_s: an outage shows at once
+                or time.monotonic() - self._ledger_seen >= self._policy.max_age_s
+                or self._anchoring_due()
+            )
             try:
-                self._book.refresh()
-                head = self._book.head()
-                self._index.reserve_seqs_through(head)
-                self._adopt_ledger_placement(head)
-                self._close_due_batches(force=force, head=head)
-                batches, records = self._anchor_unanchored()
+                if anchoring:
+                    self._book.refresh()
+                    head = self._book.head()
+                    self._index.reserve_seqs_through(head)
+                    self._adopt_ledger_placement(head)
+                    self._close_due_batches(force=force, head=head)
+                    batches, records = self._anchor_unanchored()
+                    if batches:  # the book (receipts, status) learns them from the ledger
+                        self._book.refresh()
             except EhrAbeError as exc:
                 failure = exc
             try:
@@ -162,8 +182,24 @@ class Anchorer:
                 failure = failure or exc
             if failure is not None:
                 raise failure
-            self.ledger_healthy = True
-            return FlushResult(batches, records, self.set_aside())
+            if anchoring:  # only a pass that reached the ledger says it is healthy
+                self.ledger_healthy = True
+                self._ledger_seen = time.monotonic()
+            return batches, records
+
+    def _anchoring_due(self) -> bool:
+        """A batch would close now (by count or age), or a closed one awaits its anchor
+        (read from the index alone; the ledger's head as last seen)."""
+        if self._index.has_unanchored_batches():
+            return True
+        n, oldest = self._index.pending_count_and_oldest(after_seq=self._book.head())
+        if n == 0:
+            return False
+        return (
+            n >= self._policy.max_records
+            or oldest is None
+            or utc_now() - oldest >= timedelta(seconds=self._policy.max_age_s)
+        )
 
     def set_aside(self) -> tuple[str, ...]:
         out = []

@@ -62,6 +62,9 @@ CREATE TABLE IF NOT EXISTS batches(
   last_seq INTEGER,
   set_aside TEXT
 );
+-- every anchoring pass asks for these: without it, a scan of every batch ever closed
+CREATE INDEX IF NOT EXISTS batches_unanchored ON batches(first_seq, batch_id)
+  WHERE tx_id IS NULL AND set_aside IS NULL;
 CREATE TABLE IF NOT EXISTS access_queue(
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   record_id TEXT NOT NULL,
@@ -178,6 +181,8 @@ _RECORD_COLS = (
     "seq, record_id, patient_id, record_type, author, created_at, policy, size, "
     "content_sha256, leaf_hash, batch_id, leaf_index, mac"
 )
+#: a closed batch still waiting for its anchor (the partial index batches_unanchored)
+_UNANCHORED = "tx_id IS NULL AND set_aside IS NULL"
 _BATCH_COLS = (
     "batch_id, merkle_root, tree_size, closed_at, tx_id, block, first_seq, last_seq, set_aside"
 )
@@ -707,7 +712,14 @@ class RecordIndex:
         return out
 
     def unanchored_batches(self) -> list[BatchRow | str]:
-        return self._batch_rows("WHERE tx_id IS NULL AND set_aside IS NULL", ())
+        return self._batch_rows(f"WHERE {_UNANCHORED}", ())
+
+    def has_unanchored_batches(self) -> bool:
+        with self._lock:
+            return (
+                self._db.execute(f"SELECT 1 FROM batches WHERE {_UNANCHORED} LIMIT 1").fetchone()
+                is not None
+            )
 
     def batches(self) -> list[BatchRow | str]:
         return self._batch_rows("", ())

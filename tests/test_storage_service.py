@@ -418,6 +418,55 @@ def test_nothing_is_lost_while_the_ledger_is_down(make_core: Any, backends: Back
         time.sleep(0.2)
 
 
+class CountingLedger(FlakyLedger):
+    """The fault switch, counting the AnchorsByInstance queries (one per ledger refresh)."""
+
+    def __init__(self, inner: Ledger):
+        super().__init__(inner)
+        self.anchor_queries = 0
+
+    def evaluate(self, caller: Caller, function: str, args: list[str]) -> bytes:
+        if function == "AnchorsByInstance":
+            self.anchor_queries += 1
+        return super().evaluate(caller, function, args)
+
+
+@pytest.mark.parametrize("backends", ["embedded"], indirect=True)  # counts its queries
+def test_an_idle_anchorer_asks_the_ledger_once_per_batch_age(
+    make_core: Any, backends: Backends, tmp_path: Path
+) -> None:
+    """Background passes run every max_age_s / 4; with nothing to anchor only one per
+    max_age_s reads the ledger, yet records are anchored as before and an outage of
+    an idle service still shows in its health."""
+    ledger = CountingLedger(EmbeddedLedger(tmp_path / "counted-ledger.sqlite"))
+    core = make_core(AnchorPolicy(max_records=1000, max_age_s=0.4, retry_s=0.1), ledger=ledger)
+    patient, me = _patient(backends, core)
+    core.start()
+    rid = core.put_record(
+        DEVICE, patient_id=patient, record_type="ecg", payload=b"1", policy=POLICY
+    ).meta.record_id
+    deadline = time.monotonic() + 30
+    while not core.get_receipt(me, rid).anchored:
+        assert time.monotonic() < deadline, "the record was not anchored"
+        time.sleep(0.05)
+    before = ledger.anchor_queries
+    time.sleep(4.0)  # 40 background passes; 10 max_age_s periods
+    idle = ledger.anchor_queries - before
+    assert 1 <= idle <= 20, f"{idle} AnchorsByInstance queries in 4 s idle (every pass: about 40)"
+    ledger.down = True
+    try:
+        deadline = time.monotonic() + 10
+        while core.anchorer.ledger_healthy:
+            assert time.monotonic() < deadline, "an idle service did not notice the outage"
+            time.sleep(0.05)
+    finally:
+        ledger.down = False
+    deadline = time.monotonic() + 10
+    while not core.anchorer.ledger_healthy:
+        assert time.monotonic() < deadline, "the ledger's return was not noticed"
+        time.sleep(0.05)
+
+
 # -- authorised writes, idempotency, no oracle --------------------------------------------
 
 
