@@ -408,6 +408,8 @@ class StorageCore:
         self.index = index
         self.ledger = ledger
         self.encryptor = encryptor
+        # a runtime-checkable Protocol's isinstance costs tens of microseconds: once here
+        self._vetter = encryptor if isinstance(encryptor, NewEnvelopeCheck) else None
         self.service_caller = service_caller
         self.id_keys = id_keys or keys.ids  # tests may pin their own
         self._facts = _FactCache(
@@ -646,8 +648,8 @@ class StorageCore:
     def _new_envelope_policy(self, envelope: bytes, *, fame: bool = True) -> str:
         """The policy of a client-made envelope for a new record, vetted if the
         encryptor can (NewEnvelopeCheck); DecodeError if malformed."""
-        if isinstance(self.encryptor, NewEnvelopeCheck):
-            return self.encryptor.check_new_envelope(envelope, fame=fame)
+        if self._vetter is not None:
+            return self._vetter.check_new_envelope(envelope, fame=fame)
         return self.encryptor.envelope_policy(envelope)
 
     # -- IoMT segment streams -------------------------------------------------------

@@ -201,7 +201,11 @@ class SchemeRouter:
         return self.fame.encrypt(self.policy_for_new_record(policy), plaintext, context)
 
     def envelope_policy(self, envelope: bytes) -> str:
-        if envelope_scheme(envelope) == MA_SCHEME:
+        return self._policy_of(envelope, envelope_scheme(envelope))
+
+    @staticmethod
+    def _policy_of(envelope: bytes, scheme: str) -> str:
+        if scheme == MA_SCHEME:
             return ma_envelope_policy(envelope)
         return fame_envelope_policy(envelope)
 
@@ -212,8 +216,9 @@ class SchemeRouter:
         may have sealed it just before midnight UTC). Otherwise a writer could store
         records that keys expired before today still open. `fame=False` leaves FAME
         envelopes unchecked (edge gateways seal window keys without the condition)."""
-        policy = self.envelope_policy(envelope)
-        multi = envelope_scheme(envelope) == MA_SCHEME
+        scheme = envelope_scheme(envelope)
+        policy = self._policy_of(envelope, scheme)
+        multi = scheme == MA_SCHEME
         if multi and isinstance(self.ma, MaLedgerEncryptor):
             self.ma.check_authorities(envelope)
         if not (self.validity if multi else self.fame_validity and fame):
