@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from ehr_common.errors import (
     AlreadyExists,
@@ -61,6 +61,22 @@ class AnchorPolicy:
     def deadline_s(self) -> float:
         """Seconds from a record's acceptance to the latest time it must be anchored."""
         return self.max_age_s + self.grace_s
+
+
+def batch_due(n: int, oldest: datetime | None, now: datetime, policy: AnchorPolicy) -> bool:
+    """Should the `n` pending records, the oldest accepted at `oldest`, close into a
+    batch now? By count, or by age. A pending time further in the future than a
+    batch's age (a row altered on disk, or the clock stepped back) counts as due: the
+    pass then reads the rows, checks their MACs and sets a bad one aside, where
+    waiting for it would hold the records back and hide their age from
+    `records anchoring` forever."""
+    if n == 0:
+        return False
+    if n >= policy.max_records or oldest is None:
+        return True
+    age = now - oldest
+    limit = timedelta(seconds=policy.max_age_s)
+    return age >= limit or age < -limit
 
 
 @dataclass(frozen=True)
@@ -193,13 +209,7 @@ class Anchorer:
         if self._index.has_unanchored_batches():
             return True
         n, oldest = self._index.pending_count_and_oldest(after_seq=self._book.head())
-        if n == 0:
-            return False
-        return (
-            n >= self._policy.max_records
-            or oldest is None
-            or utc_now() - oldest >= timedelta(seconds=self._policy.max_age_s)
-        )
+        return batch_due(n, oldest, utc_now(), self._policy)
 
     def set_aside(self) -> tuple[str, ...]:
         out = []
@@ -242,10 +252,7 @@ class Anchorer:
         p = self._policy
         while True:
             n, oldest = self._index.pending_count_and_oldest(after_seq=head)
-            if n == 0:
-                return
-            due_by_age = oldest is None or utc_now() - oldest >= timedelta(seconds=p.max_age_s)
-            if not (force or n >= p.max_records or due_by_age):
+            if n == 0 or not (force or batch_due(n, oldest, utc_now(), p)):
                 return
             rows = self._index.pending(p.max_records, after_seq=head)
             run: list[IndexedRecord] = []

@@ -11,7 +11,7 @@ import contextlib
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -465,6 +465,69 @@ def test_an_idle_anchorer_asks_the_ledger_once_per_batch_age(
     while not core.anchorer.ledger_healthy:
         assert time.monotonic() < deadline, "the ledger's return was not noticed"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("n", "offset_s", "due"),
+    [
+        (0, -100.0, False),  # nothing pending
+        (3, -0.1, False),  # younger than a batch's age
+        (3, -0.4, True),  # as old as a batch's age
+        (1000, -0.1, True),  # a full batch
+        (3, 0.3, False),  # a little ahead: clock jitter
+        (3, 3600.0, True),  # far in the future: altered, read it and check it
+    ],
+)
+def test_when_a_batch_is_due(n: int, offset_s: float, due: bool) -> None:
+    from storage_service.anchoring import batch_due
+
+    now = datetime.now(UTC)
+    policy = AnchorPolicy(max_records=1000, max_age_s=0.4)
+    assert batch_due(n, now + timedelta(seconds=offset_s), now, policy) is due
+
+
+@pytest.mark.parametrize("backends", ["embedded"], indirect=True)  # edits the index file
+def test_a_pending_row_dated_in_the_future_is_caught_not_held_back(
+    make_core: Any, backends: Backends, tmp_path: Path
+) -> None:
+    """A storage host that moves every pending record's time into the future would
+    stop batches closing by age and make `records anchoring` see no age at all: the
+    background anchorer reads such rows at once, sets them aside as bad (their MAC
+    covers the time) and anchors the rest."""
+    import sqlite3
+
+    core = make_core(AnchorPolicy(max_records=1000, max_age_s=0.4, retry_s=0.1))
+    patient, me = _patient(backends, core)
+
+    def put(i: int) -> str:
+        return str(
+            core.put_record(
+                DEVICE, patient_id=patient, record_type="ecg", payload=b"%d" % i, policy=POLICY
+            ).meta.record_id
+        )
+
+    def wait_for(what: str, done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 30
+        while not done():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+
+    def batch_of(rid: str) -> object:
+        with contextlib.closing(sqlite3.connect(tmp_path / "index.sqlite")) as db:
+            return db.execute("SELECT batch_id FROM records WHERE record_id=?", (rid,)).fetchone()[
+                0
+            ]
+
+    victim = put(0)  # the only pending record: its time is every pending time
+    future = (datetime.now(UTC) + timedelta(days=365)).isoformat()
+    with contextlib.closing(sqlite3.connect(tmp_path / "index.sqlite")) as db, db:
+        db.execute("UPDATE records SET created_at=? WHERE record_id=?", (future, victim))
+    core.start()
+    wait_for("the altered row was never read", lambda: batch_of(victim) == "!rejected")
+    with pytest.raises(IntegrityError):
+        core.get_record(me, victim)
+    good = put(1)
+    wait_for("records after it were not anchored", lambda: core.get_receipt(me, good).anchored)
 
 
 # -- authorised writes, idempotency, no oracle --------------------------------------------
