@@ -211,9 +211,15 @@ class Anchorer:
         n, oldest = self._index.pending_count_and_oldest(after_seq=self._book.head())
         return batch_due(n, oldest, utc_now(), self._policy)
 
-    def set_aside(self) -> tuple[str, ...]:
+    def set_aside(self, *, every_row: bool = True) -> tuple[str, ...]:
+        """Batches set aside, and (every_row) the ids of batch rows too malformed to
+        read, which takes reading every batch ever closed. Status calls, which
+        monitoring repeats, pass every_row=False: only the rows marked set aside,
+        through a partial index (an unanchored malformed row is marked by the next
+        pass; one claiming an anchor is verification's to find)."""
         out = []
-        for b in self._index.batches():
+        rows = self._index.batches() if every_row else self._index.set_aside_batches()
+        for b in rows:
             if isinstance(b, str):
                 out.append(b)
             elif b.set_aside is not None:

@@ -65,6 +65,9 @@ CREATE TABLE IF NOT EXISTS batches(
 -- every anchoring pass asks for these: without it, a scan of every batch ever closed
 CREATE INDEX IF NOT EXISTS batches_unanchored ON batches(first_seq, batch_id)
   WHERE tx_id IS NULL AND set_aside IS NULL;
+-- and every status call for these
+CREATE INDEX IF NOT EXISTS batches_set_aside ON batches(first_seq, batch_id)
+  WHERE set_aside IS NOT NULL;
 CREATE TABLE IF NOT EXISTS access_queue(
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   record_id TEXT NOT NULL,
@@ -723,6 +726,9 @@ class RecordIndex:
 
     def batches(self) -> list[BatchRow | str]:
         return self._batch_rows("", ())
+
+    def set_aside_batches(self) -> list[BatchRow | str]:
+        return self._batch_rows("WHERE set_aside IS NOT NULL", ())
 
     def batch(self, batch_id: str) -> BatchRow | None:
         rows = self._batch_rows("WHERE batch_id=?", (batch_id,))

@@ -1295,7 +1295,7 @@ class StorageCore:
         head = self.book.head()
         n, oldest = self.index.pending_count_and_oldest(after_seq=head)
         age = (utc_now() - oldest).total_seconds() if oldest is not None else 0.0
-        return n, age, head, self.anchorer.set_aside(), self.anchorer.ledger_healthy
+        return n, age, head, self.anchorer.set_aside(every_row=False), self.anchorer.ledger_healthy
 
     def flush(self) -> FlushResult:
         return self.anchorer.run_once(force=True)
