@@ -33,6 +33,7 @@ from tests.iomt_helpers import (
     with_mqtt,
     write_identity,
 )
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.minio]
 READER = "dr-iomt"
@@ -67,14 +68,6 @@ def _connect(conn: Path, tmp: Path, device_id: str) -> Any:
     return mqtt_device(conn, cert.read_bytes(), key.read_bytes(), device_id)
 
 
-def _wait(pred: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def _all_fetched(
     storage: Storage, keyring: AbeKeyring, patient: str, expected: set[tuple[str, int]]
 ) -> list[tuple[str, int]]:
@@ -86,7 +79,7 @@ def _all_fetched(
         got = reading_ids(fetch(storage, keyring, patient, READER))
         return set(got) >= expected
 
-    _wait(complete, 60, "every reading to be stored")
+    wait_until(complete, 60, "every reading to be stored")
     return got
 
 
@@ -137,7 +130,7 @@ def test_end_to_end_with_refusals(
         ecg = next(s for s in sims if s.device_type == "ecg")
         forged = json.dumps({"seq": 10_000, "t": now, "spo2": 97, "hr": 70}).encode()
         assert c.publish(f"devices/{ecg.device_id}/readings", forged) == 135  # not authorised
-        _wait(lambda: gw.stats.received >= 123, 30, "the edge to see every allowed message")
+        wait_until(lambda: gw.stats.received >= 123, 30, "the edge to see every allowed message")
         time.sleep(0.5)
         assert gw.stats.received == 123  # the forged message never reached the edge
         assert gw.stats.rejected.get("malformed", 0) >= 1
@@ -270,9 +263,9 @@ def test_edge_killed_mid_stream_loses_nothing(
 
     publisher = threading.Thread(target=publish)
     try:
-        _wait(lambda: "received" in stats(), 60, "the edge to start")
+        wait_until(lambda: "received" in stats(), 60, "the edge to start")
         publisher.start()
-        _wait(lambda: stats().get("delivered_readings", 0) >= 100, 60, "readings to flow")
+        wait_until(lambda: stats().get("delivered_readings", 0) >= 100, 60, "readings to flow")
         os.kill(edge.pid, signal.SIGKILL)  # mid-stream: spooled, sealed, in flight, unacked
         edge.wait()
         time.sleep(1.0)  # devices keep publishing; the broker queues for the edge's session
@@ -322,7 +315,7 @@ def test_segments_are_anchored_on_fabric(
             segs = fetch(storage, reader, f"p-{t}", READER)
             return bool(segs) and all(s.anchored for s in segs)
 
-        _wait(anchored, 60, "the segments' batch to be anchored on Fabric")
+        wait_until(anchored, 60, "the segments' batch to be anchored on Fabric")
     finally:
         client.close()
         gw.stop()

@@ -11,7 +11,7 @@ import contextlib
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,6 +42,7 @@ from storage_service.objectstore.fs import FilesystemStore
 from storage_service.records import envelope_key, record_context
 from storage_service.service import StorageCore
 from storage_service.wiring import SERVICE_ROLES, SERVICE_SUBJECT
+from tests.polling import wait_until
 
 POLICY = "(role:doctor and dept:cardiology) or patient:p-17"
 DEVICE = Caller("ecg-7", "Hosp1MSP", frozenset({"device"}))
@@ -445,26 +446,19 @@ def test_an_idle_anchorer_asks_the_ledger_once_per_batch_age(
     rid = core.put_record(
         DEVICE, patient_id=patient, record_type="ecg", payload=b"1", policy=POLICY
     ).meta.record_id
-    deadline = time.monotonic() + 30
-    while not core.get_receipt(me, rid).anchored:
-        assert time.monotonic() < deadline, "the record was not anchored"
-        time.sleep(0.05)
+    wait_until(lambda: core.get_receipt(me, rid).anchored, 30, "the record to be anchored")
     before = ledger.anchor_queries
     time.sleep(4.0)  # 40 background passes; 10 max_age_s periods
     idle = ledger.anchor_queries - before
     assert 1 <= idle <= 20, f"{idle} AnchorsByInstance queries in 4 s idle (every pass: about 40)"
     ledger.down = True
     try:
-        deadline = time.monotonic() + 10
-        while core.anchorer.ledger_healthy:
-            assert time.monotonic() < deadline, "an idle service did not notice the outage"
-            time.sleep(0.05)
+        wait_until(
+            lambda: not core.anchorer.ledger_healthy, 10, "an idle service to see the outage"
+        )
     finally:
         ledger.down = False
-    deadline = time.monotonic() + 10
-    while not core.anchorer.ledger_healthy:
-        assert time.monotonic() < deadline, "the ledger's return was not noticed"
-        time.sleep(0.05)
+    wait_until(lambda: core.anchorer.ledger_healthy, 10, "the ledger's return to be seen")
 
 
 @pytest.mark.parametrize(
@@ -506,12 +500,6 @@ def test_a_pending_row_dated_in_the_future_is_caught_not_held_back(
             ).meta.record_id
         )
 
-    def wait_for(what: str, done: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + 30
-        while not done():
-            assert time.monotonic() < deadline, what
-            time.sleep(0.05)
-
     def batch_of(rid: str) -> object:
         with contextlib.closing(sqlite3.connect(tmp_path / "index.sqlite")) as db:
             return db.execute("SELECT batch_id FROM records WHERE record_id=?", (rid,)).fetchone()[
@@ -523,11 +511,11 @@ def test_a_pending_row_dated_in_the_future_is_caught_not_held_back(
     with contextlib.closing(sqlite3.connect(tmp_path / "index.sqlite")) as db, db:
         db.execute("UPDATE records SET created_at=? WHERE record_id=?", (future, victim))
     core.start()
-    wait_for("the altered row was never read", lambda: batch_of(victim) == "!rejected")
+    wait_until(lambda: batch_of(victim) == "!rejected", 30, "the altered row to be read")
     with pytest.raises(IntegrityError):
         core.get_record(me, victim)
     good = put(1)
-    wait_for("records after it were not anchored", lambda: core.get_receipt(me, good).anchored)
+    wait_until(lambda: core.get_receipt(me, good).anchored, 30, "the records after it to anchor")
 
 
 # -- authorised writes, idempotency, no oracle --------------------------------------------
