@@ -21,7 +21,7 @@ import hmac
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +30,7 @@ from ehr_common.errors import IntegrityError
 from ehr_common.sqlite import write_transaction
 from storage_service.integrity import merkle
 from storage_service.keys import row_mac
-from storage_service.records import RecordMeta, leaf_bytes
+from storage_service.records import PackRef, RecordMeta, leaf_bytes
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records(
@@ -92,6 +92,12 @@ CREATE TABLE IF NOT EXISTS segments(
   last_time_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS segments_by_patient_time ON segments(patient_id, last_time_ms);
+-- records stored inside a pack object (segments); any other record is its own object
+CREATE TABLE IF NOT EXISTS packed(
+  record_id TEXT PRIMARY KEY,
+  pack_key TEXT NOT NULL,
+  pack_offset INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -164,7 +170,7 @@ class SegmentRow:
 
 @dataclass
 class _Ticket:
-    rows: list[tuple[RecordMeta, bytes, SegmentRow | None]]
+    rows: list[tuple[RecordMeta, bytes, SegmentRow | None, PackRef | None]]
     inserted: list[int | None] = field(default_factory=list)
     error: BaseException | None = None
     done: bool = False
@@ -405,9 +411,10 @@ class RecordIndex:
         return [_record(r, self._mac_key, self.instance_id) for r in rows]
 
     def commit_group(
-        self, rows: list[tuple[RecordMeta, bytes, SegmentRow | None]]
+        self, rows: list[tuple[RecordMeta, bytes, SegmentRow | None, PackRef | None]]
     ) -> list[int | None]:
-        """Insert pending records (and their segment rows) durably; for each row its
+        """Insert pending records (their segment rows, and where in a pack object their
+        bytes are when they have no object of their own) durably; for each row its
         seq if new, None if its record id existed. Callers arriving while a commit runs
         are committed together by the next one: one transaction and one fsync for
         all of them. Returns once the rows are durable (synchronous=FULL)."""
@@ -449,13 +456,15 @@ class RecordIndex:
         try:
             with self._transaction():
                 for t in batch:
-                    t.inserted = [self._insert_row(m, leaf, seg) for m, leaf, seg in t.rows]
+                    t.inserted = [self._insert_row(*row) for row in t.rows]
             self.group_commits += 1
         except BaseException as exc:
             for t in batch:
                 t.error, t.inserted = exc, []
 
-    def _insert_row(self, meta: RecordMeta, leaf_hash: bytes, seg: SegmentRow | None) -> int | None:
+    def _insert_row(
+        self, meta: RecordMeta, leaf_hash: bytes, seg: SegmentRow | None, pack: PackRef | None
+    ) -> int | None:
         cur = self._db.execute(
             "INSERT OR IGNORE INTO records(record_id, patient_id, record_type, author, created_at, "
             "policy, size, content_sha256, leaf_hash, mac) VALUES(?,?,?,?,?,?,?,?,?,?)",
@@ -489,7 +498,31 @@ class RecordIndex:
                     seg.last_time_ms,
                 ),
             )
+        if pack is not None:
+            self._db.execute(
+                "INSERT OR IGNORE INTO packed(record_id, pack_key, pack_offset) VALUES(?,?,?)",
+                (meta.record_id, pack.key, pack.offset),
+            )
         return cur.lastrowid
+
+    def pack_refs(self, record_ids: Sequence[str]) -> dict[str, PackRef]:
+        """The pack location of each of `record_ids` stored in a pack (others: absent).
+        Not MACed: a location altered on disk reads other bytes, which fail the
+        record's hash (anchored) like any altered object."""
+        out: dict[str, PackRef] = {}
+        ids = list(dict.fromkeys(record_ids))
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            with self._reader_lock:
+                rows = self._reader.execute(
+                    "SELECT record_id, pack_key, pack_offset FROM packed WHERE record_id IN "
+                    f"({','.join('?' * len(part))})",
+                    part,
+                ).fetchall()
+            for rid, key, offset in rows:
+                if isinstance(key, str) and isinstance(offset, int) and offset >= 0:
+                    out[str(rid)] = PackRef(key, offset)
+        return out
 
     def segments(
         self, patient_id: str, since_ms: int, until_ms: int, limit: int
@@ -503,7 +536,16 @@ class RecordIndex:
                 (patient_id, since_ms, until_ms, limit),
             ).fetchall()
         return [
-            SegmentRow(str(r[0]), str(r[1]), str(r[2]), str(r[3]), *(int(x) for x in r[4:]))
+            SegmentRow(
+                str(r[0]),
+                str(r[1]),
+                str(r[2]),
+                str(r[3]),
+                int(r[4]),
+                int(r[5]),
+                int(r[6]),
+                int(r[7]),
+            )
             for r in rows
         ]
 

@@ -66,14 +66,17 @@ from storage_service.receipts import PendingPromise, sign_promise
 from storage_service.record_ids import RecordIdKeys
 from storage_service.records import (
     MAX_POLICY_CHARS,
+    PackRef,
     RecordMeta,
     envelope_key,
+    new_pack_key,
     new_record_id,
     record_context,
     utc_now,
     validate_id,
     validate_record_type,
 )
+from storage_service.stored_bytes import read_records
 from storage_service.verification import StreamReport, verify_instance
 
 if TYPE_CHECKING:
@@ -233,6 +236,33 @@ class _FactCache:
 
 
 #: WriteSegments reads this far ahead of the item it works on (see _read_ahead)
+#: a pack object closes at this many bytes or segments (a reader fetches ranges)
+PACK_MAX_BYTES = 1024 * 1024
+PACK_MAX_ITEMS = 256
+
+
+class _Pack:
+    """The segments of one WriteSegments call, gathered into one object."""
+
+    def __init__(self) -> None:
+        self.key = new_pack_key()
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.count = 0
+        self.future: Future[None] | None = None
+
+    def add(self, data: bytes) -> PackRef:
+        ref = PackRef(self.key, self.size)
+        self.parts.append(data)
+        self.size += len(data)
+        self.count += 1
+        return ref
+
+    @property
+    def full(self) -> bool:
+        return self.size >= PACK_MAX_BYTES or self.count >= PACK_MAX_ITEMS
+
+
 READ_AHEAD_ITEMS = 256
 READ_AHEAD_BYTES = 4 * 1024 * 1024
 #: batches whose leaves, proven against the ledger's root, GetRecord keeps in memory
@@ -614,7 +644,7 @@ class StorageCore:
             record_id, patient_id, record_type, author, utc_now(), envelope_policy, envelope
         )
         try:
-            self._put_one_object(meta, envelope, adopt=False)
+            self._put_one_object(meta, envelope)
         except AlreadyExists:
             if not idempotency_key:
                 raise
@@ -632,7 +662,7 @@ class StorageCore:
             )
             duplicate = True
         leaf = merkle.leaf_hash(meta.leaf_bytes())
-        seq = self.index.commit_group([(meta, leaf, None)])[0]
+        seq = self.index.commit_group([(meta, leaf, None, None)])[0]
         self.anchorer.notify()
         if seq is not None and not duplicate and 1 <= seq <= MAX_SEQ:
             # The row just committed holds exactly this metadata and leaf: reading it
@@ -667,9 +697,11 @@ class StorageCore:
         from abe_service.segments import parse_segment
 
         windows: dict[str, _Window] = {}
+        # (its pack, the answer, the row to commit, its segment row, its place in the pack)
         pending: list[
-            tuple[Future[None] | None, WriteResult, RecordMeta | None, SegmentRow | None]
+            tuple[_Pack | None, WriteResult, RecordMeta | None, SegmentRow | None, PackRef | None]
         ] = []
+        pack = _Pack()
         now = utc_now()
         now_ms = int(now.timestamp() * 1000)
         received = 0
@@ -700,7 +732,7 @@ class StorageCore:
                             )
                         windows[item.window_id] = w
                         pending.append(
-                            (None, WriteResult(item.window_id, record_id, True), None, None)
+                            (None, WriteResult(item.window_id, record_id, True), None, None, None)
                         )
                         continue
                     if len(item.envelope) > MAX_ENVELOPE_BYTES:
@@ -717,10 +749,13 @@ class StorageCore:
                         record_id, patient, WINDOW_RECORD_TYPE, device, now, policy, item.envelope
                     )
                     windows[item.window_id] = _Window(record_id, patient, device, policy)
-                    future = self._writers.submit(self._put_one_object, meta, item.envelope)
+                    ref = pack.add(item.envelope)
                     pending.append(
-                        (future, WriteResult(item.window_id, record_id, False), meta, None)
+                        (pack, WriteResult(item.window_id, record_id, False), meta, None, ref)
                     )
+                    if pack.full:
+                        self._write_pack(pack)
+                        pack = _Pack()
                     continue
                 try:
                     header = parsed if parsed is not None else parse_segment(item.sealed)[0]
@@ -778,7 +813,13 @@ class StorageCore:
                             f"segment {item.idempotency_key!r} was stored before with other content"
                         )
                     pending.append(
-                        (None, WriteResult(item.idempotency_key, record_id, True), None, None)
+                        (
+                            None,
+                            WriteResult(item.idempotency_key, record_id, True),
+                            None,
+                            None,
+                            None,
+                        )
                     )
                     continue
                 meta = self._meta(
@@ -794,25 +835,30 @@ class StorageCore:
                     header.first_time_ms,
                     header.last_time_ms,
                 )
-                future = self._writers.submit(self._put_one_object, meta, item.sealed)
+                ref = pack.add(item.sealed)
                 pending.append(
-                    (future, WriteResult(item.idempotency_key, record_id, False), meta, seg)
+                    (pack, WriteResult(item.idempotency_key, record_id, False), meta, seg, ref)
                 )
+                if pack.full:
+                    self._write_pack(pack)
+                    pack = _Pack()
+            if pack.count and pack.future is None:
+                self._write_pack(pack)
         except BaseException:
             # No object write may outlive a refused call (its answer says nothing was stored).
-            for fut, *_ in pending:
-                if fut is not None:
-                    fut.exception()
+            for written in {id(p): p for p, *_ in pending if p is not None}.values():
+                if written.future is not None:
+                    written.future.exception()
             raise
-        rows: list[tuple[RecordMeta, bytes, SegmentRow | None]] = []
-        for fut, _res, row_meta, row_seg in pending:
-            if fut is not None:
-                fut.result()  # raises the store's typed error
+        rows: list[tuple[RecordMeta, bytes, SegmentRow | None, PackRef | None]] = []
+        for in_pack, _res, row_meta, row_seg, place in pending:
+            if in_pack is not None and in_pack.future is not None:
+                in_pack.future.result()  # raises the store's typed error
             if row_meta is not None:
-                rows.append((row_meta, merkle.leaf_hash(row_meta.leaf_bytes()), row_seg))
+                rows.append((row_meta, merkle.leaf_hash(row_meta.leaf_bytes()), row_seg, place))
         inserted = iter(self.index.commit_group(rows)) if rows else iter(())
         results: list[WriteResult] = []
-        for _fut, result, row_meta, _seg in pending:
+        for _pack, result, row_meta, _seg, _ref in pending:
             if row_meta is not None and next(inserted) is None:
                 result = WriteResult(result.key, result.record_id, True)  # a concurrent twin won
             results.append(result)
@@ -902,24 +948,20 @@ class StorageCore:
             content_sha256=hashlib.sha256(data).digest(),
         )
 
-    def _put_one_object(self, meta: RecordMeta, data: bytes, *, adopt: bool = True) -> None:
-        """One object per record, its metadata riding along as object metadata (the
+    def _write_pack(self, pack: _Pack) -> None:
+        """Start writing `pack` (its segments' rows are committed once it is durable)."""
+        body = b"".join(pack.parts)
+        pack.parts = []  # not held twice
+        pack.future = self._writers.submit(
+            self.store.put, pack.key, body, {"ehr-pack": f"v1;{pack.count}"}
+        )
+
+    def _put_one_object(self, meta: RecordMeta, data: bytes) -> None:
+        """A PutRecord's object, its metadata riding along as object metadata (the
         index and the anchored leaf are the truth; this copy helps an operator).
-        adopt: an existing object with the same bytes counts as written."""
+        AlreadyExists if the key is taken."""
         packed = base64.b64encode(json.dumps(meta.to_json_dict()).encode()).decode()
-        try:
-            self.store.put(envelope_key(meta.record_id), data, {"ehr-meta": packed})
-        except AlreadyExists:
-            if not adopt:
-                raise
-            # A resend after a failure between the object write and the index commit.
-            if (
-                hashlib.sha256(self.store.get(envelope_key(meta.record_id))).digest()
-                != meta.content_sha256
-            ):
-                raise AlreadyExists(
-                    f"record {meta.record_id} was stored before with other content"
-                ) from None
+        self.store.put(envelope_key(meta.record_id), data, {"ehr-meta": packed})
 
     @staticmethod
     def _window_of(rec: IndexedRecord, patient_id: str, device_id: str) -> _Window:
@@ -958,11 +1000,16 @@ class StorageCore:
                     sent_windows.add(r.window_record_id)
                     wanted.append((r.window_record_id, ""))
                 wanted.append((r.record_id, r.window_record_id))
-            keys = [envelope_key(rid) for rid, _ in wanted]
-            for (rid, window_rid), (_key, data) in zip(
-                wanted, self.store.get_many(keys), strict=True
-            ):
-                rec = self._record(rid)
+            recs: list[IndexedRecord] = []
+            unsound: EhrAbeError | None = None
+            for rid, _ in wanted:
+                try:
+                    recs.append(self._record(rid))
+                except EhrAbeError as exc:
+                    unsound = exc  # raised after the records before it are sent
+                    break
+            stored = read_records(self.store, self.index, [r.meta for r in recs])
+            for (rid, window_rid), rec, data in zip(wanted, recs, stored, strict=False):
                 if data is None:
                     self._fail(rec, "the stored object is missing")
                 if hashlib.sha256(data).digest() != rec.meta.content_sha256:
@@ -970,6 +1017,8 @@ class StorageCore:
                 receipt = self._receipt(rec)  # from the ledger's anchor
                 self.index.queue_access(rid, patient_id, caller.principal, utc_now())
                 yield data, rec.meta, receipt, window_rid
+            if unsound is not None:
+                raise unsound
 
     # -- reading ----------------------------------------------------------------
     def _may_read(self, caller: Caller, patient: str) -> bool:
@@ -1016,11 +1065,12 @@ class StorageCore:
     def get_record(self, caller: Caller, record_id: str) -> tuple[bytes, RecordMeta, Receipt]:
         rec = self._readable_record(caller, record_id)
         try:
-            envelope = self.store.get(envelope_key(record_id))
-        except NotFound:
-            self._fail(rec, "the stored object is missing")
+            stored = read_records(self.store, self.index, [rec.meta])[0]
         except IntegrityError as exc:
             self._fail(rec, str(exc))
+        if stored is None:
+            self._fail(rec, "the stored object is missing")
+        envelope = stored
         if hashlib.sha256(envelope).digest() != rec.meta.content_sha256:
             self._fail(rec, "the stored ciphertext does not match its recorded hash")
         receipt = self._receipt(rec)  # from the ledger's anchor; raises if it does not hold
@@ -1074,6 +1124,16 @@ class StorageCore:
         the ledger does not cover is pending (a signed promise) until its deadline; after
         it, or if the index claims an anchor the ledger lacks, it is an integrity failure."""
         anchor = self.book.covering(rec.seq)
+        if anchor is not None and (rec.batch_id, rec.leaf_index) != (
+            anchor.batch_id,
+            rec.seq - anchor.first_seq,
+        ):
+            # The row may have been read before the anchorer placed it and the book
+            # learnt the anchor (a read fetches objects in between): judge the row as
+            # it is now.
+            fresh = self._record(rec.meta.record_id)
+            if fresh.seq == rec.seq:
+                rec = fresh
         if anchor is None:
             if self._claimed_anchored(rec):
                 self._fail(

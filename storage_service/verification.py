@@ -35,7 +35,7 @@ from storage_service.integrity.merkle import merkle_root_or_none
 from storage_service.integrity.sha256 import sha256_many
 from storage_service.ledger.client import Anchor
 from storage_service.objectstore.base import ObjectStore
-from storage_service.records import envelope_key
+from storage_service.stored_bytes import read_records
 
 
 @dataclass
@@ -172,15 +172,15 @@ def verify_instance(
                 records.append(r)
         t0 = time.perf_counter()
         try:
-            fetched = list(store.get_many(envelope_key(r.meta.record_id) for r in records))
+            fetched = read_records(store, index, [r.meta for r in records])
         except Unavailable:
             raise
         except EhrAbeError:  # one unreadable object must not hide the others: one by one
-            fetched = [(envelope_key(r.meta.record_id), _get_or_none(store, r)) for r in records]
+            fetched = [_get_or_none(store, index, r) for r in records]
         t.fetch += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        present = [(r, d) for r, (_, d) in zip(records, fetched, strict=True) if d is not None]
+        present = [(r, d) for r, d in zip(records, fetched, strict=True) if d is not None]
         digests = sha256_many([d for _, d in present])
         t.hashing += time.perf_counter() - t0
 
@@ -274,9 +274,9 @@ def verify_instance(
     return report
 
 
-def _get_or_none(store: ObjectStore, r: IndexedRecord) -> bytes | None:
+def _get_or_none(store: ObjectStore, index: RecordIndex, r: IndexedRecord) -> bytes | None:
     try:
-        return store.get(envelope_key(r.meta.record_id))
+        return read_records(store, index, [r.meta])[0]
     except Unavailable:
         raise
     except EhrAbeError:

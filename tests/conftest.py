@@ -22,8 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from ehr_common.paths import state_dir
+
+# Property tests assert behaviour, not speed: on a shared, loaded two-core host one
+# example can take longer than hypothesis's 200 ms default deadline (it did).
+settings.register_profile("ehr-abe", deadline=None)
+settings.load_profile("ehr-abe")
 
 pytest_plugins = ["pytester"]  # tests/test_infra_minio.py checks the skip/require rule
 

@@ -284,6 +284,86 @@ def test_segments_are_stored_once_and_read_back(core: StorageCore, authority: Ke
     assert open_segment(wkey, fetched[1][0])[1] == b"obs"
 
 
+def test_a_stream_call_shares_one_pack_and_each_record_is_read_and_checked_alone(
+    core: StorageCore, authority: KeyAuthority, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    window, key = _window(authority)
+    items = [window, *(_segment(key, 2 * i, payload=bytes([65 + i]) * 50) for i in range(5))]
+    ids = [r.record_id for r in core.write_segments(EDGE, items)]
+    stored = list(core.store.list_keys("records/"))
+    assert len(stored) == 1 and stored[0].startswith("records/pack-")  # one PUT, not six
+    core.flush()
+    core.grant_consent(Caller("p-17", "Hosp1MSP", frozenset({"patient"})), "p-17", "nurse-1", None)
+    kr = AbeKeyring.from_bytes(authority.issue_key("nurse-1", ["role:nurse"]).user_key)
+    fetched = list(core.fetch_segments(NURSE, "p-17", 0, 2**62, 0))
+    wkey = kr.decrypt(fetched[0][0], window_context("p-17", "ox-1", "ox-1.w1"))
+    assert [open_segment(wkey, d)[1] for d, *_ in fetched[1:]] == [
+        bytes([65 + i]) * 50 for i in range(5)
+    ]
+    envelope, meta, _ = core.get_record(NURSE, ids[3])  # one record: a ranged read
+    assert meta.record_id == ids[3] and open_segment(wkey, envelope)[1] == b"C" * 50
+    assert core.verify_records(NURSE, patient_id="p-17").failed_record_ids == ()
+
+    # a byte changed on disk inside one record's range fails that record alone
+    ref = core.index.pack_refs([ids[3]])[ids[3]]
+    path = tmp_path / "objects" / Path(*ref.key.split("/"))
+    data = bytearray(path.read_bytes())
+    data[ref.offset + 20] ^= 1
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+    report = core.verify_records(NURSE, patient_id="p-17")
+    assert report.failed_record_ids == (ids[3],)
+    with pytest.raises(IntegrityError, match="does not match"):
+        core.get_record(NURSE, ids[3])
+    assert core.get_record(NURSE, ids[4])[1].record_id == ids[4]
+
+    # a location altered in the index, to a key no store takes or past the object's
+    # end: that record is missing or altered, never an error of another kind
+    db = sqlite3.connect(tmp_path / "index.sqlite")
+    with db:
+        db.execute("UPDATE packed SET pack_key='../../etc/passwd' WHERE record_id=?", (ids[4],))
+        db.execute("UPDATE packed SET pack_offset=1000000 WHERE record_id=?", (ids[5],))
+        db.execute("UPDATE packed SET pack_offset=-5 WHERE record_id=?", (ids[2],))
+    db.close()
+    report = core.verify_records(NURSE, patient_id="p-17")
+    assert sorted(report.failed_record_ids) == sorted([ids[2], ids[3], ids[4], ids[5]])
+    for rid, why in ((ids[4], "missing"), (ids[5], "does not match"), (ids[2], "missing")):
+        with pytest.raises(IntegrityError, match=why):
+            core.get_record(NURSE, rid)
+
+
+class _AnchorsWhileReading:
+    """The store, with the anchorer anchoring everything pending while a read fetches
+    objects: rows read before the fetch are then older than the ledger's anchors."""
+
+    def __init__(self, core: StorageCore) -> None:
+        self.inner, self.core = core.store, core
+
+    def get_ranges(self, refs: Any) -> Any:
+        refs = list(refs)
+        self.core.flush()
+        return self.inner.get_ranges(refs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_records_anchored_while_a_read_fetches_them_are_not_integrity_failures(
+    core: StorageCore, authority: KeyAuthority
+) -> None:
+    window, key = _window(authority)
+    ids = [r.record_id for r in core.write_segments(EDGE, [window, _segment(key, 0)])]
+    core.grant_consent(Caller("p-17", "Hosp1MSP", frozenset({"patient"})), "p-17", "nurse-1", None)
+    core.store = _AnchorsWhileReading(core)  # type: ignore[assignment]
+    fetched = list(core.fetch_segments(NURSE, "p-17", 0, 2**62, 0))
+    assert [m.record_id for _, m, _, _ in fetched] == ids
+    assert all(r.anchored for _, _, r, _ in fetched)  # judged on the rows as they are now
+    (later,) = core.write_segments(EDGE, [_window(authority, "ox-1.w2")[0]])
+    assert core.get_record(NURSE, later.record_id)[2].anchored  # one record alike
+
+
 def test_stream_rules(core: StorageCore, authority: KeyAuthority) -> None:
     window, key = _window(authority)
     with pytest.raises(FailedPrecondition):  # a segment whose window was never written
@@ -394,10 +474,13 @@ def test_one_stream_call_is_bounded(
     # the refused calls left objects but no records: the resend of the same bytes lands
     assert [r.duplicate for r in core.write_segments(EDGE, [window, s0, s2])] == [False] * 3
     monkeypatch.setattr(service, "MAX_STREAM_ITEMS", 1)
-    with pytest.raises(InvalidArgument):  # segment 6's object is written, its record is not
+    with pytest.raises(InvalidArgument):  # refused before its pack was written: no record
         core.write_segments(EDGE, [_segment(key, 6), _segment(key, 8)])
     monkeypatch.setattr(service, "MAX_STREAM_ITEMS", 100)
-    with pytest.raises(AlreadyExists):  # other bytes (a fresh nonce) under that key: refused
+    # nothing of the refused call was acknowledged: a resend with other bytes (a fresh
+    # nonce) lands; once it has, other bytes under that key are refused
+    assert [r.duplicate for r in core.write_segments(EDGE, [_segment(key, 6)])] == [False]
+    with pytest.raises(AlreadyExists, match="other content"):
         core.write_segments(EDGE, [_segment(key, 6)])
 
 
@@ -438,7 +521,7 @@ def test_group_commit_commits_waiting_writers_together(tmp_path: Path) -> None:
         threads = [
             threading.Thread(
                 target=lambda i=i: results.update(
-                    {i: index.commit_group([(meta[i], bytes(32), None)])}
+                    {i: index.commit_group([(meta[i], bytes(32), None, None)])}
                 )
             )
             for i in range(8)
@@ -453,7 +536,7 @@ def test_group_commit_commits_waiting_writers_together(tmp_path: Path) -> None:
     # each new row gets its own seq; the first writer alone, then the seven that waited
     assert sorted(seq for r in results.values() for seq in r) == list(range(1, 9))
     assert index.group_commits == 2
-    assert index.commit_group([(meta[0], bytes(32), None)]) == [None]
+    assert index.commit_group([(meta[0], bytes(32), None, None)]) == [None]
     index.close()
 
 

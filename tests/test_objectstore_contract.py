@@ -187,6 +187,31 @@ def test_get_many_in_order_with_missing(store: Any, ns: str) -> None:
     assert list(store.get_many([])) == []
 
 
+def test_get_ranges_in_order_short_and_missing(store: Any, ns: str) -> None:
+    data = bytes(range(256)) * 40
+    store.put(ns + "pack", data)
+    refs = [
+        (ns + "pack", 0, 10),
+        (ns + "pack", 5000, 300),
+        (ns + "missing", 0, 10),
+        (ns + "pack", len(data) - 4, 10),  # past the end: only what is there
+        (ns + "pack", len(data) + 100, 10),  # wholly past the end: nothing
+        (ns + "pack", 7, 0),
+    ]
+    assert list(store.get_ranges(refs)) == [
+        data[:10],
+        data[5000:5300],
+        None,
+        data[-4:],
+        b"",
+        b"",
+    ]
+    assert list(store.get_ranges([])) == []
+    for bad in ((ns + "pack", -1, 5), (ns + "pack", 0, -5), ("../escape", 0, 5)):
+        with pytest.raises(InvalidArgument):
+            list(store.get_ranges([bad]))
+
+
 def test_large_object(store: Any, ns: str) -> None:
     data = os.urandom(6 * 1024 * 1024 + 17)  # past S3's multipart threshold
     store.put(ns + "large", data)

@@ -34,4 +34,10 @@ class ObjectStore(Protocol):
         may fetch concurrently."""
         ...
 
+    def get_ranges(self, refs: Iterable[tuple[str, int, int]]) -> Iterator[bytes | None]:
+        """For each (key, offset, length), those bytes of the object (fewer if the
+        object is shorter), in order; None for a missing object. Implementations may
+        fetch concurrently."""
+        ...
+
     def close(self) -> None: ...

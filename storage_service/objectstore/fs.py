@@ -139,6 +139,9 @@ class FilesystemStore:
                 tmp.unlink(missing_ok=True)
 
     def get(self, key: str) -> bytes:
+        return self._read(key, 0, None)
+
+    def _read(self, key: str, offset: int, length: int | None) -> bytes:
         path = self._path(key)
         try:
             # Objects are regular files written by link(): a symbolic link, a FIFO or a
@@ -154,7 +157,9 @@ class FilesystemStore:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise IntegrityError(f"object {key} is not a regular file")
             with os.fdopen(fd, "rb", closefd=False) as f:
-                return f.read()
+                if offset:
+                    f.seek(offset)
+                return f.read() if length is None else f.read(length)
         except OSError as exc:
             raise Unavailable(f"filesystem store: cannot read {key}: {exc.strerror}") from None
         finally:
@@ -208,8 +213,25 @@ class FilesystemStore:
 
         yield from self._pool.map(fetch, wanted)
 
+    def get_ranges(self, refs: Iterable[tuple[str, int, int]]) -> Iterator[bytes | None]:
+        wanted = [(validate_key(k), _range(o, n)[0], n) for k, o, n in refs]
+
+        def fetch(ref: tuple[str, int, int]) -> bytes | None:
+            try:
+                return self._read(*ref)
+            except NotFound:
+                return None
+
+        yield from self._pool.map(fetch, wanted)
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def _range(offset: int, length: int) -> tuple[int, int]:
+    if offset < 0 or length < 0:
+        raise InvalidArgument("a byte range starts and extends at 0 or more")
+    return offset, length
 
 
 def validate_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
