@@ -702,6 +702,19 @@ class StorageCore:
             tuple[_Pack | None, WriteResult, RecordMeta | None, SegmentRow | None, PackRef | None]
         ] = []
         pack = _Pack()
+        in_call: dict[str, bytes] = {}  # record id -> content hash, of this call's new items
+
+        def repeated(record_id: str, digest: bytes, what: str) -> bool:
+            """True if this call already carries the record with these bytes (then it is
+            a duplicate); AlreadyExists if with other bytes (one would be dropped)."""
+            seen = in_call.get(record_id)
+            if seen is None:
+                in_call[record_id] = digest
+                return False
+            if seen != digest:
+                raise AlreadyExists(f"{what} comes twice in this call with other content")
+            return True
+
         now = utc_now()
         now_ms = int(now.timestamp() * 1000)
         received = 0
@@ -748,6 +761,11 @@ class StorageCore:
                     meta = self._meta(
                         record_id, patient, WINDOW_RECORD_TYPE, device, now, policy, item.envelope
                     )
+                    if repeated(record_id, meta.content_sha256, f"window {item.window_id}"):
+                        pending.append(
+                            (None, WriteResult(item.window_id, record_id, True), None, None, None)
+                        )
+                        continue
                     windows[item.window_id] = _Window(record_id, patient, device, policy)
                     ref = pack.add(item.envelope)
                     pending.append(
@@ -835,6 +853,17 @@ class StorageCore:
                     header.first_time_ms,
                     header.last_time_ms,
                 )
+                if repeated(record_id, meta.content_sha256, f"segment {item.idempotency_key!r}"):
+                    pending.append(
+                        (
+                            None,
+                            WriteResult(item.idempotency_key, record_id, True),
+                            None,
+                            None,
+                            None,
+                        )
+                    )
+                    continue
                 ref = pack.add(item.sealed)
                 pending.append(
                     (pack, WriteResult(item.idempotency_key, record_id, False), meta, seg, ref)
@@ -858,12 +887,25 @@ class StorageCore:
                 rows.append((row_meta, merkle.leaf_hash(row_meta.leaf_bytes()), row_seg, place))
         inserted = iter(self.index.commit_group(rows)) if rows else iter(())
         results: list[WriteResult] = []
+        conflicts: list[str] = []
         for _pack, result, row_meta, _seg, _ref in pending:
             if row_meta is not None and next(inserted) is None:
-                result = WriteResult(result.key, result.record_id, True)  # a concurrent twin won
+                # a concurrent call committed this record first: the same bytes are a
+                # duplicate; other bytes must not be reported as stored
+                won = self.index.get(row_meta.record_id)
+                if isinstance(won, IndexedRecord) and (
+                    won.meta.content_sha256 != row_meta.content_sha256
+                ):
+                    conflicts.append(result.key)
+                result = WriteResult(result.key, result.record_id, True)
             results.append(result)
         if rows:
             self.anchorer.notify(len(rows))
+        if conflicts:
+            raise AlreadyExists(
+                f"{', '.join(map(repr, conflicts[:5]))} stored by a concurrent call with other "
+                "content; the call's other items are stored (a resend finds them)"
+            )
         return results
 
     def _read_ahead(

@@ -11,6 +11,7 @@ covered with real Mosquitto and MinIO in tests/test_iomt_mqtt.py.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import threading
 import time
@@ -763,6 +764,32 @@ def test_one_key_twice_in_one_stream_with_other_content(
             except AlreadyExists:
                 pass
         assert landed == 1
+
+
+def test_a_concurrent_call_with_other_content_under_one_key_is_refused_not_dropped(
+    core: StorageCore, authority: KeyAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two calls race with one key and different bytes: both pass the "stored before?"
+    check, the commit decides, and the loser is told, never answered "stored"."""
+    w, k = _window(authority, "hr-1.w", "p-1", "hr-1")
+    core.write_segments(EDGE, [w])
+    a = _seg(k, "hr-1.w", "p-1", "hr-1", 1)
+    b = _seg(k, "hr-1.w", "p-1", "hr-1", 1)  # same key, other bytes
+    (stored,) = core.write_segments(EDGE, [a])
+    real_get, raced = core.index.get, []
+
+    def get(record_id: str) -> Any:
+        if record_id == stored.record_id and not raced:
+            raced.append(record_id)
+            return None  # b's check ran before a's commit
+        return real_get(record_id)
+
+    monkeypatch.setattr(core.index, "get", get)
+    with pytest.raises(AlreadyExists, match="concurrent call"):
+        core.write_segments(EDGE, [b])
+    assert raced
+    row = real_get(stored.record_id)
+    assert row is not None and row.meta.content_sha256 == hashlib.sha256(a.sealed).digest()
 
 
 def test_put_record_cannot_take_a_stream_record_id(
