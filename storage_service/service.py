@@ -235,14 +235,13 @@ class _FactCache:
             self._dropped[key] = self._drops
 
 
-#: WriteSegments reads this far ahead of the item it works on (see _read_ahead)
-#: a pack object closes at this many bytes or segments (a reader fetches ranges)
+#: a pack object closes at this many bytes or records (a reader fetches ranges)
 PACK_MAX_BYTES = 1024 * 1024
 PACK_MAX_ITEMS = 256
 
 
 class _Pack:
-    """The segments of one WriteSegments call, gathered into one object."""
+    """The window keys and segments of one WriteSegments call, gathered into one object."""
 
     def __init__(self) -> None:
         self.key = new_pack_key()
@@ -263,6 +262,7 @@ class _Pack:
         return self.size >= PACK_MAX_BYTES or self.count >= PACK_MAX_ITEMS
 
 
+#: WriteSegments reads this far ahead of the item it works on (see _read_ahead)
 READ_AHEAD_ITEMS = 256
 READ_AHEAD_BYTES = 4 * 1024 * 1024
 #: batches whose leaves, proven against the ledger's root, GetRecord keeps in memory
@@ -704,6 +704,10 @@ class StorageCore:
         pack = _Pack()
         in_call: dict[str, bytes] = {}  # record id -> content hash, of this call's new items
 
+        def duplicate(key: str, record_id: str) -> None:
+            """An item stored before (or earlier in this call): answered, not written."""
+            pending.append((None, WriteResult(key, record_id, True), None, None, None))
+
         def repeated(record_id: str, digest: bytes, what: str) -> bool:
             """True if this call already carries the record with these bytes (then it is
             a duplicate); AlreadyExists if with other bytes (one would be dropped)."""
@@ -744,9 +748,7 @@ class StorageCore:
                                 f"window {item.window_id} was stored before with another key"
                             )
                         windows[item.window_id] = w
-                        pending.append(
-                            (None, WriteResult(item.window_id, record_id, True), None, None, None)
-                        )
+                        duplicate(item.window_id, record_id)
                         continue
                     if len(item.envelope) > MAX_ENVELOPE_BYTES:
                         raise InvalidArgument("window envelope too large")
@@ -762,9 +764,7 @@ class StorageCore:
                         record_id, patient, WINDOW_RECORD_TYPE, device, now, policy, item.envelope
                     )
                     if repeated(record_id, meta.content_sha256, f"window {item.window_id}"):
-                        pending.append(
-                            (None, WriteResult(item.window_id, record_id, True), None, None, None)
-                        )
+                        duplicate(item.window_id, record_id)
                         continue
                     windows[item.window_id] = _Window(record_id, patient, device, policy)
                     ref = pack.add(item.envelope)
@@ -830,15 +830,7 @@ class StorageCore:
                         raise AlreadyExists(
                             f"segment {item.idempotency_key!r} was stored before with other content"
                         )
-                    pending.append(
-                        (
-                            None,
-                            WriteResult(item.idempotency_key, record_id, True),
-                            None,
-                            None,
-                            None,
-                        )
-                    )
+                    duplicate(item.idempotency_key, record_id)
                     continue
                 meta = self._meta(
                     record_id, patient, item.record_type, device, now, window.policy, item.sealed
@@ -854,15 +846,7 @@ class StorageCore:
                     header.last_time_ms,
                 )
                 if repeated(record_id, meta.content_sha256, f"segment {item.idempotency_key!r}"):
-                    pending.append(
-                        (
-                            None,
-                            WriteResult(item.idempotency_key, record_id, True),
-                            None,
-                            None,
-                            None,
-                        )
-                    )
+                    duplicate(item.idempotency_key, record_id)
                     continue
                 ref = pack.add(item.sealed)
                 pending.append(
@@ -1166,16 +1150,6 @@ class StorageCore:
         the ledger does not cover is pending (a signed promise) until its deadline; after
         it, or if the index claims an anchor the ledger lacks, it is an integrity failure."""
         anchor = self.book.covering(rec.seq)
-        if anchor is not None and (rec.batch_id, rec.leaf_index) != (
-            anchor.batch_id,
-            rec.seq - anchor.first_seq,
-        ):
-            # The row may have been read before the anchorer placed it and the book
-            # learnt the anchor (a read fetches objects in between): judge the row as
-            # it is now.
-            fresh = self._record(rec.meta.record_id)
-            if fresh.seq == rec.seq:
-                rec = fresh
         if anchor is None:
             if self._claimed_anchored(rec):
                 self._fail(
@@ -1210,6 +1184,13 @@ class StorageCore:
 
     def _anchored_receipt(self, rec: IndexedRecord, anchor: Anchor) -> Receipt:
         index = rec.seq - anchor.first_seq
+        if (rec.batch_id, rec.leaf_index) != (anchor.batch_id, index):
+            # The row may have been read before the anchorer placed it and the book
+            # learnt the anchor (a read fetches objects in between): judge the row as
+            # it is now.
+            fresh = self._record(rec.meta.record_id)
+            if fresh.seq == rec.seq:
+                rec = fresh
         if (rec.batch_id, rec.leaf_index) != (anchor.batch_id, index):
             self._fail(
                 rec,

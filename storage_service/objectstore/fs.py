@@ -214,7 +214,7 @@ class FilesystemStore:
         yield from self._pool.map(fetch, wanted)
 
     def get_ranges(self, refs: Iterable[tuple[str, int, int]]) -> Iterator[bytes | None]:
-        wanted = [(validate_key(k), _range(o, n)[0], n) for k, o, n in refs]
+        wanted = [(validate_key(k), *validate_range(o, n)) for k, o, n in refs]
 
         def fetch(ref: tuple[str, int, int]) -> bytes | None:
             try:
@@ -228,7 +228,8 @@ class FilesystemStore:
         self._pool.shutdown(wait=True)
 
 
-def _range(offset: int, length: int) -> tuple[int, int]:
+def validate_range(offset: int, length: int) -> tuple[int, int]:
+    """(offset, length) if both are 0 or more, else InvalidArgument. Shared by all stores."""
     if offset < 0 or length < 0:
         raise InvalidArgument("a byte range starts and extends at 0 or more")
     return offset, length

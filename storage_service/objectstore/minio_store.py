@@ -31,11 +31,12 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import obstore
 import urllib3
@@ -52,7 +53,9 @@ from obstore.exceptions import (
 from obstore.store import S3Store
 
 from ehr_common.errors import AlreadyExists, ConfigError, InvalidArgument, NotFound, Unavailable
-from storage_service.objectstore.fs import validate_key, validate_metadata
+from storage_service.objectstore.fs import validate_key, validate_metadata, validate_range
+
+T = TypeVar("T")
 
 #: One PUT carries at most 5 GiB (S3); records are far smaller.
 MAX_OBJECT_SIZE = 5 * 1024**3
@@ -283,10 +286,13 @@ class MinioStore:
             except NotFound:
                 return key, None
 
-        window: deque[Future[tuple[str, bytes | None]]] = deque()
-        for key in keys:
-            validate_key(key)
-            window.append(self._pool.submit(fetch, key))
+        return self._bounded(partial(fetch, validate_key(k)) for k in keys)
+
+    def _bounded(self, calls: Iterable[Callable[[], T]]) -> Iterator[T]:
+        """Runs `calls` on the pool, at most 2 x workers in flight, results in order."""
+        window: deque[Future[T]] = deque()
+        for call in calls:
+            window.append(self._pool.submit(call))
             if len(window) >= 2 * self._workers:
                 yield window.popleft().result()
         while window:
@@ -314,16 +320,9 @@ class MinioStore:
             except (MinioException, *_NETWORK_ERRORS) as exc:
                 self._fail(exc, "read", key)
 
-        window: deque[Future[bytes | None]] = deque()
-        for key, offset, length in refs:
-            validate_key(key)
-            if offset < 0 or length < 0:
-                raise InvalidArgument("a byte range starts and extends at 0 or more")
-            window.append(self._pool.submit(fetch, key, offset, length))
-            if len(window) >= 2 * self._workers:
-                yield window.popleft().result()
-        while window:
-            yield window.popleft().result()
+        return self._bounded(
+            partial(fetch, validate_key(k), *validate_range(o, n)) for k, o, n in refs
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
