@@ -1282,6 +1282,7 @@ class StorageCore:
             patient_id=patient_id,
             batch_id=batch_id,
             on_progress=on_progress,
+            relist=self.book.fresh,
         )
         # Record failures go on the ledger (batch-level findings are in the report).
         for record_id, batch, detail in [p for p in report.problems if p[0]][:MAX_LOGGED_FAILURES]:

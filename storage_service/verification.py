@@ -16,6 +16,14 @@ object store concurrently and hashes them all at once with the integrity core
 Then the instance as a whole: anchors the index lost (wholly or partly), index
 batches the ledger does not hold or holds with another root.
 
+The ledger is listed before the index is read, so an anchor the index lacks is
+lost. The anchorer may anchor a batch, and the index call it anchored, after that
+listing: before the index's claim of an anchor the ledger lacks is reported, the
+ledger is listed once more (`relist`), after the index was read. A batch whose
+anchor is on the ledger while its index row has no transaction yet may be the
+anchorer between those two writes: the row is read again (for up to 2 s) before
+it is reported.
+
 Memory is bounded by the chunk size, whatever the volume. Never raises on bad
 local state: every problem becomes an entry of the report. Timings are kept
 per stage so the report can say where the time goes.
@@ -71,13 +79,35 @@ class _Anchors:
     """The ledger's anchors for the instance, sorted, with the index's leaves for each
     range checked once against its root."""
 
-    def __init__(self, anchors: list[Anchor], index: RecordIndex, report: StreamReport):
-        self.anchors = sorted(anchors, key=lambda a: a.first_seq)
-        self.firsts = [a.first_seq for a in self.anchors]
+    def __init__(
+        self,
+        anchors: list[Anchor],
+        index: RecordIndex,
+        report: StreamReport,
+        relist: Callable[[], list[Anchor]] | None,
+    ):
+        self._use(anchors)
+        self.listed_first = self.anchors
+        self._relist = relist
         self._index = index
         self._report = report
         self.checked: dict[str, str] = {}  # batch id -> "" (root holds) or what is wrong
         self._leaves: dict[str, dict[int, bytes]] = {}
+
+    def _use(self, anchors: list[Anchor]) -> None:
+        self.anchors = sorted(anchors, key=lambda a: a.first_seq)
+        self.firsts = [a.first_seq for a in self.anchors]
+
+    def relist_once(self) -> bool:
+        """List the ledger again, once per verification (the index claims an anchor
+        the first listing lacks); True if this call did."""
+        if self._relist is None:
+            return False
+        relist, self._relist = self._relist, None
+        t0 = time.perf_counter()
+        self._use(relist())
+        self._report.stages.ledger += time.perf_counter() - t0
+        return True
 
     def covering(self, seq: int) -> Anchor | None:
         i = bisect.bisect_right(self.firsts, seq) - 1
@@ -126,12 +156,15 @@ def verify_instance(
     now: datetime | None = None,
     chunk_records: int = 4096,
     on_progress: Callable[[int, int], None] | None = None,
+    relist: Callable[[], list[Anchor]] | None = None,
 ) -> StreamReport:
     """Verify the index and the object store against `anchors` (the ledger's anchors
-    for this instance). Scope: everything, one patient, or one batch."""
+    for this instance, listed before this call). Scope: everything, one patient, or
+    one batch. `relist` lists them again; without it, a batch anchored while this
+    runs can be reported as missing on the ledger."""
     report = StreamReport()
     now = now or datetime.now(UTC)
-    book = _Anchors(anchors, index, report)
+    book = _Anchors(anchors, index, report, relist)
     batch_rows: dict[str, BatchRow] = {}
     malformed_batches: list[str] = []
     for b in index.batches():
@@ -196,6 +229,8 @@ def verify_instance(
                 report.fail(rid, r.batch_id or "", "the stored object does not match its hash")
                 continue
             a = book.covering(r.seq)
+            if a is None and claimed(r.batch_id) and book.relist_once():
+                a = book.covering(r.seq)
             if a is not None:
                 problem, leaves = book.check(a)
                 placed = (a.batch_id, r.seq - a.first_seq)
@@ -233,7 +268,7 @@ def verify_instance(
 
     # -- the instance as a whole: what the ledger holds that the index lost, and back
     t0 = time.perf_counter()
-    in_scope = [a for a in book.anchors if batch_id is None or a.batch_id == batch_id]
+    in_scope = [a for a in book.listed_first if batch_id is None or a.batch_id == batch_id]
     for a in in_scope:
         if a.batch_id not in book.checked:
             # every scope: a batch the index lost may have held anyone's records
@@ -242,14 +277,24 @@ def verify_instance(
                 report.problems.append(("", a.batch_id, problem))
         elif book.checked[a.batch_id] and not any(p[1] == a.batch_id for p in report.problems):
             report.problems.append(("", a.batch_id, book.checked[a.batch_id]))
+    scoped_rows = [b for b in batch_rows.values() if batch_id is None or b.batch_id == batch_id]
+    listed = {a.batch_id for a in book.anchors}
+    if any(b.tx_id is not None and b.batch_id not in listed for b in scoped_rows):
+        book.relist_once()
     on_ledger = {a.batch_id: a for a in book.anchors}
+    noted = _noted_soon(
+        index,
+        {
+            b.batch_id: on_ledger[b.batch_id].tx_id
+            for b in scoped_rows
+            if b.tx_id is None and b.batch_id in on_ledger
+        },
+    )
     for a in in_scope:
         if a.batch_id not in batch_rows and a.batch_id not in report.lost_anchors:
             report.lost_anchors.append(a.batch_id)
             report.problems.append(("", a.batch_id, "the index lost its batch row"))
-    for b in batch_rows.values():
-        if batch_id is not None and b.batch_id != batch_id:
-            continue
+    for b in scoped_rows:
         a = on_ledger.get(b.batch_id)
         if b.tx_id is not None and a is None:
             report.missing_on_ledger.append(b.batch_id)
@@ -257,12 +302,10 @@ def verify_instance(
                 ("", b.batch_id, "the index says it is anchored; the ledger has no such anchor")
             )
         elif a is not None and (
-            a.merkle_root,
-            a.first_seq,
-            a.last_seq,
-            a.tx_id,
-            a.tree_size,
-        ) != (b.merkle_root, b.first_seq, b.last_seq, b.tx_id, b.tree_size):
+            (a.merkle_root, a.first_seq, a.last_seq, a.tree_size)
+            != (b.merkle_root, b.first_seq, b.last_seq, b.tree_size)
+            or (b.tx_id != a.tx_id and not (b.tx_id is None and b.batch_id in noted))
+        ):
             if b.batch_id not in report.root_mismatches:
                 report.root_mismatches.append(b.batch_id)
             report.problems.append(
@@ -272,6 +315,24 @@ def verify_instance(
         report.problems.append(("", bid, "its batch row in the index is malformed"))
     t.index += time.perf_counter() - t0
     return report
+
+
+def _noted_soon(index: RecordIndex, unnoted: dict[str, str], wait_s: float = 2.0) -> set[str]:
+    """Of batches whose index row had no anchor transaction while the ledger held one
+    (batch id -> its tx id): those whose row notes it within `wait_s` in all. The
+    anchorer notes it right after the ledger commits; a row that never does was
+    edited (or the anchorer crashed in between, which it repairs on restart)."""
+    until = time.monotonic() + wait_s
+    noted: set[str] = set()
+    while unnoted.keys() - noted:
+        for batch_id in unnoted.keys() - noted:
+            row = index.batch(batch_id)
+            if row is not None and row.tx_id == unnoted[batch_id]:
+                noted.add(batch_id)
+        if not unnoted.keys() - noted or time.monotonic() >= until:
+            break
+        time.sleep(0.1)
+    return noted
 
 
 def _get_or_none(store: ObjectStore, index: RecordIndex, r: IndexedRecord) -> bytes | None:

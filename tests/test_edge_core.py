@@ -364,6 +364,47 @@ def test_records_anchored_while_a_read_fetches_them_are_not_integrity_failures(
     assert core.get_record(NURSE, later.record_id)[2].anchored  # one record alike
 
 
+def test_batches_anchored_while_verification_lists_the_ledger_are_not_failures(
+    core: StorageCore,
+    authority: KeyAuthority,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Verification lists the ledger's anchors, then reads the index: a batch anchored
+    in between is one the index calls anchored and the first listing lacks. That is
+    the anchorer at work, not tampering: it must not be reported, nor logged on the
+    ledger as an integrity failure."""
+    window, key = _window(authority)
+    core.write_segments(EDGE, [window, _segment(key, 0), _segment(key, 1)])
+    core.grant_consent(Caller("p-17", "Hosp1MSP", frozenset({"patient"})), "p-17", "nurse-1", None)
+    listed = core.book.fresh
+
+    def listing_then_anchoring() -> list[Any]:
+        anchors = listed()
+        monkeypatch.setattr(core.book, "fresh", listed)  # once
+        core.flush()
+        return anchors
+
+    for scope in ({"patient_id": "p-17"}, {}):
+        monkeypatch.setattr(core.book, "fresh", listing_then_anchoring)
+        who = NURSE if scope else core.service_caller
+        report = core.verify_records(who, **scope)  # type: ignore[arg-type]
+        assert report.ok, report
+        assert report.pending == 0 and report.passed == report.checked > 0
+        core.write_segments(EDGE, [_window(authority, f"ox-1.w{len(scope)}x")[0]])
+
+    # the index read between the ledger's commit and the anchorer noting it there
+    core.flush()
+    rows = core.index.batches()
+    monkeypatch.setattr(
+        core.index,
+        "batches",
+        lambda: [replace(b, tx_id=None) if b is rows[-1] else b for b in rows],  # type: ignore[type-var]
+    )
+    assert core.verify_records(core.service_caller).ok
+    assert "integrity failure" not in caplog.text  # nothing logged on the ledger
+
+
 def test_stream_rules(core: StorageCore, authority: KeyAuthority) -> None:
     window, key = _window(authority)
     with pytest.raises(FailedPrecondition):  # a segment whose window was never written

@@ -110,7 +110,8 @@ def verify(
     started = time.perf_counter()
     try:
         chain = ledger_chain_problem(ledger)
-        anchors = AnchorBook(ledger, index.instance_id).fresh()
+        book = AnchorBook(ledger, index.instance_id)  # the service may be anchoring
+        anchors = book.fresh()
         with Progress(
             TextColumn("[bold]verifying"),
             BarColumn(),
@@ -130,6 +131,7 @@ def verify(
                 patient_id=qualify(patient, cfg.storage.msp_id, "patient") if patient else None,
                 batch_id=batch,
                 on_progress=lambda n, nbytes: progress.update(task, completed=n, mb=nbytes / 1e6),
+                relist=book.fresh,
             )
         set_aside = tuple(
             b if isinstance(b, str) else b.batch_id
