@@ -145,6 +145,15 @@ def pids_by_marker() -> dict[str, int]:
 
 
 # -- the system under test ----------------------------------------------------------------------
+def _terminate(p: subprocess.Popen[bytes] | None) -> None:
+    if p is not None and p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 class System:
     def __init__(
         self,
@@ -287,20 +296,18 @@ class System:
         state = "ready" if ready else "NOT ready (windows still unsent)"
         print(f"# edge {state} {time.monotonic() - t0:.1f} s after start", file=sys.stderr)
 
+    def stop_edge(self) -> None:
+        _terminate(self.edge)
+
     def stop(self) -> None:
-        for p in (self.edge, self.server):
-            if p is not None and p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        _terminate(self.edge)
+        _terminate(self.server)
 
     def pids(self) -> dict[str, int]:
         out = pids_by_marker()
         if self.server is not None:
             out["storage_service"] = self.server.pid
-        if self.edge is not None:
+        if self.edge is not None and self.edge.poll() is None:
             out["edge"] = self.edge.pid
         return out
 
@@ -880,6 +887,8 @@ def main() -> int:
                 "" if n == args.ward_devices else f"_{n}",
             )
         if "put" in ops:
+            # the edge keeps the ward's devices' windows open: not put's work
+            system.stop_edge()
             measure_put(system, args.puts, 8)
     finally:
         system.stop()

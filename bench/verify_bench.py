@@ -33,8 +33,9 @@ The VerifyRecords case (`--minio-records N`, skipped with a line saying why
 when MinIO is not up): an in-process server on MinIO (the connection file of
 `ehr-abe infra up`) with the embedded ledger stores N records (1 KiB payloads,
 encrypted by the service) and anchors them; then, alternately in the same
-run, `rounds` times each: raw GETs of exactly those objects with the MinIO
-client at the service's fetch concurrency (reading every byte), and
+run, `rounds` times each: raw GETs of exactly what verification reads (each
+record's object, or its byte range of the object concurrent puts shared) with
+the MinIO client at the service's fetch concurrency (reading every byte), and
 VerifyRecords over gRPC (fetch, hash, recompute leaves, check against the
 anchored roots). `ratio` = VerifyRecords records/s / raw GET records/s (best
 round of each); `stages` are the verification's own stage times from one
@@ -259,12 +260,21 @@ def verify_records_vs_raw_gets(records: int, rounds: int) -> dict[str, object]:
             with ThreadPoolExecutor(8) as pool:
                 ids = list(pool.map(put, range(records)))
             core.flush()
-            keys = [envelope_key(rid) for rid in ids]
+            # what the verifier fetches per record: its object, or (concurrent puts
+            # share one) its byte range of the shared object
+            packed = core.index.pack_refs(ids)
+            keys = [
+                (envelope_key(rid), 0, 0)
+                if rid not in packed
+                else (packed[rid].key, packed[rid].offset, core.index.get(rid).meta.size)
+                for rid in ids
+            ]
             client, bucket = core.store.client, core.store.bucket
             workers = cfg.storage.fetch_concurrency
 
-            def raw_get(key: str) -> int:
-                response = client.get_object(bucket, key)
+            def raw_get(where: tuple[str, int, int]) -> int:
+                key, offset, length = where
+                response = client.get_object(bucket, key, offset=offset, length=length)
                 try:
                     return len(response.read())
                 finally:

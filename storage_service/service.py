@@ -76,6 +76,7 @@ from storage_service.records import (
     validate_id,
     validate_record_type,
 )
+from storage_service.shared_puts import SharedPuts
 from storage_service.stored_bytes import read_records
 from storage_service.verification import StreamReport, verify_instance
 
@@ -461,6 +462,13 @@ class StorageCore:
         self._window_cache: dict[str, _Window] = {}  # window records are immutable
         # Object writes of the segment streams overlap (MinIO answers in parallel).
         self._writers = ThreadPoolExecutor(max_workers=48, thread_name_prefix="segment-put")
+        self._shared_puts = SharedPuts(
+            put_one=self._put_one_object,
+            put_pack=lambda key, body, metadata: self.store.put(key, body, metadata),
+            commit=self.index.commit_group,
+            max_bytes=PACK_MAX_BYTES,
+            max_items=PACK_MAX_ITEMS,
+        )
 
     def start(self) -> None:
         try:  # learn what the ledger holds; new records then get seqs it never covered
@@ -643,8 +651,9 @@ class StorageCore:
         meta = self._meta(
             record_id, patient_id, record_type, author, utc_now(), envelope_policy, envelope
         )
+        leaf = merkle.leaf_hash(meta.leaf_bytes())
         try:
-            self._put_one_object(meta, envelope)
+            seq = self._shared_puts.store(meta, envelope, leaf)
         except AlreadyExists:
             if not idempotency_key:
                 raise
@@ -661,8 +670,8 @@ class StorageCore:
                 envelope,
             )
             duplicate = True
-        leaf = merkle.leaf_hash(meta.leaf_bytes())
-        seq = self.index.commit_group([(meta, leaf, None, None)])[0]
+            leaf = merkle.leaf_hash(meta.leaf_bytes())
+            seq = self.index.commit_group([(meta, leaf, None, None)])[0]
         self.anchorer.notify()
         if seq is not None and not duplicate and 1 <= seq <= MAX_SEQ:
             # The row just committed holds exactly this metadata and leaf: reading it

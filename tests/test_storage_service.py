@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -112,6 +113,20 @@ def _tamper_minio(core: StorageCore, record_id: str) -> None:
     store.client.put_object(
         store.bucket, envelope_key(record_id), io.BytesIO(bytes(data)), len(data)
     )
+
+
+def _flip_byte(store: Any, key: str, at: int) -> None:
+    """Someone with the disk (or MinIO's credentials) changes one byte of an object."""
+    import io
+
+    data = bytearray(store.get(key))
+    data[at] ^= 0x01
+    if isinstance(store, FilesystemStore):
+        path = store.root / key
+        os.chmod(path, 0o600)
+        path.write_bytes(bytes(data))
+    else:  # a newer version, around the conditional put
+        store.client.put_object(store.bucket, key, io.BytesIO(bytes(data)), len(data))
 
 
 def _embedded(tmp: Path) -> Backends:
@@ -759,3 +774,91 @@ def test_racing_retries_of_one_key_store_one_record(make_core: Any, backends: Ba
     records, _ = core.list_records(me, patient, 100, "")
     assert [r.record_id for r in records].count(ids.pop()) == 1
     assert sum(kind == "ok" for kind, _ in outcomes) in (1, 3)
+
+
+class _HeldPuts:
+    """The store, each object write held for a while: concurrent callers pile up
+    behind the first, as they do behind a busy MinIO."""
+
+    def __init__(self, inner: Any, hold_s: float, fail_packs: int = 0) -> None:
+        self.inner, self.hold_s, self.fail_packs = inner, hold_s, fail_packs
+        self.keys: list[str] = []
+
+    def put(self, key: str, data: bytes, metadata: Any = None) -> None:
+        time.sleep(self.hold_s)
+        if key.startswith("records/pack-") and self.fail_packs:
+            self.fail_packs -= 1
+            raise Unavailable("MinIO is restarting")
+        self.inner.put(key, data, metadata)
+        self.keys.append(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _concurrent_puts(core: StorageCore, patient: str, n: int) -> list[Any]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    start = threading.Barrier(n)
+
+    def put(i: int) -> Any:
+        start.wait()
+        try:
+            return core.put_record(
+                DEVICE, patient_id=patient, record_type="ecg", payload=b"r%d" % i, policy=POLICY
+            )
+        except Unavailable as exc:
+            return exc
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(put, range(n)))
+
+
+def test_concurrent_puts_share_an_object_and_each_record_stands_alone(
+    make_core: Any, backends: Backends, authority: KeyAuthority
+) -> None:
+    """PutRecords that arrive while another's object is being written share the next
+    object (one PUT, one index commit); each record keeps its own hash, leaf and
+    receipt, reads and verifies alone, and damage to one is that record's alone."""
+    core = make_core()
+    patient, me = _patient(backends, core)
+    held = _HeldPuts(core.store, hold_s=0.3)
+    core.store = held  # type: ignore[assignment]
+    results = _concurrent_puts(core, patient, 8)
+    rids = [r.meta.record_id for r in results]
+    packs = [k for k in held.keys if k.startswith("records/pack-")]
+    assert len(held.keys) < 8 and packs, held.keys  # fewer object writes than records
+    assert all(not r.duplicate and not r.receipt.anchored for r in results)
+    kr = _key(authority, "dr-heart", ["role:doctor", "dept:cardiology"])
+    for i, rid in enumerate(rids):
+        envelope, meta, _ = core.get_record(me, rid)
+        assert meta.record_id == rid
+        assert kr.decrypt(envelope, record_context(patient)) == b"r%d" % i
+    core.flush()
+    assert core.verify_records(me, patient_id=patient).ok
+    refs = core.index.pack_refs(rids)
+    victim, neighbour = [rid for rid in rids if rid in refs and refs[rid].key == packs[0]][:2]
+    _flip_byte(held.inner, refs[victim].key, refs[victim].offset + 30)
+    with pytest.raises(IntegrityError):
+        core.get_record(me, victim)
+    assert core.get_record(me, neighbour)[1].record_id == neighbour
+    assert core.verify_records(me, patient_id=patient).failed_record_ids == (victim,)
+
+
+def test_a_shared_object_that_fails_fails_its_callers_and_records_nothing(
+    make_core: Any, backends: Backends
+) -> None:
+    core = make_core()
+    patient, me = _patient(backends, core)
+    held = _HeldPuts(core.store, hold_s=0.3, fail_packs=1)
+    core.store = held  # type: ignore[assignment]
+    results = _concurrent_puts(core, patient, 6)
+    failed = [r for r in results if isinstance(r, Unavailable)]
+    stored = [r.meta.record_id for r in results if not isinstance(r, Unavailable)]
+    assert failed and stored  # the lone first call stored; the group behind it failed
+    listed, _ = core.list_records(me, patient, 100, "")
+    assert sorted(m.record_id for m in listed) == sorted(stored)  # no row without its bytes
+    again = _concurrent_puts(core, patient, 6)  # and the next calls are stored
+    assert not [r for r in again if isinstance(r, Unavailable)]
+    core.flush()
+    assert core.verify_records(me, patient_id=patient).ok
