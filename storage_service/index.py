@@ -92,7 +92,8 @@ CREATE TABLE IF NOT EXISTS segments(
   last_time_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS segments_by_patient_time ON segments(patient_id, last_time_ms);
--- records stored inside a pack object (segments); any other record is its own object
+-- records stored inside a pack object (segments, PutRecords that arrived together);
+-- any other record is its own object
 CREATE TABLE IF NOT EXISTS packed(
   record_id TEXT PRIMARY KEY,
   pack_key TEXT NOT NULL,

@@ -52,7 +52,8 @@ def envelope_key(record_id: str) -> str:
 @dataclass(frozen=True)
 class PackRef:
     """Where a record's bytes sit inside a pack: the segments one WriteSegments call
-    stores share one object (a MinIO PUT costs about a millisecond of its CPU, and a
+    stores, and PutRecords that arrive together (storage_service/shared_puts.py),
+    share one object (a MinIO PUT costs about a millisecond of its CPU, and a
     1,000-device ward closes ~500 segments a second). The record's length is its
     size; its hash, leaf and anchor are its own, as for a record with an object."""
 
@@ -63,6 +64,38 @@ class PackRef:
 def new_pack_key() -> str:
     # flat under records/ like envelope keys (no prefix checks on write)
     return f"records/pack-{secrets.token_hex(16)}.pack"
+
+
+#: a pack closes at this many bytes or records (a reader fetches ranges)
+PACK_MAX_BYTES = 1024 * 1024
+PACK_MAX_ITEMS = 256
+
+
+class Pack:
+    """Records' bytes gathered into one object, each at its PackRef."""
+
+    def __init__(self) -> None:
+        self.key = new_pack_key()
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.count = 0
+
+    def add(self, data: bytes) -> PackRef:
+        ref = PackRef(self.key, self.size)
+        self.parts.append(data)
+        self.size += len(data)
+        self.count += 1
+        return ref
+
+    @property
+    def full(self) -> bool:
+        return self.size >= PACK_MAX_BYTES or self.count >= PACK_MAX_ITEMS
+
+    def seal(self) -> tuple[bytes, dict[str, str]]:
+        """The object's body and metadata; the parts are let go (not held twice)."""
+        body = b"".join(self.parts)
+        self.parts = []
+        return body, {"ehr-pack": f"v1;{self.count}"}
 
 
 def metadata_key(record_id: str) -> str:

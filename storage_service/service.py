@@ -66,10 +66,12 @@ from storage_service.receipts import PendingPromise, sign_promise
 from storage_service.record_ids import RecordIdKeys
 from storage_service.records import (
     MAX_POLICY_CHARS,
+    PACK_MAX_BYTES,
+    PACK_MAX_ITEMS,
+    Pack,
     PackRef,
     RecordMeta,
     envelope_key,
-    new_pack_key,
     new_record_id,
     record_context,
     utc_now,
@@ -236,31 +238,10 @@ class _FactCache:
             self._dropped[key] = self._drops
 
 
-#: a pack object closes at this many bytes or records (a reader fetches ranges)
-PACK_MAX_BYTES = 1024 * 1024
-PACK_MAX_ITEMS = 256
+class _Pack(Pack):
+    """The window keys and segments of one WriteSegments call, and its object write."""
 
-
-class _Pack:
-    """The window keys and segments of one WriteSegments call, gathered into one object."""
-
-    def __init__(self) -> None:
-        self.key = new_pack_key()
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.count = 0
-        self.future: Future[None] | None = None
-
-    def add(self, data: bytes) -> PackRef:
-        ref = PackRef(self.key, self.size)
-        self.parts.append(data)
-        self.size += len(data)
-        self.count += 1
-        return ref
-
-    @property
-    def full(self) -> bool:
-        return self.size >= PACK_MAX_BYTES or self.count >= PACK_MAX_ITEMS
+    future: Future[None] | None = None
 
 
 #: WriteSegments reads this far ahead of the item it works on (see _read_ahead)
@@ -985,11 +966,7 @@ class StorageCore:
 
     def _write_pack(self, pack: _Pack) -> None:
         """Start writing `pack` (its segments' rows are committed once it is durable)."""
-        body = b"".join(pack.parts)
-        pack.parts = []  # not held twice
-        pack.future = self._writers.submit(
-            self.store.put, pack.key, body, {"ehr-pack": f"v1;{pack.count}"}
-        )
+        pack.future = self._writers.submit(self.store.put, pack.key, *pack.seal())
 
     def _put_one_object(self, meta: RecordMeta, data: bytes) -> None:
         """A PutRecord's object, its metadata riding along as object metadata (the

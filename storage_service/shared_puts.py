@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from storage_service.index import SegmentRow
-from storage_service.records import PackRef, RecordMeta, new_pack_key
+from storage_service.records import Pack, PackRef, RecordMeta
 
 #: a row for RecordIndex.commit_group (a PutRecord has no segment row)
 Row = tuple[RecordMeta, bytes, SegmentRow | None, PackRef | None]
@@ -142,12 +142,9 @@ class SharedPuts:
             self._put_one(group[0].meta, group[0].data)
             self.groups += 1
             return [None]
-        key, offset = new_pack_key(), 0
-        refs: list[PackRef | None] = []
-        for p in group:
-            refs.append(PackRef(key, offset))
-            offset += len(p.data)
-        self._put_pack(key, b"".join(p.data for p in group), {"ehr-pack": f"v1;{len(group)}"})
+        pack = Pack()
+        refs: list[PackRef | None] = [pack.add(p.data) for p in group]
+        self._put_pack(pack.key, *pack.seal())
         self.groups += 1
         return refs
 

@@ -1,5 +1,6 @@
 """Reading records' bytes wherever they are stored: a record's own object
-(`envelope_key`), or its range of a pack object (segments, see `PackRef`).
+(`envelope_key`), or its range of a pack object (segments, PutRecords that
+arrived together: see `PackRef`).
 Callers check every record's bytes against its hash; nothing here trusts them."""
 
 from __future__ import annotations
