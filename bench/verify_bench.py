@@ -310,6 +310,7 @@ def verify_records_vs_raw_gets(records: int, rounds: int) -> dict[str, object]:
     return {
         "case": "verify_records_minio",
         "records": records,
+        "records_in_shared_objects": len(packed),  # read as ranges by both sides
         "object_bytes_mean": round(total_bytes / records),
         "fetch_concurrency": workers,
         "rounds": rounds,
