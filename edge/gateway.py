@@ -721,6 +721,30 @@ def split_lanes(
     return [calls for calls in out if calls]
 
 
+#: items and bytes in one WriteSegments stream message: many items per message
+#: (each message costs a round through both processes' gRPC threads), well below
+#: the server's message size limit
+MESSAGE_MAX_ITEMS = 64
+MESSAGE_MAX_BYTES = 1024 * 1024
+
+
+def message_groups(
+    items: list[OutboxItem], max_items: int, max_bytes: int
+) -> Iterator[list[OutboxItem]]:
+    """`items` in order, in groups of at most `max_items` items and `max_bytes` bytes
+    of payload (an item larger than `max_bytes` alone in its group)."""
+    group: list[OutboxItem] = []
+    size = 0
+    for item in items:
+        if group and (len(group) >= max_items or size + len(item.payload) > max_bytes):
+            yield group
+            group, size = [], 0
+        group.append(item)
+        size += len(item.payload)
+    if group:
+        yield group
+
+
 class GrpcSegmentSink:
     """WriteSegments over gRPC: mutual TLS with the edge's certificate, or the
     development headers when no TLS material is given."""
@@ -759,23 +783,25 @@ class GrpcSegmentSink:
         from ehr_common.api.v1 import storage_pb2 as pb
         from ehr_common.grpc_errors import error_from_rpc
 
+        def one(i: OutboxItem) -> pb.SegmentItem:
+            if i.kind == "window":
+                return pb.SegmentItem(
+                    window=pb.WindowKey(
+                        window_id=i.key,
+                        patient_id=i.patient_id,
+                        device_id=i.device_id,
+                        envelope=i.payload,
+                    )
+                )
+            return pb.SegmentItem(
+                segment=pb.Segment(
+                    idempotency_key=i.key, record_type=i.record_type, sealed=i.payload
+                )
+            )
+
         def messages() -> Iterator[pb.SegmentWrite]:
-            for i in items:
-                if i.kind == "window":
-                    yield pb.SegmentWrite(
-                        window=pb.WindowKey(
-                            window_id=i.key,
-                            patient_id=i.patient_id,
-                            device_id=i.device_id,
-                            envelope=i.payload,
-                        )
-                    )
-                else:
-                    yield pb.SegmentWrite(
-                        segment=pb.Segment(
-                            idempotency_key=i.key, record_type=i.record_type, sealed=i.payload
-                        )
-                    )
+            for group in message_groups(items, MESSAGE_MAX_ITEMS, MESSAGE_MAX_BYTES):
+                yield pb.SegmentWrite(items=[one(i) for i in group])
 
         try:
             resp = self._stub.WriteSegments(messages(), timeout=self._timeout, metadata=self._md)

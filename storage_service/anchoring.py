@@ -188,7 +188,11 @@ class Anchorer:
                     self._adopt_ledger_placement(head)
                     self._close_due_batches(force=force, head=head)
                     batches, records = self._anchor_unanchored()
-                    if batches:  # the book (receipts, status) learns them from the ledger
+                    # A background pass leaves it to the next pass to learn these anchors
+                    # from the ledger (covering() lists it sooner for a seq past the
+                    # head): the anchoring cycle is serial, and a listing here delayed
+                    # every next batch. A flush is asked for, so its caller sees them.
+                    if batches and force:
                         self._book.refresh()
             except EhrAbeError as exc:
                 failure = exc

@@ -85,6 +85,17 @@ def _cut_off(context: Any, subject: str, fired: threading.Event) -> None:
     context.cancel()
 
 
+def _stream_item(msg: pb.SegmentWrite | pb.SegmentItem) -> WindowItem | SegmentItem:
+    which = msg.WhichOneof("item")
+    if which == "window":
+        w = msg.window
+        return WindowItem(w.window_id, w.patient_id, w.device_id, w.envelope)
+    if which == "segment":
+        g = msg.segment
+        return SegmentItem(g.idempotency_key, g.record_type, g.sealed)
+    raise InvalidArgument("a WriteSegments item needs a window or a segment")
+
+
 class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
     def __init__(self, core: StorageCore, authenticator: Authenticator, *, max_streams: int = 16):
         """max_streams: open streams of all callers together; keep it below the
@@ -287,15 +298,14 @@ class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
 
         def items() -> Iterator[WindowItem | SegmentItem]:
             for msg in request_iterator:
-                which = msg.WhichOneof("item")
-                if which == "window":
-                    w = msg.window
-                    yield WindowItem(w.window_id, w.patient_id, w.device_id, w.envelope)
-                elif which == "segment":
-                    g = msg.segment
-                    yield SegmentItem(g.idempotency_key, g.record_type, g.sealed)
-                else:
+                # the message's own item, then its batch (write_segments counts and
+                # caps items and bytes over the whole call, however they are packed)
+                if msg.WhichOneof("item") is None and not msg.items:
                     raise InvalidArgument("a WriteSegments message needs a window or a segment")
+                if msg.WhichOneof("item") is not None:
+                    yield _stream_item(msg)
+                for one in msg.items:
+                    yield _stream_item(one)
             budget.cancel()  # all read: what is left is this service's own work
 
         with self._streams.hold(caller.principal, "WriteSegments"):

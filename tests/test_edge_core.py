@@ -675,3 +675,28 @@ def test_split_lanes_keeps_each_device_in_one_lane_in_order(
             assert len(call) == 1 or sum(len(i.payload) for i in call) <= 1024
             for item in call:
                 assert lane_of.setdefault(item.device_id, n) == n  # one lane per device
+
+
+@given(
+    sizes=st.lists(st.integers(0, 3000), max_size=80),
+    max_items=st.integers(1, 10),
+    max_bytes=st.integers(1, 4096),
+)
+def test_message_groups_pack_items_in_order_within_the_bounds(
+    sizes: list[int], max_items: int, max_bytes: int
+) -> None:
+    from edge.gateway import message_groups
+
+    items = [
+        OutboxItem(i, "segment", f"d/{i}", "segment.ecg", "p", "d", b"x" * n, 1, 0)
+        for i, n in enumerate(sizes)
+    ]
+    groups = list(message_groups(items, max_items, max_bytes))
+    assert [i.id for g in groups for i in g] == [i.id for i in items]  # all, in order
+    for n, g in enumerate(groups):
+        assert 1 <= len(g) <= max_items
+        size = sum(len(i.payload) for i in g)
+        assert len(g) == 1 or size <= max_bytes  # only a lone item may be larger
+        if n + 1 < len(groups):  # a group closes only when the next item would not fit
+            nxt = groups[n + 1][0]
+            assert len(g) == max_items or size + len(nxt.payload) > max_bytes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -513,6 +514,7 @@ def test_segment_stream_rpcs_over_grpc(channel: grpc.Channel) -> None:
         )
     )
 
+    @functools.cache  # sealing draws a fresh nonce: a resend must carry the same bytes
     def segment(first: int) -> storage_pb2.SegmentWrite:
         h = SegmentHeader("hr-1.w", patient, "hr-1", "heart-rate", first, first, 5, 5, 1)
         return storage_pb2.SegmentWrite(
@@ -526,6 +528,40 @@ def test_segment_stream_rpcs_over_grpc(channel: grpc.Channel) -> None:
     resp = st.WriteSegments(iter([window, segment(0), segment(1)]), metadata=edge)
     assert [r.key for r in resp.receipts] == ["hr-1.w", "hr-1/0", "hr-1/1"]
     assert not any(r.duplicate for r in resp.receipts)
+
+    def batch(*firsts: int, own: int | None = None) -> storage_pb2.SegmentWrite:
+        msg = storage_pb2.SegmentWrite(
+            items=[storage_pb2.SegmentItem(segment=segment(f).segment) for f in firsts]
+        )
+        if own is not None:
+            msg.segment.CopyFrom(segment(own).segment)
+        return msg
+
+    # many items per message (what the edge sends): a message's own item, then its
+    # batch, then the next message, answered in that order; a resend is a duplicate
+    resp = st.WriteSegments(iter([batch(3, 4, 1, own=2), segment(5)]), metadata=edge)
+    assert [(r.key, r.duplicate) for r in resp.receipts] == [
+        ("hr-1/2", False),
+        ("hr-1/3", False),
+        ("hr-1/4", False),
+        ("hr-1/1", True),
+        ("hr-1/5", False),
+    ]
+    # an empty item inside a batch refuses the call: nothing of it is stored
+    hollow = batch(6)
+    hollow.items.add()
+    assert (
+        code_of(lambda: st.WriteSegments(iter([hollow]), metadata=edge))
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    # the item bound counts items, however they are packed into messages
+    from storage_service.service import MAX_STREAM_ITEMS
+
+    crowd = storage_pb2.SegmentWrite(items=[batch(6).items[0]] * (MAX_STREAM_ITEMS + 1))
+    assert (
+        code_of(lambda: st.WriteSegments(iter([crowd]), metadata=edge))
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
     for bad, code in (
         (
             [
@@ -553,9 +589,8 @@ def test_segment_stream_rpcs_over_grpc(channel: grpc.Channel) -> None:
         open_items(st.FetchSegments(fetch_request(patient, None, None), metadata=me), ring, patient)
     )
     assert [(s.first_seq, s.observations) for s in segs] == [
-        (0, [{"resourceType": "Observation"}]),
-        (1, [{"resourceType": "Observation"}]),
-    ]
+        (n, [{"resourceType": "Observation"}]) for n in range(6)
+    ]  # hr-1/6 of the refused calls is not among them
     stranger = st.FetchSegments(fetch_request(patient, None, None), metadata=md("dr-x", "doctor"))
     assert code_of(lambda: list(stranger)) == grpc.StatusCode.PERMISSION_DENIED
 

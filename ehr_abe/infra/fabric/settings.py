@@ -63,7 +63,7 @@ class FabricSettings:
     raft_election_tick: int = 10
     raft_heartbeat_tick: int = 1
     #: how long the orderer waits to fill a block: this bounds commit latency
-    batch_timeout: str = "250ms"
+    batch_timeout: str = "100ms"
     batch_max_messages: int = 500
     #: logging of the Fabric processes (never DEBUG for chaincode: it would log payloads)
     log_spec: str = "INFO"

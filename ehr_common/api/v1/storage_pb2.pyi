@@ -38,13 +38,23 @@ class Segment(_message.Message):
     sealed: bytes
     def __init__(self, idempotency_key: _Optional[str] = ..., record_type: _Optional[str] = ..., sealed: _Optional[bytes] = ...) -> None: ...
 
-class SegmentWrite(_message.Message):
+class SegmentItem(_message.Message):
     __slots__ = ("window", "segment")
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
     window: WindowKey
     segment: Segment
     def __init__(self, window: _Optional[_Union[WindowKey, _Mapping]] = ..., segment: _Optional[_Union[Segment, _Mapping]] = ...) -> None: ...
+
+class SegmentWrite(_message.Message):
+    __slots__ = ("window", "segment", "items")
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    window: WindowKey
+    segment: Segment
+    items: _containers.RepeatedCompositeFieldContainer[SegmentItem]
+    def __init__(self, window: _Optional[_Union[WindowKey, _Mapping]] = ..., segment: _Optional[_Union[Segment, _Mapping]] = ..., items: _Optional[_Iterable[_Union[SegmentItem, _Mapping]]] = ...) -> None: ...
 
 class WriteReceipt(_message.Message):
     __slots__ = ("key", "record_id", "duplicate")
