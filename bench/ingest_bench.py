@@ -848,7 +848,7 @@ def main() -> int:
     ap.add_argument("--sweep-duration", type=float, default=20.0)
     ap.add_argument("--puts", type=int, default=6000)
     ap.add_argument("--segment-age", type=float, default=1.5)
-    ap.add_argument("--anchor-age", type=float, default=0.25, help="storage batch_max_age_s")
+    ap.add_argument("--anchor-age", type=float, default=0.1, help="storage batch_max_age_s")
     ap.add_argument("--ledger", choices=["fabric", "embedded"], default="fabric")
     ap.add_argument("--ops", default="ingest,raw_mqtt,ward,put")
     ap.add_argument("--plot", action="store_true")
