@@ -17,6 +17,7 @@ from ehr_common.api.v1 import abe_pb2, abe_pb2_grpc, storage_pb2, storage_pb2_gr
 from ehr_common.config import Config
 from ehr_common.errors import ConfigError
 from ehr_common.grpc_errors import ErrorMappingInterceptor
+from ehr_common.grpc_parsing import RequestParsers
 from ehr_common.identity import build_authenticator, client_cas
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def _credentials(cfg: Config) -> grpc.ServerCredentials | None:
 def start_server(cfg: Config, *, passphrase: bytes | None = None) -> RunningServer:
     """Start the configured services; returns once the port is bound."""
     from abe_service.servicer import AbeServicer, load_authority_for_serving
-    from storage_service.servicer import StorageServicer
+    from storage_service.servicer import REQUEST_PARSERS, StorageServicer
     from storage_service.wiring import build_storage_core
 
     tls = cfg.tls_enabled
@@ -81,7 +82,7 @@ def start_server(cfg: Config, *, passphrase: bytes | None = None) -> RunningServ
     mb = cfg.server.max_message_mb * 1024 * 1024
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=RPC_THREADS, thread_name_prefix="rpc"),
-        interceptors=[ErrorMappingInterceptor()],
+        interceptors=[ErrorMappingInterceptor(), RequestParsers(REQUEST_PARSERS)],
         options=[("grpc.max_receive_message_length", mb), ("grpc.max_send_message_length", mb)],
     )
     health_servicer = health.HealthServicer()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +22,13 @@ from ehr_common.errors import DeadlineExceeded, InvalidArgument
 from ehr_common.identity import Authenticator
 from storage_service.ledger.base import Caller
 from storage_service.records import RecordMeta
-from storage_service.service import Receipt, SegmentItem, StorageCore, WindowItem
+from storage_service.service import (
+    MAX_STREAM_ITEMS,
+    Receipt,
+    SegmentItem,
+    StorageCore,
+    WindowItem,
+)
 from storage_service.stream_slots import StreamSlots
 
 log = logging.getLogger(__name__)
@@ -83,6 +90,44 @@ def _cut_off(context: Any, subject: str, fired: threading.Event) -> None:
         "WriteSegments from %s cancelled: stream open over %s s", subject, MAX_STREAM_SECONDS
     )
     context.cancel()
+
+
+#: A WriteSegments message larger than this carries one item (a big segment or
+#: window key), never a batch: a batch is parsed into one object per item, and
+#: 2-byte empty items made a 64 MiB message some 32 million objects (about 1.5 GB).
+#: The edge packs batches of at most 1 MiB of payload.
+BATCH_MESSAGE_MAX_BYTES = 2 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class OversizedBatch:
+    """A WriteSegments message over BATCH_MESSAGE_MAX_BYTES with more than one item."""
+
+    size: int
+
+
+def parse_segment_write(raw: bytes) -> pb.SegmentWrite | pb.SegmentItem | OversizedBatch:
+    """WriteSegments' request parser (installed with RequestParsers): a message up to
+    BATCH_MESSAGE_MAX_BYTES as a SegmentWrite; a larger one as a single item, with
+    anything else in it (`items`) refused unparsed."""
+    if len(raw) <= BATCH_MESSAGE_MAX_BYTES:
+        return pb.SegmentWrite.FromString(raw)
+    # SegmentItem has SegmentWrite's item fields and not `items`, which it keeps as
+    # unknown bytes instead of expanding; whatever it did not know is then dropped,
+    # and a size that changed says there was something besides the one item.
+    one = pb.SegmentItem.FromString(raw)
+    one.DiscardUnknownFields()
+    if one.ByteSize() != len(raw):
+        return OversizedBatch(len(raw))
+    return one
+
+
+#: full method name -> request parser, for RequestParsers
+REQUEST_PARSERS = {
+    f"/{pb.DESCRIPTOR.services_by_name['StorageService'].full_name}/WriteSegments": (
+        parse_segment_write
+    ),
+}
 
 
 def _stream_item(msg: pb.SegmentWrite | pb.SegmentItem) -> WindowItem | SegmentItem:
@@ -298,10 +343,22 @@ class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
 
         def items() -> Iterator[WindowItem | SegmentItem]:
             for msg in request_iterator:
+                if isinstance(msg, OversizedBatch):
+                    raise InvalidArgument(
+                        f"a WriteSegments message of {msg.size} bytes carries more than one "
+                        f"item: batches of items are at most {BATCH_MESSAGE_MAX_BYTES} bytes"
+                    )
+                if isinstance(msg, pb.SegmentItem):  # a large message: one item
+                    yield _stream_item(msg)
+                    continue
                 # the message's own item, then its batch (write_segments counts and
                 # caps items and bytes over the whole call, however they are packed)
                 if msg.WhichOneof("item") is None and not msg.items:
                     raise InvalidArgument("a WriteSegments message needs a window or a segment")
+                if len(msg.items) > MAX_STREAM_ITEMS:
+                    raise InvalidArgument(
+                        f"more than {MAX_STREAM_ITEMS} items in one WriteSegments message"
+                    )
                 if msg.WhichOneof("item") is not None:
                     yield _stream_item(msg)
                 for one in msg.items:

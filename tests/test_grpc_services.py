@@ -562,6 +562,30 @@ def test_segment_stream_rpcs_over_grpc(channel: grpc.Channel) -> None:
         code_of(lambda: st.WriteSegments(iter([crowd]), metadata=edge))
         == grpc.StatusCode.INVALID_ARGUMENT
     )
+    # a batch over 2 MiB is refused unparsed (a million 2-byte empty items would be a
+    # million objects); one large item in a message of its own is taken
+    from storage_service.servicer import BATCH_MESSAGE_MAX_BYTES
+
+    empties = storage_pb2.SegmentWrite(
+        items=[storage_pb2.SegmentItem()] * (BATCH_MESSAGE_MAX_BYTES // 2 + 1)
+    )
+    assert empties.ByteSize() > BATCH_MESSAGE_MAX_BYTES
+    with pytest.raises(grpc.RpcError) as refused:
+        st.WriteSegments(iter([empties]), metadata=edge)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "more than one item" in (refused.value.details() or "")
+    h = SegmentHeader("hr-1.w", patient, "hr-1", "heart-rate", 9, 9, 5, 5, 1)
+    body = b'{"resourceType":"Observation","note":"' + b"x" * (3 << 20) + b'"}\n'
+    large = storage_pb2.SegmentWrite(
+        segment=storage_pb2.Segment(
+            idempotency_key="hr-1/9",
+            record_type="segment.heart-rate",
+            sealed=seal_segment(key, h, body),
+        )
+    )
+    assert large.ByteSize() > BATCH_MESSAGE_MAX_BYTES
+    resp = st.WriteSegments(iter([large]), metadata=edge)
+    assert [(r.key, r.duplicate) for r in resp.receipts] == [("hr-1/9", False)]
     for bad, code in (
         (
             [
@@ -588,9 +612,9 @@ def test_segment_stream_rpcs_over_grpc(channel: grpc.Channel) -> None:
     segs = list(
         open_items(st.FetchSegments(fetch_request(patient, None, None), metadata=me), ring, patient)
     )
-    assert [(s.first_seq, s.observations) for s in segs] == [
-        (n, [{"resourceType": "Observation"}]) for n in range(6)
-    ]  # hr-1/6 of the refused calls is not among them
+    assert [s.first_seq for s in segs] == [0, 1, 2, 3, 4, 5, 9]  # not hr-1/6 (refused)
+    assert [s.observations for s in segs[:6]] == [[{"resourceType": "Observation"}]] * 6
+    assert len(segs[6].observations[0]["note"]) == 3 << 20
     stranger = st.FetchSegments(fetch_request(patient, None, None), metadata=md("dr-x", "doctor"))
     assert code_of(lambda: list(stranger)) == grpc.StatusCode.PERMISSION_DENIED
 

@@ -1127,3 +1127,35 @@ def test_missing_public_parameters_are_a_config_error(tmp_path: Path, core: Stor
     cfg = EdgeConfig(spool_dir=tmp_path / "spool", public_params=tmp_path / "nope.bin")
     with pytest.raises(ConfigError, match="public parameters"):
         Gateway(cfg, CoreSink(core))
+
+
+def test_the_write_segments_parser_never_expands_a_large_batch() -> None:
+    """Over BATCH_MESSAGE_MAX_BYTES a message is parsed as one item; a batch (or
+    anything else) riding along is refused without being turned into objects."""
+    from storage_service.servicer import (
+        BATCH_MESSAGE_MAX_BYTES,
+        OversizedBatch,
+        parse_segment_write,
+    )
+
+    seg = pb.Segment(idempotency_key="k", record_type="segment.ecg", sealed=b"s" * 100)
+    small = pb.SegmentWrite(segment=seg, items=[pb.SegmentItem(segment=seg)] * 3)
+    parsed = parse_segment_write(small.SerializeToString())
+    assert isinstance(parsed, pb.SegmentWrite) and len(parsed.items) == 3
+
+    big = pb.Segment(idempotency_key="k", record_type="segment.ecg", sealed=b"s" * 3_000_000)
+    alone = pb.SegmentWrite(segment=big).SerializeToString()
+    assert len(alone) > BATCH_MESSAGE_MAX_BYTES
+    one = parse_segment_write(alone)
+    assert isinstance(one, pb.SegmentItem) and one.segment == big
+    window = pb.SegmentWrite(window=pb.WindowKey(window_id="w", envelope=b"e" * 3_000_000))
+    assert isinstance(parse_segment_write(window.SerializeToString()), pb.SegmentItem)
+
+    for extra in (
+        pb.SegmentWrite(items=[pb.SegmentItem()]).SerializeToString(),  # a batch
+        b"\x1a\x00" * 10,  # ten empty items
+        b"\x48\x01",  # field 9, unknown to both
+    ):
+        assert parse_segment_write(alone + extra) == OversizedBatch(len(alone) + len(extra))
+    # a large message of empty items only
+    assert isinstance(parse_segment_write(b"\x1a\x00" * (BATCH_MESSAGE_MAX_BYTES)), OversizedBatch)
