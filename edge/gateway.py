@@ -783,25 +783,28 @@ class GrpcSegmentSink:
         from ehr_common.api.v1 import storage_pb2 as pb
         from ehr_common.grpc_errors import error_from_rpc
 
-        def one(i: OutboxItem) -> pb.SegmentItem:
+        def fields(i: OutboxItem) -> dict[str, Any]:
             if i.kind == "window":
-                return pb.SegmentItem(
-                    window=pb.WindowKey(
+                return {
+                    "window": pb.WindowKey(
                         window_id=i.key,
                         patient_id=i.patient_id,
                         device_id=i.device_id,
                         envelope=i.payload,
                     )
-                )
-            return pb.SegmentItem(
-                segment=pb.Segment(
+                }
+            return {
+                "segment": pb.Segment(
                     idempotency_key=i.key, record_type=i.record_type, sealed=i.payload
                 )
-            )
+            }
 
         def messages() -> Iterator[pb.SegmentWrite]:
             for group in message_groups(items, MESSAGE_MAX_ITEMS, MESSAGE_MAX_BYTES):
-                yield pb.SegmentWrite(items=[one(i) for i in group])
+                if len(group) == 1:  # the message's own item: a large one may only go so
+                    yield pb.SegmentWrite(**fields(group[0]))
+                else:
+                    yield pb.SegmentWrite(items=[pb.SegmentItem(**fields(i)) for i in group])
 
         try:
             resp = self._stub.WriteSegments(messages(), timeout=self._timeout, metadata=self._md)

@@ -1159,3 +1159,38 @@ def test_the_write_segments_parser_never_expands_a_large_batch() -> None:
         assert parse_segment_write(alone + extra) == OversizedBatch(len(alone) + len(extra))
     # a large message of empty items only
     assert isinstance(parse_segment_write(b"\x1a\x00" * (BATCH_MESSAGE_MAX_BYTES)), OversizedBatch)
+
+
+def test_the_edge_sends_a_large_segment_alone_and_small_ones_batched(tmp_path: Path) -> None:
+    """The edge's sink packs items into messages of at most 64 items and 1 MiB, and
+    a segment larger than that goes as its message's own item (a batch that large
+    would be refused): all of them stored, in order, over real gRPC."""
+    from edge.gateway import GrpcSegmentSink
+    from tests.iomt_helpers import assign_devices
+
+    storage = Storage.create(tmp_path / "svc", None)
+    try:
+        assign_devices(storage, {"hr-7": Device("heart-rate", "p-7")})
+        key = new_window_key()
+        params = storage.public_params.read_bytes()
+        envelope = AbeEncryptor.from_public_params(params).encrypt(
+            "patient:p-7", key, window_context("p-7", "hr-7", "hr-7.w")
+        )
+        items = [OutboxItem(0, "window", "hr-7.w", "window-key", "p-7", "hr-7", envelope, 0, 0)]
+        sizes = [100] * 70 + [3 << 20] + [100] * 5
+        for seq, size in enumerate(sizes):
+            h = SegmentHeader("hr-7.w", "p-7", "hr-7", "heart-rate", seq, seq, NOW, NOW, 1)
+            sealed = seal_segment(key, h, b'{"n":"' + b"x" * size + b'"}\n')
+            items.append(
+                OutboxItem(
+                    0, "segment", f"hr-7/{seq}", "segment.heart-rate", "p-7", "hr-7", sealed, 1, 0
+                )
+            )
+        sink = GrpcSegmentSink(storage.endpoint, subject="edge-7")
+        try:
+            assert sink.write(items) == [False] * len(items)
+            assert sink.write(items[70:73]) == [True] * 3  # a resend: duplicates
+        finally:
+            sink.close()
+    finally:
+        storage.stop()
