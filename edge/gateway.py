@@ -708,41 +708,33 @@ def split_lanes(
 ) -> list[list[list[OutboxItem]]]:
     """The outbox's items (oldest first) as `lanes` lists of calls: a device's items
     all in one lane (crc32 of its id), in their order, each call within the limits."""
-    out: list[list[list[OutboxItem]]] = [[] for _ in range(lanes)]
-    sizes = [0] * lanes
+    by_lane: list[list[OutboxItem]] = [[] for _ in range(lanes)]
     for item in items:
-        lane = zlib.crc32(item.device_id.encode()) % lanes
-        calls = out[lane]
-        if not calls or len(calls[-1]) >= max_items or sizes[lane] + len(item.payload) > max_bytes:
-            calls.append([])
-            sizes[lane] = 0
-        calls[-1].append(item)
-        sizes[lane] += len(item.payload)
-    return [calls for calls in out if calls]
+        by_lane[zlib.crc32(item.device_id.encode()) % lanes].append(item)
+    return [list(chunks(lane, max_items, max_bytes)) for lane in by_lane if lane]
 
 
 #: items and bytes in one WriteSegments stream message: many items per message
 #: (each message costs a round through both processes' gRPC threads), well below
-#: the server's message size limit
+#: the server's bound on a batch message (BATCH_MESSAGE_MAX_BYTES, 2 MiB)
 MESSAGE_MAX_ITEMS = 64
 MESSAGE_MAX_BYTES = 1024 * 1024
 
 
-def message_groups(
-    items: list[OutboxItem], max_items: int, max_bytes: int
-) -> Iterator[list[OutboxItem]]:
-    """`items` in order, in groups of at most `max_items` items and `max_bytes` bytes
-    of payload (an item larger than `max_bytes` alone in its group)."""
-    group: list[OutboxItem] = []
+def chunks(items: list[OutboxItem], max_items: int, max_bytes: int) -> Iterator[list[OutboxItem]]:
+    """`items` in order, in runs of at most `max_items` items and `max_bytes` bytes of
+    payload (an item larger than `max_bytes` alone in its run): a lane's calls, a
+    call's stream messages."""
+    run: list[OutboxItem] = []
     size = 0
     for item in items:
-        if group and (len(group) >= max_items or size + len(item.payload) > max_bytes):
-            yield group
-            group, size = [], 0
-        group.append(item)
+        if run and (len(run) >= max_items or size + len(item.payload) > max_bytes):
+            yield run
+            run, size = [], 0
+        run.append(item)
         size += len(item.payload)
-    if group:
-        yield group
+    if run:
+        yield run
 
 
 class GrpcSegmentSink:
@@ -800,11 +792,12 @@ class GrpcSegmentSink:
             }
 
         def messages() -> Iterator[pb.SegmentWrite]:
-            for group in message_groups(items, MESSAGE_MAX_ITEMS, MESSAGE_MAX_BYTES):
-                if len(group) == 1:  # the message's own item: a large one may only go so
-                    yield pb.SegmentWrite(**fields(group[0]))
-                else:
-                    yield pb.SegmentWrite(items=[pb.SegmentItem(**fields(i)) for i in group])
+            # a message's first item is its own, the rest its batch: an item too large
+            # for a batch message is alone in its run, so it always goes as the own one
+            for run in chunks(items, MESSAGE_MAX_ITEMS, MESSAGE_MAX_BYTES):
+                yield pb.SegmentWrite(
+                    **fields(run[0]), items=[pb.SegmentItem(**fields(i)) for i in run[1:]]
+                )
 
         try:
             resp = self._stub.WriteSegments(messages(), timeout=self._timeout, metadata=self._md)

@@ -353,13 +353,14 @@ class StorageServicer(pb_grpc.StorageServiceServicer):  # type: ignore[misc]
                     continue
                 # the message's own item, then its batch (write_segments counts and
                 # caps items and bytes over the whole call, however they are packed)
-                if msg.WhichOneof("item") is None and not msg.items:
+                own = msg.WhichOneof("item") is not None
+                if not own and not msg.items:
                     raise InvalidArgument("a WriteSegments message needs a window or a segment")
                 if len(msg.items) > MAX_STREAM_ITEMS:
                     raise InvalidArgument(
                         f"more than {MAX_STREAM_ITEMS} items in one WriteSegments message"
                     )
-                if msg.WhichOneof("item") is not None:
+                if own:
                     yield _stream_item(msg)
                 for one in msg.items:
                     yield _stream_item(one)

@@ -682,16 +682,16 @@ def test_split_lanes_keeps_each_device_in_one_lane_in_order(
     max_items=st.integers(1, 10),
     max_bytes=st.integers(1, 4096),
 )
-def test_message_groups_pack_items_in_order_within_the_bounds(
+def test_chunks_keep_items_in_order_within_the_bounds(
     sizes: list[int], max_items: int, max_bytes: int
 ) -> None:
-    from edge.gateway import message_groups
+    from edge.gateway import chunks
 
     items = [
         OutboxItem(i, "segment", f"d/{i}", "segment.ecg", "p", "d", b"x" * n, 1, 0)
         for i, n in enumerate(sizes)
     ]
-    groups = list(message_groups(items, max_items, max_bytes))
+    groups = list(chunks(items, max_items, max_bytes))
     assert [i.id for g in groups for i in g] == [i.id for i in items]  # all, in order
     for n, g in enumerate(groups):
         assert 1 <= len(g) <= max_items

@@ -1157,8 +1157,15 @@ def test_the_write_segments_parser_never_expands_a_large_batch() -> None:
         b"\x48\x01",  # field 9, unknown to both
     ):
         assert parse_segment_write(alone + extra) == OversizedBatch(len(alone) + len(extra))
-    # a large message of empty items only
+    # a large message of empty items only; at the bound itself, still a batch (which the
+    # servicer then refuses by its item count)
     assert isinstance(parse_segment_write(b"\x1a\x00" * (BATCH_MESSAGE_MAX_BYTES)), OversizedBatch)
+    at_bound = parse_segment_write(b"\x1a\x00" * (BATCH_MESSAGE_MAX_BYTES // 2))
+    assert isinstance(at_bound, pb.SegmentWrite) and len(at_bound.items) == 1 << 20
+    assert isinstance(
+        parse_segment_write(b"\x1a\x00" * (BATCH_MESSAGE_MAX_BYTES // 2) + b"\x48\x01"),
+        OversizedBatch,
+    )
 
 
 def test_the_edge_sends_a_large_segment_alone_and_small_ones_batched(tmp_path: Path) -> None:
